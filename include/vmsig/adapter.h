@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMSIG_ADAPTER_H
+#define VMSIG_ADAPTER_H
+
+/* The adapter seam. One adapter instance per (endpoint, seam). The core
+ * drives it from the loop thread only; adapter worker threads reach the core
+ * through sink->emit alone. */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <vmsig/event.h>
+#include <vmsig/memctx.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How the core treats a registered fd's readiness before calling on_readiness. */
+enum vmsig_rdy_shape {
+        VMSIG_RDY_FD = 0,      /* native fd: the adapter does its own I/O */
+        VMSIG_RDY_TIMERFD = 1, /* the core reads the expiry count first */
+        VMSIG_RDY_EVENTFD = 2, /* the core reads (resets) the counter first:
+                                  the bridge from an adapter's worker thread */
+};
+
+struct vmsig_fd_reg {
+        int fd;                /* owned by the adapter; closed in close() */
+        uint32_t epoll_events; /* EPOLLIN, ... (level-triggered) */
+        enum vmsig_rdy_shape shape;
+        uint64_t cookie;       /* passed back to on_readiness for demux */
+};
+
+#define VMSIG_FD_REG_MAX 8 /* per adapter instance */
+
+/* What the core hands an adapter at attach. */
+struct vmsig_emit_sink {
+        /* Thread-safe. The core stamps endpoint and source, so an adapter can
+         * only speak for its own seam. 0 or negative errno (-ESHUTDOWN once
+         * the adapter is being detached). May block briefly while the
+         * hand-off ring is full: backpressure, never loss. */
+        int (*emit)(const struct vmsig_emit_sink *sink, const struct vmsig_event *ev);
+
+        /* Loop thread only. NULL for adapters that are not memctx adapters.
+         * register: the core dups ctx->fd (which must be O_RDONLY, else
+         * -EPERM), bumps the endpoint's epoch, retains the datum and
+         * publishes it. unregister: publishes an invalidation. */
+        int (*register_memctx)(const struct vmsig_emit_sink *sink, const struct vmsig_memctx *ctx,
+                               uint64_t *ret_epoch);
+        int (*unregister_memctx)(const struct vmsig_emit_sink *sink);
+
+        /* Loop thread only: add/remove fds after attach (e.g. a reconnecting
+         * QMP socket). Same rules as attach registration. */
+        int (*watch_fd)(const struct vmsig_emit_sink *sink, const struct vmsig_fd_reg *reg);
+        int (*unwatch_fd)(const struct vmsig_emit_sink *sink, int fd);
+
+        void *core_; /* private to the core */
+};
+
+/* Per-attachment configuration (from a trigger file or a test). */
+struct vmsig_adapter_cfg {
+        const char *vm_name;
+        const char *qmp_path; /* may be NULL for stubs */
+        const char *ram_path; /* may be NULL for stubs */
+        const char *options;  /* "key=value,key=value", adapter-specific */
+};
+
+/* submit() results. */
+enum {
+        VMSIG_SUBMIT_ACCEPTED = 0, /* taken: the adapter emits the ACT_ACK (unless FF) */
+        VMSIG_SUBMIT_NOT_MINE = 1, /* not for this seam: the core answers -EOPNOTSUPP */
+        /* < 0: error; the core answers with an ACT_ACK carrying it */
+};
+
+struct vmsig_adapter_ops {
+        const char *name;   /* "memctx-stub", "vmhost-qmp", ... */
+        uint8_t seam;       /* enum vmsig_source */
+        int (*open)(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance);
+        /* Bring up workers and fill reg[0..cap) with fds to watch. */
+        int (*attach)(void *instance, const struct vmsig_emit_sink *sink, struct vmsig_fd_reg *reg,
+                      size_t cap, size_t *ret_n);
+        /* Loop thread, non-blocking. */
+        void (*on_readiness)(void *instance, uint64_t cookie, uint32_t events);
+        /* Loop thread, non-blocking: hand blocking work to a worker.
+         * payload/payload_len: a CMD_MEMWRITE source that did not fit inline
+         * (VMSIG_F_SRC_PAYLOAD), valid only during this call; NULL/0 when the
+         * bytes are inline in the body. */
+        int (*submit)(void *instance, const struct vmsig_event *ev, const void *payload,
+                      size_t payload_len);
+        /* Stop and join workers, close fds, free. Never called from inside
+         * one of this instance's own callbacks. */
+        void (*close)(void *instance);
+};
+
+/* Option helper: find key in "k=v,k=v". Copies the value into buf (NUL
+ * terminated). 0 found, -ENOENT absent, -ENAMETOOLONG value too long. */
+int vmsig_option_get(const char *options, const char *key, char *buf, size_t buflen);
+/* Same, as an unsigned number; -EINVAL if not a number. def if absent. */
+int vmsig_option_u64(const char *options, const char *key, uint64_t def, uint64_t *ret);
+
+/* Stub adapters: the seam without a VM. */
+const struct vmsig_adapter_ops *vmsig_memctx_stub_ops(void);
+const struct vmsig_adapter_ops *vmsig_input_stub_ops(void);
+const struct vmsig_adapter_ops *vmsig_vmhost_stub_ops(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: MIT */
+/* The loop: epoll over adapter fds, the worker hand-off eventfd and foreign
+ * fds; then dispatch everything queued in (priority, seq) order; then
+ * deliver what controls had to queue; then reap what died during the batch.
+ * Frees are deferred while dispatching (depth > 0) so no callback ever runs
+ * on freed memory. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/bus_internal.h"
+#include "core/clock.h"
+
+#define EPOLL_BATCH 64
+
+void vmsig_bus_limits_default(struct vmsig_bus_limits *ret)
+{
+        ret->queue_bytes = 1u << 20;
+        ret->queue_fds = 16;
+        ret->handoff_slots = 4096;
+        ret->memwrite_max = 1u << 20;
+        ret->max_endpoints = 1024;
+}
+
+bool bus_on_loop_thread(const struct vmsig_bus *bus)
+{
+        return pthread_equal(pthread_self(), bus->owner);
+}
+
+int vmsig_bus_new(const struct vmsig_bus_limits *limits, struct vmsig_bus **ret)
+{
+        struct vmsig_bus *bus;
+        int r;
+
+        if (!ret)
+                return -EINVAL;
+        bus = calloc(1, sizeof(*bus));
+        if (!bus)
+                return -ENOMEM;
+        vmsig_bus_limits_default(&bus->lim);
+        if (limits) {
+                if (limits->queue_bytes)
+                        bus->lim.queue_bytes = limits->queue_bytes;
+                if (limits->queue_fds)
+                        bus->lim.queue_fds = limits->queue_fds;
+                if (limits->handoff_slots)
+                        bus->lim.handoff_slots = limits->handoff_slots;
+                if (limits->memwrite_max)
+                        bus->lim.memwrite_max = limits->memwrite_max;
+                if (limits->max_endpoints)
+                        bus->lim.max_endpoints = limits->max_endpoints;
+        }
+        bus->owner = pthread_self();
+        bus->epfd = -1;
+        bus->next_seq = 1;
+        prioq_init(&bus->pq);
+        r = handoff_init(&bus->ho, bus->lim.handoff_slots);
+        if (r < 0)
+                goto fail;
+        bus->eps = calloc(bus->lim.max_endpoints, sizeof(*bus->eps));
+        if (!bus->eps) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        bus->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (bus->epfd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        bus->ho_watch.type = WATCH_HANDOFF;
+        bus->ho_watch.fd = bus->ho.efd;
+        bus->ho_watch.bus = bus;
+        r = bus_watch_add(bus, &bus->ho_watch, EPOLLIN);
+        if (r < 0)
+                goto fail;
+        *ret = bus;
+        return 0;
+fail:
+        if (bus->epfd >= 0)
+                close(bus->epfd);
+        free(bus->eps);
+        handoff_done(&bus->ho);
+        prioq_done(&bus->pq);
+        free(bus);
+        return r;
+}
+
+static void reap(struct vmsig_bus *bus)
+{
+        /* Adapters first: close() joins workers, which may still emit. */
+        while (bus->dead_atts) {
+                struct attachment *a = bus->dead_atts;
+                bus->dead_atts = a->next_dead;
+                attachment_reap(a);
+        }
+        while (bus->dead_ctls) {
+                struct vmsig_control *c = bus->dead_ctls;
+                bus->dead_ctls = c->next_dead;
+                control_free(c);
+        }
+        while (bus->dead_watches) {
+                struct watch *w = bus->dead_watches;
+                bus->dead_watches = w->next_dead;
+                free(w);
+        }
+}
+
+void bus_reap_if_idle(struct vmsig_bus *bus)
+{
+        if (bus->depth == 0)
+                reap(bus);
+}
+
+struct vmsig_bus *vmsig_bus_free(struct vmsig_bus *bus)
+{
+        if (!bus)
+                return NULL;
+        bus->depth++;
+        for (struct vmsig_control *c = bus->ctl_head; c; c = c->next)
+                if (!c->dead)
+                        control_disconnect(c, -ESHUTDOWN, "bus shutting down");
+        endpoints_free_all(bus);
+        bus->depth--;
+        reap(bus);
+        /* Events still queued are dropped with their fds; nobody is left. */
+        prioq_done(&bus->pq);
+        close(bus->epfd);
+        handoff_done(&bus->ho);
+        free(bus->eps);
+        free(bus);
+        return NULL;
+}
+
+int vmsig_bus_get_fd(struct vmsig_bus *bus)
+{
+        return bus ? bus->epfd : -EINVAL;
+}
+
+void vmsig_bus_exit(struct vmsig_bus *bus, int code)
+{
+        bus->exiting = true;
+        bus->exit_code = code;
+}
+
+void vmsig_bus_set_audit(struct vmsig_bus *bus, vmsig_audit_fn fn, void *userdata)
+{
+        bus->audit = fn;
+        bus->audit_ud = userdata;
+}
+
+void vmsig_bus_get_stats(const struct vmsig_bus *bus, struct vmsig_bus_stats *ret)
+{
+        memset(ret, 0, sizeof(*ret));
+        ret->dispatched = bus->dispatched;
+        ret->delivered = bus->delivered;
+        ret->dropped = bus->dropped;
+        ret->disconnects = bus->disconnects;
+        ret->controls = bus->nctl;
+        for (unsigned i = 0; i < bus->lim.max_endpoints; i++)
+                if (bus->eps[i] && !bus->eps[i]->removing)
+                        ret->endpoints++;
+}
+
+int bus_watch_add(struct vmsig_bus *bus, struct watch *w, uint32_t events)
+{
+        struct epoll_event ee = {.events = events, .data.ptr = w};
+
+        w->bus = bus;
+        if (epoll_ctl(bus->epfd, EPOLL_CTL_ADD, w->fd, &ee) < 0)
+                return -errno;
+        return 0;
+}
+
+void bus_watch_kill(struct vmsig_bus *bus, struct watch *w)
+{
+        if (w->dead)
+                return;
+        w->dead = true;
+        /* The fd may already be closed by its owner; that removed it too. */
+        epoll_ctl(bus->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        w->next_dead = bus->dead_watches;
+        bus->dead_watches = w;
+}
+
+int bus_enqueue(struct vmsig_bus *bus, const struct vmsig_event *ev, int fd, void *payload,
+                size_t payload_len)
+{
+        struct qnode *n = prioq_node_new(&bus->pq);
+
+        if (!n) {
+                if (fd >= 0)
+                        close(fd);
+                free(payload);
+                return -ENOMEM;
+        }
+        memcpy(&n->ev, ev, vmsig_event_size(ev));
+        n->ev.hdr.seq = bus->next_seq++;
+        if (!n->ev.hdr.ts_ns)
+                n->ev.hdr.ts_ns = vmsig_now_ns();
+        n->fd = fd;
+        n->payload = payload;
+        n->payload_len = payload_len;
+        prioq_push(&bus->pq, n);
+        return 0;
+}
+
+void bus_audit(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct vmsig_control *ctl,
+               const struct vmsig_event *ev, int32_t result, const char *reason)
+{
+        struct vmsig_audit_record rec;
+
+        if (!bus->audit)
+                return;
+        memset(&rec, 0, sizeof(rec));
+        rec.what = what;
+        if (ctl) {
+                rec.control_id = ctl->id;
+                rec.control_name = ctl->name;
+                rec.uid = ctl->uid;
+                rec.pid = ctl->pid;
+        } else {
+                rec.control_name = "";
+        }
+        if (ev) {
+                rec.endpoint = ev->hdr.endpoint;
+                rec.kind = ev->hdr.kind;
+                rec.corr = ev->hdr.corr;
+        }
+        rec.result = result;
+        rec.reason = reason ? reason : "";
+        bus->audit(&rec, bus->audit_ud);
+}
+
+/* ---- foreign fds ---- */
+
+int vmsig_bus_add_io(struct vmsig_bus *bus, int fd, uint32_t events, vmsig_io_fn fn, void *userdata,
+                     struct vmsig_io **ret)
+{
+        struct vmsig_io *io;
+        int r;
+
+        if (!bus || fd < 0 || !fn)
+                return -EINVAL;
+        io = calloc(1, sizeof(*io));
+        if (!io)
+                return -ENOMEM;
+        io->w.type = WATCH_IO;
+        io->w.fd = fd;
+        io->w.fn = fn;
+        io->w.userdata = userdata;
+        r = bus_watch_add(bus, &io->w, events);
+        if (r < 0) {
+                free(io);
+                return r;
+        }
+        if (ret)
+                *ret = io;
+        return 0;
+}
+
+int vmsig_io_set_events(struct vmsig_io *io, uint32_t events)
+{
+        struct epoll_event ee = {.events = events, .data.ptr = &io->w};
+
+        if (io->w.dead)
+                return -ESTALE;
+        return epoll_ctl(io->w.bus->epfd, EPOLL_CTL_MOD, io->w.fd, &ee) < 0 ? -errno : 0;
+}
+
+struct vmsig_io *vmsig_io_free(struct vmsig_io *io)
+{
+        if (!io)
+                return NULL;
+        /* struct vmsig_io starts with its watch, so the watch reaper frees it. */
+        bus_watch_kill(io->w.bus, &io->w);
+        bus_reap_if_idle(io->w.bus);
+        return NULL;
+}
+
+/* ---- one iteration ---- */
+
+static void handle_handoff(struct vmsig_bus *bus)
+{
+        const struct vmsig_event *batch;
+        unsigned n = handoff_take(&bus->ho, &batch);
+
+        for (unsigned i = 0; i < n; i++)
+                bus_enqueue(bus, &batch[i], -1, NULL, 0);
+}
+
+static void handle_adapter(struct watch *w, uint32_t events)
+{
+        struct attachment *att = w->att;
+
+        if (atomic_load(&att->dead))
+                return;
+        if (w->shape == VMSIG_RDY_TIMERFD || w->shape == VMSIG_RDY_EVENTFD) {
+                uint64_t v;
+                /* Level-triggered: drain so it doesn't fire again; EAGAIN
+                 * means a spurious wakeup, still worth telling the adapter. */
+                (void)!read(w->fd, &v, sizeof(v));
+        }
+        att->ops->on_readiness(att->inst, w->cookie, events);
+}
+
+static void flush_controls(struct vmsig_bus *bus)
+{
+        bus->need_flush = false;
+        for (struct vmsig_control *c = bus->ctl_head; c; c = c->next)
+                if (!c->dead && !c->stalled && c->q.count)
+                        control_flush(c);
+}
+
+int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
+{
+        struct epoll_event evs[EPOLL_BATCH];
+        int n, dispatched = 0;
+        struct qnode *qn;
+
+        if (!bus)
+                return -EINVAL;
+        if (bus->pq.count || bus->need_flush)
+                timeout_ms = 0;
+        n = epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
+        if (n < 0) {
+                if (errno == EINTR)
+                        return 0;
+                return -errno;
+        }
+        bus->depth++;
+        for (int i = 0; i < n; i++) {
+                struct watch *w = evs[i].data.ptr;
+                if (w->dead)
+                        continue;
+                switch (w->type) {
+                case WATCH_HANDOFF:
+                        handle_handoff(bus);
+                        break;
+                case WATCH_ADAPTER:
+                        handle_adapter(w, evs[i].events);
+                        break;
+                case WATCH_IO:
+                        w->fn((struct vmsig_io *)w, w->fd, evs[i].events, w->userdata);
+                        break;
+                }
+        }
+        /* Pop one at a time: a dispatch may queue more (ACKs, leases), and the
+         * next pop re-evaluates the order with them included. */
+        while ((qn = prioq_pop(&bus->pq))) {
+                dispatch_one(bus, qn);
+                prioq_node_release(&bus->pq, qn);
+                dispatched++;
+        }
+        if (bus->need_flush)
+                flush_controls(bus);
+        bus->depth--;
+        reap(bus);
+        bus->dispatched += (uint64_t)dispatched;
+        return dispatched;
+}
+
+int vmsig_bus_run(struct vmsig_bus *bus)
+{
+        bus->exiting = false;
+        while (!bus->exiting) {
+                int r = vmsig_bus_run_once(bus, -1);
+                if (r < 0)
+                        return r;
+        }
+        return bus->exit_code;
+}
