@@ -269,6 +269,13 @@ int vmsig_lease_class_from_name(const char *s); /* or -EINVAL */
 const char *vmsig_run_state_name(uint8_t s);
 const char *vmsig_power_op_name(uint32_t op);
 
+/* One line describing ev for people ("STATUS vm 2 paused (reason)"), or a
+ * JSON object with every header field and the decoded body. Both validate
+ * what they decode (a body too short for its kind prints as such). Return
+ * buf; output is truncated to len. */
+char *vmsig_event_format(const struct vmsig_event *ev, char *buf, size_t len);
+char *vmsig_event_format_json(const struct vmsig_event *ev, char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -235,6 +235,21 @@ void bus_audit(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct v
         bus->audit(&rec, bus->audit_ud);
 }
 
+void bus_audit_holder(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct lease *holder,
+                      const struct vmsig_event *ev, int32_t result, const char *reason)
+{
+        struct vmsig_control who;
+
+        if (!bus->audit)
+                return;
+        memset(&who, 0, sizeof(who));
+        who.id = holder->holder;
+        who.uid = holder->uid;
+        who.pid = holder->pid;
+        memcpy(who.name, holder->name, sizeof(who.name));
+        bus_audit(bus, what, &who, ev, result, reason);
+}
+
 /* ---- foreign fds ---- */
 
 int vmsig_bus_add_io(struct vmsig_bus *bus, int fd, uint32_t events, vmsig_io_fn fn, void *userdata,

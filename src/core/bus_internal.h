@@ -222,6 +222,9 @@ int bus_enqueue(struct vmsig_bus *bus, const struct vmsig_event *ev, int fd, voi
                 size_t payload_len);
 void bus_audit(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct vmsig_control *ctl,
                const struct vmsig_event *ev, int32_t result, const char *reason);
+/* The same for a control known only by its lease record (it may be gone). */
+void bus_audit_holder(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct lease *holder,
+                      const struct vmsig_event *ev, int32_t result, const char *reason);
 
 /* endpoint.c */
 struct endpoint *endpoint_get(struct vmsig_bus *bus, uint32_t id); /* live only */

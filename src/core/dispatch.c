@@ -50,6 +50,9 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 if (ep->removing)
                         break;
                 memcpy(&ep->status, ev, vmsig_event_size(ev));
+                /* A reply to one asker still updates everyone's state. */
+                ep->status.hdr.peer = 0;
+                ep->status.hdr.corr = 0;
                 ep->has_status = true;
                 if (ev->hdr.body_len >= 1)
                         ep->run_state = ev->body[0];

@@ -61,7 +61,7 @@ static void end_lease(struct vmsig_bus *bus, struct endpoint *ep, uint8_t cls, u
         snprintf(why, sizeof(why), "%s lease on '%s' ended (%s), was held by %s", vmsig_lease_class_name(cls),
                  ep->name, reason < 5 ? reasons[reason] : "?", who);
         vmsig_event_init(&ev, VMSIG_EV_LEASE_RELEASE, ep->id, VMSIG_SRC_CORE);
-        bus_audit(bus, VMSIG_AUDIT_LEASE, NULL, &ev, 0, why);
+        bus_audit_holder(bus, VMSIG_AUDIT_LEASE, &ep->lease[cls], &ev, 0, why);
         /* REVOKE names the holder it ended for, so publish before clearing. */
         publish(bus, ep, VMSIG_EV_LEASE_REVOKE, cls, reason, 0, 0);
         memset(&ep->lease[cls], 0, sizeof(ep->lease[cls]));

@@ -1,0 +1,28 @@
+# Thin wrapper over CMake; the real build is CMakeLists.txt.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+
+.PHONY: all test bench demo clean format
+
+all:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+# The whole suite (installs dependencies, two builds, ctest): what CI runs.
+test:
+	bash scripts/test.sh
+
+# Benchmarks are not tests: each prints ratios against a baseline measured in
+# the same run.
+bench: all
+	cmake --build $(BUILD) -j$(JOBS) --target bench_all
+	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && { echo "== $$b"; "$$b"; }; done
+
+demo:
+	bash scripts/demo.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the Debian packages vmsig builds, tests and demos with. Idempotent:
+# does nothing when everything is already there.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config clang-14 libclang-rt-14-dev
+  libcmocka-dev libjson-c-dev libinih-dev libsystemd-dev libevdev-dev
+  valgrind cpio gzip
+  qemu-system-x86 busybox-static linux-image-cloud-amd64
+  dbus-daemon libdbus-1-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO=sudo; else
+    echo "deps: not root and no sudo; install these Debian packages first: ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* input stub: validates input commands like a real driver would, then records
+ * them on a worker thread (a count, and with record=PATH one line per command
+ * appended with write(2), readable by other processes). The worker stands in
+ * for the device write a real driver does; it ACKs via sink->emit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <vmsig/adapter.h>
+#include <vmsig/event.h>
+
+#include "adapters/stub_internal.h"
+
+#define RING_SLOTS  4096u /* commands in flight; beyond that submit says -EBUSY */
+#define KEY_MAX     767u /* Linux KEY_MAX */
+#define RECORD_PATH 4096
+
+struct input_cmd {
+        struct vmsig_event_hdr hdr;
+        struct vmsig_input_body in;
+};
+
+struct input_stub {
+        uint32_t endpoint;
+        int record_fd; /* -1 without record= */
+        const struct vmsig_emit_sink *sink;
+
+        pthread_t worker;
+        bool worker_started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        /* under lock: a fixed ring, so the steady state never allocates */
+        bool stop;
+        unsigned head, n;
+        struct input_cmd ring[RING_SLOTS];
+
+        uint64_t recorded; /* worker only */
+};
+
+static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
+{
+        const struct vmsig_input_body *in = &c->in;
+        int ff = (c->hdr.flags & VMSIG_F_FF) ? 1 : 0;
+
+        switch (c->hdr.kind) {
+        case VMSIG_EV_MOVE_ABS:
+        case VMSIG_EV_MOVE_REL:
+        case VMSIG_EV_WHEEL:
+                return snprintf(buf, len, "%s x=%" PRId32 " y=%" PRId32 " ff=%d\n",
+                                vmsig_kind_name(c->hdr.kind), in->x, in->y, ff);
+        default:
+                return snprintf(buf, len, "%s code=%" PRIu32 " value=%" PRId32 " ff=%d\n",
+                                vmsig_kind_name(c->hdr.kind), in->code, in->value, ff);
+        }
+}
+
+static int record(struct input_stub *s, const struct input_cmd *c)
+{
+        char line[128];
+        int n = format_cmd(c, line, sizeof(line));
+
+        s->recorded++;
+        if (s->record_fd < 0)
+                return 0;
+        /* One write(2) per line: O_APPEND keeps lines whole for readers. */
+        ssize_t w = write(s->record_fd, line, (size_t)n);
+        if (w < 0)
+                return -errno;
+        return w == n ? 0 : -EIO;
+}
+
+static void *worker_main(void *arg)
+{
+        struct input_stub *s = arg;
+
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                while (!s->stop && !s->n)
+                        pthread_cond_wait(&s->cond, &s->lock);
+                if (!s->n)
+                        break; /* stop, and everything accepted has been recorded */
+                struct input_cmd c = s->ring[s->head];
+                s->head = (s->head + 1) % RING_SLOTS;
+                s->n--;
+                pthread_mutex_unlock(&s->lock);
+
+                int r = record(s, &c);
+                if (r < 0 || !(c.hdr.flags & VMSIG_F_FF)) {
+                        struct vmsig_event cmd, ack;
+                        cmd.hdr = c.hdr;
+                        if (r < 0)
+                                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, r, s->recorded,
+                                               "recording %s failed: %s", vmsig_kind_name(c.hdr.kind),
+                                               strerror(-r));
+                        else
+                                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, 0, s->recorded, "%s recorded",
+                                               vmsig_kind_name(c.hdr.kind));
+                        (void)s->sink->emit(s->sink, &ack);
+                }
+                pthread_mutex_lock(&s->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+static void input_close(void *instance)
+{
+        struct input_stub *s = instance;
+
+        if (!s)
+                return;
+        if (s->worker_started) {
+                pthread_mutex_lock(&s->lock);
+                s->stop = true;
+                pthread_cond_broadcast(&s->cond);
+                pthread_mutex_unlock(&s->lock);
+                pthread_join(s->worker, NULL);
+        }
+        if (s->record_fd >= 0)
+                close(s->record_fd);
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+}
+
+static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
+{
+        static const char *const known[] = {"record"};
+        const char *opts = cfg ? cfg->options : NULL;
+        char path[RECORD_PATH];
+        struct input_stub *s;
+        int r;
+
+        if (vmsig_stub_options_check(opts, known, 1) < 0)
+                return -EINVAL;
+        r = vmsig_option_get(opts, "record", path, sizeof(path));
+        if (r == -ENAMETOOLONG || (r == 0 && !path[0]))
+                return -EINVAL;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->endpoint = endpoint;
+        s->record_fd = -1;
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->cond, NULL);
+        if (r == 0) {
+                /* 0600: recorded keys can be secrets */
+                s->record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
+                if (s->record_fd < 0) {
+                        r = -errno;
+                        input_close(s);
+                        return r;
+                }
+        }
+        *ret_instance = s;
+        return 0;
+}
+
+static int input_attach(void *instance, const struct vmsig_emit_sink *sink, struct vmsig_fd_reg *reg,
+                        size_t cap, size_t *ret_n)
+{
+        struct input_stub *s = instance;
+        int r;
+
+        if (!sink)
+                return -EINVAL;
+        if (s->worker_started)
+                return -EALREADY;
+        s->sink = sink;
+        r = -pthread_create(&s->worker, NULL, worker_main, s);
+        if (r < 0)
+                return r;
+        s->worker_started = true;
+        *ret_n = 0; /* nothing to watch: results leave through emit */
+        return 0;
+}
+
+static void input_on_readiness(void *instance, uint64_t cookie, uint32_t events)
+{
+}
+
+static int validate(uint16_t kind, const struct vmsig_input_body *in)
+{
+        if (in->flags)
+                return -EINVAL;
+        switch (kind) {
+        case VMSIG_EV_MOVE_ABS:
+                if (in->x < 0 || in->x > VMSIG_ABS_MAX || in->y < 0 || in->y > VMSIG_ABS_MAX)
+                        return -ERANGE;
+                return 0;
+        case VMSIG_EV_MOVE_REL:
+        case VMSIG_EV_WHEEL:
+                return 0;
+        case VMSIG_EV_BUTTON:
+                if (in->code < VMSIG_BTN_LEFT || in->code > VMSIG_BTN_MIDDLE)
+                        return -EINVAL;
+                return in->value == 0 || in->value == 1 ? 0 : -EINVAL;
+        case VMSIG_EV_KEY:
+                if (in->code < 1 || in->code > KEY_MAX)
+                        return -EINVAL;
+                return in->value == 0 || in->value == 1 ? 0 : -EINVAL;
+        default:
+                return VMSIG_SUBMIT_NOT_MINE;
+        }
+}
+
+static int input_submit(void *instance, const struct vmsig_event *ev, const void *payload, size_t payload_len)
+{
+        struct input_stub *s = instance;
+        struct vmsig_input_body in;
+        int r;
+
+        if (vmsig_kind_seam(ev->hdr.kind) != VMSIG_SRC_INPUT)
+                return VMSIG_SUBMIT_NOT_MINE;
+        if (ev->hdr.body_len != sizeof(in) || payload)
+                return -EINVAL;
+        memcpy(&in, ev->body, sizeof(in));
+        r = validate(ev->hdr.kind, &in);
+        if (r != 0)
+                return r;
+
+        pthread_mutex_lock(&s->lock);
+        if (!s->worker_started || s->n == RING_SLOTS) {
+                pthread_mutex_unlock(&s->lock);
+                return s->worker_started ? -EBUSY : -ENOTCONN;
+        }
+        struct input_cmd *c = &s->ring[(s->head + s->n) % RING_SLOTS];
+        c->hdr = ev->hdr;
+        c->in = in;
+        s->n++;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return VMSIG_SUBMIT_ACCEPTED;
+}
+
+static const struct vmsig_adapter_ops input_stub_ops = {
+    .name = "input-stub",
+    .seam = VMSIG_SRC_INPUT,
+    .open = input_open,
+    .attach = input_attach,
+    .on_readiness = input_on_readiness,
+    .submit = input_submit,
+    .close = input_close,
+};
+
+const struct vmsig_adapter_ops *vmsig_input_stub_ops(void)
+{
+        return &input_stub_ops;
+}
