@@ -97,6 +97,13 @@ int vmsig_option_get(const char *options, const char *key, char *buf, size_t buf
 /* Same, as an unsigned number; -EINVAL if not a number. def if absent. */
 int vmsig_option_u64(const char *options, const char *key, uint64_t def, uint64_t *ret);
 
+/* The real adapters for a QEMU VM (cfg->qmp_path, cfg->ram_path). NULL in a
+ * stub-only build (VMSIG_ARMED=OFF). The adapters of one VM share a single
+ * QMP connection, since a QEMU monitor socket serves one client at a time. */
+const struct vmsig_adapter_ops *vmsig_memctx_ops(void);
+const struct vmsig_adapter_ops *vmsig_input_ops(void);
+const struct vmsig_adapter_ops *vmsig_vmhost_ops(void);
+
 /* Stub adapters: the seam without a VM. */
 const struct vmsig_adapter_ops *vmsig_memctx_stub_ops(void);
 const struct vmsig_adapter_ops *vmsig_input_stub_ops(void);

@@ -178,6 +178,10 @@ int vmsig_control_lease_release(struct vmsig_control *ctl, uint32_t endpoint, ui
 
 /* Delivery may continue after the deliver callback returned -EAGAIN. */
 void vmsig_control_resume(struct vmsig_control *ctl);
+/* Deliver what is queued for this control now (e.g. a retained replay right
+ * after subscribe) instead of at the end of the loop iteration. Returns the
+ * number of events still queued (the control stalled), or -ENOTCONN. */
+int vmsig_control_flush(struct vmsig_control *ctl);
 
 struct vmsig_control_stats {
         uint64_t delivered;

@@ -222,6 +222,15 @@ void control_flush(struct vmsig_control *ctl)
         }
 }
 
+int vmsig_control_flush(struct vmsig_control *ctl)
+{
+        if (!ctl || ctl->dead)
+                return -ENOTCONN;
+        if (!ctl->stalled)
+                control_flush(ctl);
+        return ctl->dead ? -ENOTCONN : (int)ctl->q.count;
+}
+
 void vmsig_control_resume(struct vmsig_control *ctl)
 {
         if (!ctl || ctl->dead)

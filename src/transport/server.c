@@ -1,0 +1,744 @@
+/* SPDX-License-Identifier: MIT */
+/* Server side of the unix-socket transport. One connection = one control.
+ *
+ * Input: recvmsg into a buffer, fed to the incremental wire receiver; any
+ * violation sends one ERROR frame naming it, flushes, and closes only that
+ * connection. Clients never send fds, so any fd (or MSG_CTRUNC) is one.
+ *
+ * Output: the bus delivers into a fixed per-connection buffer; when a frame
+ * does not fit, delivery returns -EAGAIN and the bus holds further events in
+ * the control's bounded queue (the hard limit: overflow disconnects). We
+ * write as soon as we have bytes and ask for EPOLLOUT only after EAGAIN. An
+ * fd travels with SCM_RIGHTS on the first byte of its frame. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <vmsig/server.h>
+
+#include "core/clock.h"
+#include "transport/wire.h"
+
+#define OUT_FDS_MAX 16
+#define RX_CHUNK 65536
+#define MAX_GROUPS 64
+
+struct out_fd {
+        size_t off; /* stream offset (in out[]) of the frame's first byte */
+        int fd;
+};
+
+struct conn {
+        struct vmsig_server *srv;
+        int fd;
+        struct vmsig_io *io;
+        uid_t uid;
+        gid_t gid;
+        pid_t pid;
+        uint32_t caps;
+        struct vmsig_control *ctl;
+        struct wire_rx rx;
+        uint8_t *out;
+        size_t out_cap, out_start, out_end;
+        struct out_fd ofd[OUT_FDS_MAX];
+        unsigned nofd;
+        bool want_out;  /* EPOLLOUT armed */
+        bool stalled;   /* told the bus -EAGAIN */
+        bool dead;
+        /* A SUBSCRIBE reply held until the replay queued ahead of it is out,
+         * so on the wire the replay always precedes its REPLY. */
+        uint8_t held_reply[WIRE_PREFIX_LEN + WIRE_REPLY_LEN];
+        size_t held_reply_len;
+        uint64_t soft_since_ns;
+        struct conn *next, *prev;
+        struct conn *next_zombie;
+};
+
+struct vmsig_server {
+        struct vmsig_bus *bus;
+        struct vmsig_server_config cfg;
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        bool own_path;
+        int lfd;
+        struct vmsig_io *lio;
+        int tfd; /* 1 s tick: soft limit, zombie reaping */
+        struct vmsig_io *tio;
+        struct conn *conns;
+        struct conn *zombies;
+        unsigned nconns;
+};
+
+static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...)
+{
+        char msg[512];
+        va_list ap;
+
+        if (!srv->cfg.log)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        srv->cfg.log(srv->cfg.log_userdata, prio, msg);
+}
+
+/* ---- output ---- */
+
+static void set_want_out(struct conn *c, bool on)
+{
+        if (c->want_out == on || c->dead)
+                return;
+        c->want_out = on;
+        vmsig_io_set_events(c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+}
+
+/* Write what we can. 0 when everything is out, -EAGAIN if some is left,
+ * other negative errno if the peer is gone. */
+static int flush_out(struct conn *c)
+{
+        while (c->out_start < c->out_end) {
+                size_t end = c->out_end;
+                struct msghdr mh = {0};
+                struct iovec iov;
+                union {
+                        char buf[CMSG_SPACE(sizeof(int))];
+                        struct cmsghdr align;
+                } cb;
+                bool with_fd = c->nofd && c->ofd[0].off == c->out_start;
+
+                /* An fd rides on its frame's first byte: stop a write short
+                 * of the next fd-carrying frame. */
+                if (c->nofd && !with_fd && c->ofd[0].off < end)
+                        end = c->ofd[0].off;
+                if (with_fd && c->nofd > 1 && c->ofd[1].off < end)
+                        end = c->ofd[1].off;
+                iov.iov_base = c->out + c->out_start;
+                iov.iov_len = end - c->out_start;
+                mh.msg_iov = &iov;
+                mh.msg_iovlen = 1;
+                if (with_fd) {
+                        struct cmsghdr *cm;
+                        memset(&cb, 0, sizeof(cb));
+                        mh.msg_control = cb.buf;
+                        mh.msg_controllen = sizeof(cb.buf);
+                        cm = CMSG_FIRSTHDR(&mh);
+                        cm->cmsg_level = SOL_SOCKET;
+                        cm->cmsg_type = SCM_RIGHTS;
+                        cm->cmsg_len = CMSG_LEN(sizeof(int));
+                        memcpy(CMSG_DATA(cm), &c->ofd[0].fd, sizeof(int));
+                }
+                ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return -EAGAIN;
+                        return -errno;
+                }
+                if (with_fd) {
+                        close(c->ofd[0].fd);
+                        memmove(&c->ofd[0], &c->ofd[1], (c->nofd - 1) * sizeof(c->ofd[0]));
+                        c->nofd--;
+                }
+                c->out_start += (size_t)n;
+        }
+        c->out_start = c->out_end = 0;
+        for (unsigned i = 0; i < c->nofd; i++)
+                c->ofd[i].off = 0; /* cannot happen: all fds went with their bytes */
+        return 0;
+}
+
+/* Make room for len bytes at the end, compacting first. */
+static bool out_room(struct conn *c, size_t len)
+{
+        if (c->out_cap - c->out_end >= len)
+                return true;
+        if (c->out_start) {
+                memmove(c->out, c->out + c->out_start, c->out_end - c->out_start);
+                for (unsigned i = 0; i < c->nofd; i++)
+                        c->ofd[i].off -= c->out_start;
+                c->out_end -= c->out_start;
+                c->out_start = 0;
+        }
+        return c->out_cap - c->out_end >= len;
+}
+
+static void conn_kill(struct conn *c);
+
+/* After appending: write now; arm EPOLLOUT only if the socket said EAGAIN. */
+static void kick_out(struct conn *c)
+{
+        int r = flush_out(c);
+
+        if (r == -EAGAIN)
+                set_want_out(c, true);
+        else if (r < 0)
+                conn_kill(c);
+        else
+                set_want_out(c, false);
+}
+
+/* Send one ERROR frame, flush what we can, close. The one way a connection
+ * ends on our side. */
+static void conn_fail(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_fail(struct conn *c, int code, const char *fmt, ...)
+{
+        char msg[VMSIG_MSG_MAX];
+        uint8_t frame[WIRE_PREFIX_LEN + WIRE_ERROR_LEN];
+        va_list ap;
+
+        if (c->dead)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        ssize_t n = wire_encode_error(frame, sizeof(frame), code, msg);
+        /* Drop unsent events: the error must be the last thing the client
+         * reads, and a half-sent frame before it would garble it. */
+        if (c->out_start == c->out_end || out_room(c, (size_t)n)) {
+                if (n > 0 && out_room(c, (size_t)n)) {
+                        memcpy(c->out + c->out_end, frame, (size_t)n);
+                        c->out_end += (size_t)n;
+                }
+        }
+        (void)flush_out(c);
+        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d%s%s closed: %s", c->uid, c->pid,
+              c->ctl ? " control " : "", c->ctl ? "" : "", msg);
+        conn_kill(c);
+}
+
+/* ---- bus -> socket ---- */
+
+static int conn_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev, int *fd, void *ud)
+{
+        struct conn *c = ud;
+        ssize_t n;
+
+        if (c->dead)
+                return 0;
+        if (*fd >= 0 && c->nofd == OUT_FDS_MAX) {
+                c->stalled = true;
+                return -EAGAIN;
+        }
+        if (!out_room(c, WIRE_FRAME_MAX)) {
+                c->stalled = true;
+                kick_out(c);
+                return -EAGAIN;
+        }
+        n = wire_encode_event(c->out + c->out_end, c->out_cap - c->out_end, ev, false);
+        if (n < 0) {
+                logf_(c->srv, LOG_ERR, "cannot encode %s for uid %u: %s", vmsig_kind_name(ev->hdr.kind), c->uid,
+                      strerror((int)-n));
+                return 0; /* an event we cannot express is not the client's fault */
+        }
+        if (*fd >= 0) {
+                c->ofd[c->nofd].off = c->out_end;
+                c->ofd[c->nofd].fd = *fd;
+                c->nofd++;
+                *fd = -1;
+        }
+        c->out_end += (size_t)n;
+        if (c->held_reply_len) {
+                struct vmsig_control_stats st;
+                /* During a flush the entry being delivered is still counted. */
+                if (vmsig_control_get_stats(ctl, &st) == 0 && st.queued <= 1 &&
+                    out_room(c, c->held_reply_len)) {
+                        memcpy(c->out + c->out_end, c->held_reply, c->held_reply_len);
+                        c->out_end += c->held_reply_len;
+                        c->held_reply_len = 0;
+                }
+        }
+        kick_out(c);
+        return 0;
+}
+
+static void conn_closed_by_bus(struct vmsig_control *ctl, int reason, const char *msg, void *ud)
+{
+        struct conn *c = ud;
+
+        c->ctl = NULL; /* the bus frees it */
+        conn_fail(c, reason, "%s", msg);
+}
+
+/* ---- socket -> bus ---- */
+
+static void send_frame(struct conn *c, const void *frame, size_t len)
+{
+        if (!out_room(c, len)) {
+                conn_fail(c, -ENOBUFS, "output buffer full");
+                return;
+        }
+        memcpy(c->out + c->out_end, frame, len);
+        c->out_end += len;
+        kick_out(c);
+}
+
+static void handle_hello(struct conn *c, const struct wire_hello *h)
+{
+        struct vmsig_control_info info = {.name = h->name, .uid = c->uid, .pid = c->pid, .caps = c->caps};
+        struct wire_welcome w = {0};
+        uint8_t frame[WIRE_PREFIX_LEN + WIRE_WELCOME_LEN];
+        int r;
+
+        r = vmsig_control_new(c->srv->bus, &info, conn_deliver, conn_closed_by_bus, c, &c->ctl);
+        if (r < 0) {
+                conn_fail(c, r, "cannot create control: %s", strerror(-r));
+                return;
+        }
+        w.version = WIRE_VERSION;
+        w.control_id = vmsig_control_id(c->ctl);
+        w.caps = c->caps;
+        w.uid = c->uid;
+        w.body_max = VMSIG_BODY_MAX;
+        w.tail_max = c->srv->cfg.tail_max;
+        w.queue_bytes = (uint32_t)c->srv->cfg.out_bytes;
+        ssize_t n = wire_encode_welcome(frame, sizeof(frame), &w);
+        if (n > 0)
+                send_frame(c, frame, (size_t)n);
+}
+
+static void handle_sub(struct conn *c, uint16_t type, const struct wire_sub *s)
+{
+        uint8_t frame[WIRE_PREFIX_LEN + WIRE_REPLY_LEN];
+        char msg[VMSIG_MSG_MAX] = "";
+        int r;
+
+        if (type == WIRE_SUBSCRIBE) {
+                r = vmsig_control_subscribe(c->ctl, s->endpoint, s->kinds);
+                if (r == -EPERM)
+                        snprintf(msg, sizeof(msg), "a requested kind needs a capability you lack");
+                else if (r == -ENOENT)
+                        snprintf(msg, sizeof(msg), "no endpoint %u", s->endpoint);
+                else if (r == -EINVAL)
+                        snprintf(msg, sizeof(msg), "kinds mask names non-UP kinds");
+                else if (r == -ENOSPC)
+                        snprintf(msg, sizeof(msg), "too many subscriptions");
+        } else {
+                r = vmsig_control_unsubscribe(c->ctl, s->endpoint);
+                if (r == -ENOENT)
+                        snprintf(msg, sizeof(msg), "no subscription for endpoint %u", s->endpoint);
+        }
+        if (c->dead || !c->ctl)
+                return;
+        ssize_t n = wire_encode_reply(frame, sizeof(frame), s->corr, type, r, msg);
+        if (n <= 0)
+                return;
+        if (c->held_reply_len) {
+                /* One reply may wait at a time; a second subscribe before
+                 * the first replay drained is answered after it. */
+                conn_fail(c, -EBUSY, "subscribe while a previous replay is still queued");
+                return;
+        }
+        int left = r == 0 ? vmsig_control_flush(c->ctl) : 0;
+        if (c->dead)
+                return;
+        if (left > 0) {
+                memcpy(c->held_reply, frame, (size_t)n);
+                c->held_reply_len = (size_t)n;
+                return;
+        }
+        send_frame(c, frame, (size_t)n);
+}
+
+static void handle_frame(struct conn *c, const struct wire_frame *f)
+{
+        int r;
+
+        switch (f->type) {
+        case WIRE_HELLO:
+                handle_hello(c, &f->u.hello);
+                break;
+        case WIRE_SUBSCRIBE:
+        case WIRE_UNSUBSCRIBE:
+                handle_sub(c, f->type, &f->u.sub);
+                break;
+        case WIRE_EVENT:
+                if (f->tail)
+                        r = vmsig_control_send_payload(c->ctl, &f->u.event, f->tail, f->tail_len);
+                else
+                        r = vmsig_control_send(c->ctl, &f->u.event);
+                if (r < 0)
+                        conn_fail(c, r, "%s refused: %s", vmsig_kind_name(f->u.event.hdr.kind), strerror(-r));
+                break;
+        default:
+                conn_fail(c, -EPROTO, "unexpected frame type %u", f->type);
+                break;
+        }
+}
+
+static void conn_read(struct conn *c)
+{
+        uint8_t buf[RX_CHUNK];
+        union {
+                char b[CMSG_SPACE(sizeof(int) * 8)];
+                struct cmsghdr align;
+        } cb;
+
+        for (int rounds = 0; rounds < 16 && !c->dead; rounds++) {
+                struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+                                    .msg_controllen = sizeof(cb.b)};
+                ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                bool got_fd = false;
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                conn_kill(c);
+                        return;
+                }
+                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+                        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                                size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                for (size_t i = 0; i < k; i++) {
+                                        int fd;
+                                        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                                        close(fd);
+                                }
+                                got_fd = true;
+                        }
+                }
+                if (mh.msg_flags & MSG_CTRUNC) {
+                        conn_fail(c, wire_err_errno(WIRE_E_CTRUNC), "protocol violation: %s",
+                                  wire_err_str(WIRE_E_CTRUNC));
+                        return;
+                }
+                if (got_fd) {
+                        conn_fail(c, wire_err_errno(WIRE_E_FD), "protocol violation: %s (clients send no fds)",
+                                  wire_err_str(WIRE_E_FD));
+                        return;
+                }
+                if (n == 0) {
+                        if (!wire_rx_idle(&c->rx))
+                                logf_(c->srv, LOG_NOTICE, "uid %u pid %d hung up mid-frame", c->uid, c->pid);
+                        conn_kill(c);
+                        return;
+                }
+                size_t off = 0;
+                while (off < (size_t)n && !c->dead) {
+                        const struct wire_frame *f = NULL;
+                        ssize_t used = wire_rx_feed(&c->rx, buf + off, (size_t)n - off, &f);
+                        if (used < 0) {
+                                enum wire_err e = wire_rx_error(&c->rx);
+                                conn_fail(c, wire_err_errno(e), "protocol violation: %s", wire_err_str(e));
+                                return;
+                        }
+                        off += (size_t)used;
+                        if (f)
+                                handle_frame(c, f);
+                }
+                if ((size_t)n < sizeof(buf))
+                        return;
+        }
+}
+
+static void zombie_reap(struct vmsig_server *srv)
+{
+        while (srv->zombies) {
+                struct conn *z = srv->zombies;
+                srv->zombies = z->next_zombie;
+                wire_rx_done(&z->rx);
+                free(z->out);
+                free(z);
+        }
+}
+
+static void conn_on_io(struct vmsig_io *io, int fd, uint32_t events, void *ud)
+{
+        struct conn *c = ud;
+
+        if (c->dead)
+                return;
+        if (events & EPOLLOUT) {
+                int r = flush_out(c);
+                if (r == 0) {
+                        set_want_out(c, false);
+                        if (c->stalled && c->ctl) {
+                                c->stalled = false;
+                                vmsig_control_resume(c->ctl);
+                        }
+                } else if (r != -EAGAIN) {
+                        conn_kill(c);
+                        return;
+                }
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+                conn_read(c);
+}
+
+/* Take the connection out of service; its memory goes on the next tick (the
+ * current epoll batch may still name its watch, which is dead by then). */
+static void conn_kill(struct conn *c)
+{
+        struct vmsig_server *srv = c->srv;
+
+        if (c->dead)
+                return;
+        c->dead = true;
+        if (c->ctl) {
+                vmsig_control_close(c->ctl); /* releases its leases */
+                c->ctl = NULL;
+        }
+        c->io = vmsig_io_free(c->io);
+        close(c->fd);
+        c->fd = -1;
+        for (unsigned i = 0; i < c->nofd; i++)
+                close(c->ofd[i].fd);
+        c->nofd = 0;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                srv->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        srv->nconns--;
+        c->next_zombie = srv->zombies;
+        srv->zombies = c;
+}
+
+/* ---- accept and admission ---- */
+
+static unsigned conns_of_uid(struct vmsig_server *srv, uid_t uid)
+{
+        unsigned n = 0;
+        for (struct conn *c = srv->conns; c; c = c->next)
+                n += c->uid == uid;
+        return n;
+}
+
+static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
+{
+        struct vmsig_server *srv = ud;
+
+        zombie_reap(srv);
+        for (int i = 0; i < 64; i++) {
+                struct ucred cred;
+                socklen_t clen = sizeof(cred);
+                gid_t groups[MAX_GROUPS];
+                socklen_t glen = sizeof(groups);
+                char why[VMSIG_MSG_MAX] = "";
+                struct conn *c;
+                int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+                if (fd < 0)
+                        return; /* EAGAIN, or EMFILE: retried on the next readiness */
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+                        close(fd);
+                        continue;
+                }
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) < 0)
+                        glen = 0;
+                c = calloc(1, sizeof(*c));
+                if (!c) {
+                        close(fd);
+                        continue;
+                }
+                c->srv = srv;
+                c->fd = fd;
+                c->uid = cred.uid;
+                c->gid = cred.gid;
+                c->pid = cred.pid;
+                c->out_cap = srv->cfg.out_bytes;
+                c->out = malloc(c->out_cap);
+                if (!c->out || wire_rx_init(&c->rx, WIRE_SIDE_SERVER, srv->cfg.tail_max) < 0 ||
+                    vmsig_bus_add_io(srv->bus, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c, &c->io) < 0) {
+                        wire_rx_done(&c->rx);
+                        free(c->out);
+                        free(c);
+                        close(fd);
+                        continue;
+                }
+                c->next = srv->conns;
+                if (srv->conns)
+                        srv->conns->prev = c;
+                srv->conns = c;
+                srv->nconns++;
+
+                struct vmsig_peer peer = {.uid = cred.uid, .gid = cred.gid, .pid = cred.pid, .groups = groups,
+                                          .n_groups = glen / sizeof(gid_t)};
+                int r = srv->cfg.admit ? srv->cfg.admit(srv->cfg.admit_userdata, &peer, &c->caps, why, sizeof(why))
+                                       : -EACCES;
+                if (r < 0) {
+                        conn_fail(c, r, "%s", why[0] ? why : "not admitted");
+                        continue;
+                }
+                if (conns_of_uid(srv, cred.uid) > srv->cfg.conns_per_uid) {
+                        conn_fail(c, -EUSERS, "uid %u already has %u connections (limit)", cred.uid,
+                                  srv->cfg.conns_per_uid);
+                        continue;
+                }
+        }
+}
+
+static void on_tick(struct vmsig_io *io, int fd, uint32_t events, void *ud)
+{
+        struct vmsig_server *srv = ud;
+        uint64_t v, now = vmsig_now_ns();
+        struct conn *next;
+
+        (void)!read(fd, &v, sizeof(v));
+        zombie_reap(srv);
+        if (!srv->cfg.soft_seconds)
+                return;
+        for (struct conn *c = srv->conns; c; c = next) {
+                struct vmsig_control_stats st;
+                next = c->next;
+                if (!c->ctl || vmsig_control_get_stats(c->ctl, &st) < 0)
+                        continue;
+                size_t held = st.queued_bytes + (c->out_end - c->out_start);
+                if (held <= srv->cfg.soft_bytes) {
+                        c->soft_since_ns = 0;
+                        continue;
+                }
+                if (!c->soft_since_ns)
+                        c->soft_since_ns = now;
+                else if (now - c->soft_since_ns >= (uint64_t)srv->cfg.soft_seconds * 1000000000ull)
+                        conn_fail(c, -ENOBUFS, "too slow: %zu bytes held for %u s (soft limit %zu)", held,
+                                  srv->cfg.soft_seconds, srv->cfg.soft_bytes);
+        }
+}
+
+/* ---- lifecycle ---- */
+
+static int server_setup(struct vmsig_bus *bus, int lfd, const struct vmsig_server_config *cfg,
+                        struct vmsig_server **ret)
+{
+        struct vmsig_server *srv = calloc(1, sizeof(*srv));
+        struct itimerspec its = {.it_interval = {1, 0}, .it_value = {1, 0}};
+        int r;
+
+        if (!srv)
+                return -ENOMEM;
+        srv->bus = bus;
+        srv->cfg = *cfg;
+        if (!srv->cfg.tail_max)
+                srv->cfg.tail_max = WIRE_TAIL_MAX_DEFAULT;
+        if (!srv->cfg.out_bytes)
+                srv->cfg.out_bytes = 256u << 10;
+        if (srv->cfg.out_bytes < 2 * WIRE_FRAME_MAX)
+                srv->cfg.out_bytes = 2 * WIRE_FRAME_MAX;
+        if (!srv->cfg.conns_per_uid)
+                srv->cfg.conns_per_uid = 16;
+        if (!srv->cfg.soft_bytes)
+                srv->cfg.soft_bytes = 512u << 10;
+        srv->cfg.path = NULL;
+        srv->lfd = lfd;
+        srv->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (srv->tfd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        timerfd_settime(srv->tfd, 0, &its, NULL);
+        r = vmsig_bus_add_io(bus, lfd, EPOLLIN, on_accept, srv, &srv->lio);
+        if (r < 0)
+                goto fail;
+        r = vmsig_bus_add_io(bus, srv->tfd, EPOLLIN, on_tick, srv, &srv->tio);
+        if (r < 0)
+                goto fail;
+        *ret = srv;
+        return 0;
+fail:
+        srv->lio = vmsig_io_free(srv->lio);
+        if (srv->tfd >= 0)
+                close(srv->tfd);
+        free(srv);
+        return r;
+}
+
+int vmsig_server_new_fd(struct vmsig_bus *bus, int listen_fd, const struct vmsig_server_config *cfg,
+                        struct vmsig_server **ret)
+{
+        if (!bus || listen_fd < 0 || !cfg || !ret)
+                return -EINVAL;
+        return server_setup(bus, listen_fd, cfg, ret);
+}
+
+/* A socket file nobody answers on is stale (a crashed daemon); one that
+ * answers belongs to a running daemon and must not be stolen. */
+static int clear_stale(const struct sockaddr_un *sa)
+{
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int r;
+
+        if (fd < 0)
+                return -errno;
+        r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+        close(fd);
+        if (r == 0)
+                return -EADDRINUSE;
+        if (errno == ECONNREFUSED)
+                return unlink(sa->sun_path) < 0 && errno != ENOENT ? -errno : 0;
+        return 0;
+}
+
+int vmsig_server_new(struct vmsig_bus *bus, const struct vmsig_server_config *cfg, struct vmsig_server **ret)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int fd, r;
+
+        if (!bus || !cfg || !cfg->path || !ret)
+                return -EINVAL;
+        if (strlen(cfg->path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, cfg->path);
+        r = clear_stale(&sa);
+        if (r < 0)
+                return r;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        if ((cfg->mode && chmod(cfg->path, cfg->mode) < 0) ||
+            (cfg->group != (gid_t)-1 && chown(cfg->path, (uid_t)-1, cfg->group) < 0) || listen(fd, 128) < 0) {
+                r = -errno;
+                close(fd);
+                unlink(cfg->path);
+                return r;
+        }
+        r = server_setup(bus, fd, cfg, ret);
+        if (r < 0) {
+                close(fd);
+                unlink(cfg->path);
+                return r;
+        }
+        snprintf((*ret)->path, sizeof((*ret)->path), "%s", cfg->path);
+        (*ret)->own_path = true;
+        return 0;
+}
+
+unsigned vmsig_server_connections(const struct vmsig_server *srv)
+{
+        return srv ? srv->nconns : 0;
+}
+
+struct vmsig_server *vmsig_server_shutdown(struct vmsig_server *srv, const char *msg)
+{
+        if (!srv)
+                return NULL;
+        while (srv->conns)
+                conn_fail(srv->conns, -ESHUTDOWN, "%s", msg ? msg : "server shutting down");
+        zombie_reap(srv);
+        srv->lio = vmsig_io_free(srv->lio);
+        srv->tio = vmsig_io_free(srv->tio);
+        close(srv->lfd);
+        close(srv->tfd);
+        if (srv->own_path)
+                unlink(srv->path);
+        free(srv);
+        return NULL;
+}
