@@ -42,16 +42,23 @@ static void test_fail_boots_retries_with_one_diag(void **state)
         struct vmsig_bus *bus;
         struct rec r;
         uint32_t ep;
-        struct vmsig_adapter_cfg cfg = {.vm_name = "stub", .options = "fail_boots=3,retry_ms=5"};
+        struct vmsig_adapter_cfg cfg = {.vm_name = "stub", .options = "fail_boots=3,retry_ms=20"};
+        struct timespec t0, t1;
 
         assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
         struct vmsig_control *c = rec_control(bus, &r, "watcher", VMSIG_CAP_ALL);
         r.keep_fds = true;
         assert_int_equal(vmsig_control_subscribe(c, 0, VMSIG_KINDS_ALL_UP), 0);
         assert_int_equal(vmsig_bus_endpoint_add(bus, "stub", &ep), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         assert_int_equal(vmsig_bus_attach(bus, ep, vmsig_memctx_stub_ops(), &cfg), 0);
         int m = wait_for(bus, &r, VMSIG_EV_MEMCTX, 0, 5000);
         assert_true(m >= 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        /* Three failures mean three backoff waits of 20, 40 and 80 ms before
+         * the 4th attempt succeeds: a lower bound the timers guarantee. */
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        assert_true(ms >= 140);
         pump(bus, 3);
         unsigned diags = 0;
         for (unsigned i = 0; i < r.n; i++)
