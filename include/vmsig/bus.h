@@ -104,6 +104,17 @@ int vmsig_io_set_events(struct vmsig_io *io, uint32_t events);
  * io's own callback. Accepts NULL, returns NULL. */
 struct vmsig_io *vmsig_io_free(struct vmsig_io *io);
 
+/* ---- post hooks ---- */
+
+/* Runs once at the end of every loop iteration, after dispatch and delivery:
+ * the place to batch output (one write per connection per iteration instead
+ * of one per event). */
+struct vmsig_post;
+typedef void (*vmsig_post_fn)(struct vmsig_post *post, void *userdata);
+int vmsig_bus_add_post(struct vmsig_bus *bus, vmsig_post_fn fn, void *userdata, struct vmsig_post **ret);
+/* Safe inside the hook itself. Accepts NULL, returns NULL. */
+struct vmsig_post *vmsig_post_free(struct vmsig_post *post);
+
 /* ---- endpoints and adapters ---- */
 
 /* Allocate an endpoint slot (lowest free id >= 1) and publish ROSTER

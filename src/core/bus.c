@@ -102,6 +102,15 @@ static void reap(struct vmsig_bus *bus)
                 bus->dead_ctls = c->next_dead;
                 control_free(c);
         }
+        for (struct vmsig_post **pp = &bus->posts; *pp;) {
+                struct vmsig_post *p = *pp;
+                if (p->dead) {
+                        *pp = p->next;
+                        free(p);
+                } else {
+                        pp = &p->next;
+                }
+        }
         while (bus->dead_watches) {
                 struct watch *w = bus->dead_watches;
                 bus->dead_watches = w->next_dead;
@@ -128,6 +137,11 @@ struct vmsig_bus *vmsig_bus_free(struct vmsig_bus *bus)
         reap(bus);
         /* Events still queued are dropped with their fds; nobody is left. */
         prioq_done(&bus->pq);
+        while (bus->posts) {
+                struct vmsig_post *p = bus->posts;
+                bus->posts = p->next;
+                free(p);
+        }
         close(bus->epfd);
         handoff_done(&bus->ho);
         free(bus->eps);
@@ -296,6 +310,36 @@ struct vmsig_io *vmsig_io_free(struct vmsig_io *io)
         return NULL;
 }
 
+/* ---- post hooks ---- */
+
+int vmsig_bus_add_post(struct vmsig_bus *bus, vmsig_post_fn fn, void *userdata, struct vmsig_post **ret)
+{
+        struct vmsig_post *p;
+
+        if (!bus || !fn)
+                return -EINVAL;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->bus = bus;
+        p->fn = fn;
+        p->userdata = userdata;
+        p->next = bus->posts;
+        bus->posts = p;
+        if (ret)
+                *ret = p;
+        return 0;
+}
+
+struct vmsig_post *vmsig_post_free(struct vmsig_post *post)
+{
+        if (!post)
+                return NULL;
+        post->dead = true; /* unlinked by the reaper, never under its own call */
+        bus_reap_if_idle(post->bus);
+        return NULL;
+}
+
 /* ---- one iteration ---- */
 
 static void handle_handoff(struct vmsig_bus *bus)
@@ -372,6 +416,9 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
         }
         if (bus->need_flush)
                 flush_controls(bus);
+        for (struct vmsig_post *p = bus->posts; p; p = p->next)
+                if (!p->dead)
+                        p->fn(p, p->userdata);
         bus->depth--;
         reap(bus);
         bus->dispatched += (uint64_t)dispatched;

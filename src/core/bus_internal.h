@@ -181,6 +181,14 @@ struct vmsig_io {
         struct watch w;
 };
 
+struct vmsig_post {
+        struct vmsig_bus *bus;
+        vmsig_post_fn fn;
+        void *userdata;
+        bool dead;
+        struct vmsig_post *next;
+};
+
 struct vmsig_bus {
         int epfd;
         pthread_t owner;
@@ -202,6 +210,7 @@ struct vmsig_bus {
         struct attachment *dead_atts;
         struct vmsig_control *dead_ctls;
         bool need_flush; /* some control may have deliverable queued events */
+        struct vmsig_post *posts;
 
         bool exiting;
         int exit_code;

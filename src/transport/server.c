@@ -53,6 +53,8 @@ struct conn {
         struct out_fd ofd[OUT_FDS_MAX];
         unsigned nofd;
         bool want_out;  /* EPOLLOUT armed */
+        bool dirty;     /* bytes appended this iteration, not yet written */
+        struct conn *next_dirty;
         bool stalled;   /* told the bus -EAGAIN */
         bool dead;
         /* A SUBSCRIBE reply held until the replay queued ahead of it is out,
@@ -75,6 +77,8 @@ struct vmsig_server {
         struct vmsig_io *tio;
         struct conn *conns;
         struct conn *zombies;
+        struct conn *dirty; /* written once, at the end of the iteration */
+        struct vmsig_post *post;
         unsigned nconns;
 };
 
@@ -217,6 +221,30 @@ static void conn_fail(struct conn *c, int code, const char *fmt, ...)
         conn_kill(c);
 }
 
+/* Events delivered in one loop iteration leave in one write: the post hook
+ * flushes every connection that got bytes. */
+static void mark_dirty(struct conn *c)
+{
+        if (c->dirty || c->want_out)
+                return; /* already queued, or EPOLLOUT will write it */
+        c->dirty = true;
+        c->next_dirty = c->srv->dirty;
+        c->srv->dirty = c;
+}
+
+static void flush_dirty(struct vmsig_post *post, void *ud)
+{
+        struct vmsig_server *srv = ud;
+
+        while (srv->dirty) {
+                struct conn *c = srv->dirty;
+                srv->dirty = c->next_dirty;
+                c->dirty = false;
+                if (!c->dead)
+                        kick_out(c);
+        }
+}
+
 /* ---- bus -> socket ---- */
 
 static int conn_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev, int *fd, void *ud)
@@ -258,7 +286,7 @@ static int conn_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev,
                         c->held_reply_len = 0;
                 }
         }
-        kick_out(c);
+        mark_dirty(c);
         return 0;
 }
 
@@ -445,6 +473,7 @@ static void conn_read(struct conn *c)
 
 static void zombie_reap(struct vmsig_server *srv)
 {
+        flush_dirty(NULL, srv); /* no zombie may stay on the dirty list */
         while (srv->zombies) {
                 struct conn *z = srv->zombies;
                 srv->zombies = z->next_zombie;
@@ -646,10 +675,14 @@ static int server_setup(struct vmsig_bus *bus, int lfd, const struct vmsig_serve
         r = vmsig_bus_add_io(bus, srv->tfd, EPOLLIN, on_tick, srv, &srv->tio);
         if (r < 0)
                 goto fail;
+        r = vmsig_bus_add_post(bus, flush_dirty, srv, &srv->post);
+        if (r < 0)
+                goto fail;
         *ret = srv;
         return 0;
 fail:
         srv->lio = vmsig_io_free(srv->lio);
+        srv->tio = vmsig_io_free(srv->tio);
         if (srv->tfd >= 0)
                 close(srv->tfd);
         free(srv);
@@ -733,6 +766,7 @@ struct vmsig_server *vmsig_server_shutdown(struct vmsig_server *srv, const char 
         while (srv->conns)
                 conn_fail(srv->conns, -ESHUTDOWN, "%s", msg ? msg : "server shutting down");
         zombie_reap(srv);
+        srv->post = vmsig_post_free(srv->post);
         srv->lio = vmsig_io_free(srv->lio);
         srv->tio = vmsig_io_free(srv->tio);
         close(srv->lfd);

@@ -802,6 +802,56 @@ static void test_endpoint_slots_and_roster(void **state)
         vmsig_bus_free(bus);
 }
 
+/* ---- post hooks ---- */
+
+struct post_ctx {
+        struct rec *r;
+        unsigned calls;
+        unsigned seen_at_call; /* deliveries already made when the hook ran */
+        bool free_self;
+        struct vmsig_post *self;
+};
+
+static void post_hook(struct vmsig_post *p, void *ud)
+{
+        struct post_ctx *pc = ud;
+        pc->calls++;
+        pc->seen_at_call = pc->r->n;
+        if (pc->free_self)
+                pc->self = vmsig_post_free(p); /* safe inside its own call */
+}
+
+static void test_post_hook_runs_after_delivery(void **state)
+{
+        struct vmsig_bus *bus;
+        struct rec r;
+        struct post_ctx pc = {.r = &r};
+        uint32_t ep;
+
+        assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
+        assert_int_equal(vmsig_bus_endpoint_add(bus, "vm1", &ep), 0);
+        tad_default_hook = emit_five;
+        assert_int_equal(vmsig_bus_attach(bus, ep, &input_ops, NULL), 0);
+        tad_default_hook = NULL;
+        struct vmsig_control *c = rec_control(bus, &r, "c", VMSIG_CAP_ALL);
+        assert_int_equal(vmsig_control_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_DIAG)), 0);
+        assert_int_equal(vmsig_bus_add_post(bus, post_hook, &pc, &pc.self), 0);
+        pump(bus, 1);
+        unsigned before = pc.calls;
+        tad_kick(tad_last);
+        assert_true(vmsig_bus_run_once(bus, 1000) >= 0);
+        /* Once per iteration, after all five deliveries of that iteration. */
+        assert_int_equal(pc.calls, before + 1);
+        assert_int_equal(pc.seen_at_call, 5);
+        pc.free_self = true;
+        pump(bus, 1);
+        unsigned after_free = pc.calls;
+        pump(bus, 3);
+        assert_int_equal(pc.calls, after_free); /* freed: never called again */
+        assert_null(pc.self);
+        vmsig_bus_free(bus);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -817,6 +867,7 @@ int main(void)
                 cmocka_unit_test(test_attach_detach_churn_while_events_flow),
                 cmocka_unit_test(test_stalled_control_disconnected_others_keep_receiving),
                 cmocka_unit_test(test_endpoint_slots_and_roster),
+                cmocka_unit_test(test_post_hook_runs_after_delivery),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
