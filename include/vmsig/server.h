@@ -41,7 +41,7 @@ struct vmsig_server_config {
         uint32_t tail_max;     /* MEMWRITE source tail bound; default 1 MiB */
         size_t out_bytes;      /* per-connection socket output buffer; default 256 KiB */
         size_t soft_bytes;     /* queued beyond this for soft_seconds -> disconnect */
-        unsigned soft_seconds; /* default 10; 0 disables the soft limit */
+        unsigned soft_seconds; /* 0 (default) disables the soft limit */
         unsigned conns_per_uid;/* default 16 */
         vmsig_admit_fn admit;
         void *admit_userdata;

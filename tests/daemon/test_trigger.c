@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "daemon/trigger.h"
+
+static int parse(const char *text, struct trigger *t, char *err, size_t errlen)
+{
+        return trigger_parse(text, strlen(text), "vm1.vm", t, err, errlen);
+}
+
+/* The error names the file, the line (when there is one) and the field. */
+static void expect_error(const char *text, const char *where, const char *field, const char *what)
+{
+        struct trigger t;
+        char err[512] = "";
+        int r = parse(text, &t, err, sizeof(err));
+
+        if (r == 0 || !strstr(err, where) || !strstr(err, field) || (what && !strstr(err, what)))
+                fail_msg("input:\n%s\nerror: '%s' (r=%d), want '%s' '%s' '%s'", text, err, r, where, field,
+                         what ? what : "");
+}
+
+static void test_minimal_qemu(void **state)
+{
+        struct trigger t;
+        char err[256] = "";
+        const char *text = "# written by the libvirt hook\n"
+                           "\n"
+                           "name=win10\n"
+                           "qmp=/run/vmsig/qmp/win10.sock\n"
+                           "  ram = /dev/shm/win10.ram  \n"
+                           "input=uinput\n"
+                           "vmhost_options=powerdown_timeout=30,x=1\n";
+
+        assert_int_equal(parse(text, &t, err, sizeof(err)), 0);
+        assert_string_equal(t.name, "win10");
+        assert_int_equal(t.driver, TRIGGER_DRIVER_QEMU);
+        assert_string_equal(t.qmp, "/run/vmsig/qmp/win10.sock");
+        assert_string_equal(t.ram, "/dev/shm/win10.ram");
+        assert_string_equal(t.input, "uinput");
+        assert_string_equal(t.vmhost_options, "powerdown_timeout=30,x=1");
+        assert_string_equal(t.memctx_options, "");
+}
+
+static void test_stub_no_paths(void **state)
+{
+        struct trigger t;
+        char err[256] = "";
+        struct vmsig_adapter_cfg cfg;
+
+        assert_int_equal(parse("name=s1\ndriver=stub\nmemctx_options=fail_boots=3", &t, err, sizeof(err)), 0);
+        assert_int_equal(t.driver, TRIGGER_DRIVER_STUB);
+        assert_string_equal(t.memctx_options, "fail_boots=3");
+        trigger_adapter_cfg(&t, VMSIG_SRC_MEMCTX, &cfg);
+        assert_string_equal(cfg.vm_name, "s1");
+        assert_null(cfg.qmp_path);
+        assert_null(cfg.ram_path);
+        assert_string_equal(cfg.options, "fail_boots=3");
+        trigger_adapter_cfg(&t, VMSIG_SRC_INPUT, &cfg);
+        assert_null(cfg.options);
+        assert_string_equal(trigger_driver_name(t.driver), "stub");
+}
+
+static void test_errors(void **state)
+{
+        char big[TRIGGER_FILE_MAX + 16];
+        char longline[TRIGGER_LINE_MAX + 40];
+
+        expect_error("name=a\nqmp=/q\nram=/r\nbogus=1\n", "vm1.vm:4", "bogus", "unknown key");
+        expect_error("name=a\nname=b\nqmp=/q\nram=/r\n", "vm1.vm:2", "name",
+                     "duplicate key (first set on line 1)");
+        expect_error("qmp=/q\nram=/r\n", "vm1.vm", "name", "required");
+        expect_error("name=a\nram=/r\n", "vm1.vm", "qmp", "required");
+        expect_error("name=a\nqmp=/q\n", "vm1.vm", "ram", "required");
+        expect_error("name=a b\n", "vm1.vm:1", "name", "invalid character");
+        expect_error("name=\n", "vm1.vm:1", "name", "empty");
+        expect_error("name=.hidden\n", "vm1.vm:1", "name", "must not start");
+        expect_error("name=0123456789012345678901234567890123456789012345678901234567890123\n", "vm1.vm:1",
+                     "name", "too long");
+        expect_error("name=a\ndriver=xen\n", "vm1.vm:2", "driver", "unknown driver");
+        expect_error("name=a\nqmp=run/q.sock\nram=/r\n", "vm1.vm:2", "qmp", "not an absolute path");
+        expect_error("name=a\nqmp=/q\nram=dev/shm/r\n", "vm1.vm:3", "ram", "not an absolute path");
+        expect_error(
+            "name=a\nqmp=/"
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            "aaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+            "vm1.vm:2", "qmp", "unix socket");
+        expect_error("name=a\ndriver=stub\nmemctx_options=fail_boots\n", "vm1.vm:3", "memctx_options",
+                     "expected key=value");
+        expect_error("name=a\ndriver=stub\ninput_options=a=1,\n", "vm1.vm:3", "input_options", "trailing");
+        expect_error("name=a\ndriver=stub\nvmhost_options=a=1 2\n", "vm1.vm:3", "vmhost_options", "blank");
+        expect_error("name=a\njust words\n", "vm1.vm:2", "(line)", "expected key=value");
+        expect_error("name=a\n=x\n", "vm1.vm:2", "(line)", "empty key");
+        expect_error("name=a\x01\n", "vm1.vm:1", "name", "control character");
+        expect_error("name=a\r\nqmp=/q\r\nram=/r\r\n", "vm1.vm:1", "name", "control character");
+
+        memset(longline, 'x', sizeof(longline));
+        memcpy(longline, "input=", 6);
+        longline[sizeof(longline) - 1] = '\0';
+        expect_error(longline, "vm1.vm:1", "(line)", "too long");
+
+        /* NUL bytes: strlen() can't carry them, call the parser directly. */
+        {
+                static const char nul[] = "name=a\nqmp=/q\0x\nram=/r\n";
+                struct trigger t;
+                char err[256] = "";
+                assert_int_equal(trigger_parse(nul, sizeof(nul) - 1, "n.vm", &t, err, sizeof(err)), -EINVAL);
+                assert_non_null(strstr(err, "n.vm:2"));
+                assert_non_null(strstr(err, "NUL"));
+        }
+        /* Too large. */
+        {
+                struct trigger t;
+                char err[256] = "";
+                memset(big, '#', sizeof(big));
+                assert_int_equal(trigger_parse(big, sizeof(big), "big.vm", &t, err, sizeof(err)), -EFBIG);
+                assert_non_null(strstr(err, "big.vm"));
+                assert_non_null(strstr(err, "file"));
+                assert_non_null(strstr(err, "too large"));
+        }
+        /* A hostile file name doesn't put a newline into the message. */
+        {
+                struct trigger t;
+                char err[256] = "";
+                assert_int_equal(trigger_parse("x", 1, "evil\nname", &t, err, sizeof(err)), -EINVAL);
+                assert_null(strchr(err, '\n'));
+                assert_non_null(strstr(err, "evil?name:1"));
+        }
+}
+
+static void test_last_line_no_newline_and_blanks(void **state)
+{
+        struct trigger t;
+        char err[256] = "";
+
+        assert_int_equal(parse("\t# c\n \t\nname=a\ndriver = stub", &t, err, sizeof(err)), 0);
+        assert_string_equal(t.name, "a");
+        /* '#' only starts a comment at the line start: here it is data. */
+        assert_int_equal(parse("name=a\ndriver=stub\ninput=x#y", &t, err, sizeof(err)), 0);
+        assert_string_equal(t.input, "x#y");
+}
+
+static void test_ignored_names(void **state)
+{
+        assert_true(trigger_filename_ignored(".win10.vm"));
+        assert_true(trigger_filename_ignored("win10.vm.tmp"));
+        assert_true(trigger_filename_ignored("win10.vm~"));
+        assert_true(trigger_filename_ignored(""));
+        assert_true(trigger_filename_ignored("a/b"));
+        assert_false(trigger_filename_ignored("win10.vm"));
+        assert_false(trigger_filename_ignored("tmp"));
+}
+
+static char tmpdir[64];
+
+static void write_file(int dfd, const char *name, const char *text, mode_t mode)
+{
+        int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+        assert_int_equal(fchmod(fd, mode), 0);
+        close(fd);
+}
+
+static void test_load(void **state)
+{
+        struct trigger t;
+        struct stat st;
+        char err[512];
+        int dfd;
+
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp/vmsig-trig-XXXXXX");
+        assert_non_null(mkdtemp(tmpdir));
+        dfd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert_true(dfd >= 0);
+
+        write_file(dfd, "ok.vm", "name=ok\ndriver=stub\n", 0644);
+        assert_int_equal(trigger_load(dfd, "ok.vm", &t, &st, err, sizeof(err)), 0);
+        assert_string_equal(t.name, "ok");
+        assert_true(S_ISREG(st.st_mode));
+
+        assert_int_equal(symlinkat("ok.vm", dfd, "link.vm"), 0);
+        assert_int_equal(trigger_load(dfd, "link.vm", &t, NULL, err, sizeof(err)), -ELOOP);
+        assert_non_null(strstr(err, "link.vm"));
+
+        assert_int_equal(mkfifoat(dfd, "fifo.vm", 0600), 0);
+        assert_int_equal(trigger_load(dfd, "fifo.vm", &t, NULL, err, sizeof(err)), -EBADFD);
+        assert_non_null(strstr(err, "fifo.vm: file: not a regular file"));
+
+        assert_int_equal(mkdirat(dfd, "dir.vm", 0700), 0);
+        assert_true(trigger_load(dfd, "dir.vm", &t, NULL, err, sizeof(err)) < 0);
+
+        write_file(dfd, "gw.vm", "name=gw\ndriver=stub\n", 0664);
+        assert_int_equal(trigger_load(dfd, "gw.vm", &t, NULL, err, sizeof(err)), -EPERM);
+        assert_non_null(strstr(err, "writable"));
+
+        write_file(dfd, "bad.vm", "name=bad\ndriver=stub\nfoo=1\n", 0644);
+        assert_int_equal(trigger_load(dfd, "bad.vm", &t, NULL, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "bad.vm:3: foo: unknown key"));
+
+        {
+                char big[TRIGGER_FILE_MAX + 100];
+                memset(big, '#', sizeof(big) - 1);
+                big[sizeof(big) - 1] = '\0';
+                write_file(dfd, "big.vm", big, 0644);
+                assert_int_equal(trigger_load(dfd, "big.vm", &t, NULL, err, sizeof(err)), -EFBIG);
+        }
+
+        assert_int_equal(trigger_load(dfd, "gone.vm", &t, NULL, err, sizeof(err)), -ENOENT);
+        assert_int_equal(trigger_load(dfd, ".ok.vm.tmp", &t, NULL, err, sizeof(err)), -EAGAIN);
+
+        {
+                const char *names[] = {"ok.vm", "link.vm", "fifo.vm", "gw.vm", "bad.vm", "big.vm"};
+                for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                        unlinkat(dfd, names[i], 0);
+                unlinkat(dfd, "dir.vm", AT_REMOVEDIR);
+        }
+        close(dfd);
+        assert_int_equal(rmdir(tmpdir), 0);
+}
+
+static void test_equal(void **state)
+{
+        struct trigger a, b;
+        char err[128];
+
+        assert_int_equal(parse("name=a\ndriver=stub\n", &a, err, sizeof(err)), 0);
+        assert_int_equal(parse("driver=stub\nname=a\n", &b, err, sizeof(err)), 0);
+        assert_true(trigger_equal(&a, &b));
+        assert_int_equal(parse("driver=stub\nname=a\ninput=x\n", &b, err, sizeof(err)), 0);
+        assert_false(trigger_equal(&a, &b));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_minimal_qemu),  cmocka_unit_test(test_stub_no_paths),
+            cmocka_unit_test(test_errors),        cmocka_unit_test(test_last_line_no_newline_and_blanks),
+            cmocka_unit_test(test_ignored_names), cmocka_unit_test(test_load),
+            cmocka_unit_test(test_equal),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
