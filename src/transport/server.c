@@ -216,8 +216,8 @@ static void conn_fail(struct conn *c, int code, const char *fmt, ...)
                 }
         }
         (void)flush_out(c);
-        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d%s%s closed: %s", c->uid, c->pid,
-              c->ctl ? " control " : "", c->ctl ? "" : "", msg);
+        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid,
+              c->ctl ? vmsig_control_id(c->ctl) : 0, msg);
         conn_kill(c);
 }
 
