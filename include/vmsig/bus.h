@@ -101,7 +101,8 @@ int vmsig_bus_add_io(struct vmsig_bus *bus, int fd, uint32_t events, vmsig_io_fn
                      struct vmsig_io **ret);
 int vmsig_io_set_events(struct vmsig_io *io, uint32_t events);
 /* Stops watching (the fd stays open: the caller owns it). Safe inside the
- * io's own callback. Accepts NULL, returns NULL. */
+ * io's own callback. Accepts NULL, returns NULL. vmsig_bus_free frees any io
+ * still registered. */
 struct vmsig_io *vmsig_io_free(struct vmsig_io *io);
 
 /* ---- post hooks ---- */

@@ -133,6 +133,8 @@ struct vmsig_bus *vmsig_bus_free(struct vmsig_bus *bus)
                 if (!c->dead)
                         control_disconnect(c, -ESHUTDOWN, "bus shutting down");
         endpoints_free_all(bus);
+        while (bus->ios) /* watches the embedder never freed */
+                vmsig_io_free(bus->ios);
         bus->depth--;
         reap(bus);
         /* Events still queued are dropped with their fds; nobody is left. */
@@ -286,6 +288,10 @@ int vmsig_bus_add_io(struct vmsig_bus *bus, int fd, uint32_t events, vmsig_io_fn
                 free(io);
                 return r;
         }
+        io->next = bus->ios;
+        if (bus->ios)
+                bus->ios->prev = io;
+        bus->ios = io;
         if (ret)
                 *ret = io;
         return 0;
@@ -302,8 +308,15 @@ int vmsig_io_set_events(struct vmsig_io *io, uint32_t events)
 
 struct vmsig_io *vmsig_io_free(struct vmsig_io *io)
 {
-        if (!io)
+        if (!io || io->w.dead)
                 return NULL;
+        struct vmsig_bus *bus = io->w.bus;
+        if (io->prev)
+                io->prev->next = io->next;
+        else
+                bus->ios = io->next;
+        if (io->next)
+                io->next->prev = io->prev;
         /* struct vmsig_io starts with its watch, so the watch reaper frees it. */
         bus_watch_kill(io->w.bus, &io->w);
         bus_reap_if_idle(io->w.bus);

@@ -178,7 +178,8 @@ struct vmsig_control {
 };
 
 struct vmsig_io {
-        struct watch w;
+        struct watch w; /* first: the watch reaper frees the io */
+        struct vmsig_io *next, *prev; /* live ios, freed by vmsig_bus_free */
 };
 
 struct vmsig_post {
@@ -211,6 +212,7 @@ struct vmsig_bus {
         struct vmsig_control *dead_ctls;
         bool need_flush; /* some control may have deliverable queued events */
         struct vmsig_post *posts;
+        struct vmsig_io *ios;
 
         bool exiting;
         int exit_code;

@@ -5,6 +5,7 @@
  * refusal is audited and answered with an ACT_ACK carrying the reason. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -56,6 +57,10 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 ep->has_status = true;
                 if (ev->hdr.body_len >= 1)
                         ep->run_state = ev->body[0];
+                /* Late subscribers get the last known state in the ROSTER too;
+                 * live subscribers already see the STATUS itself. */
+                if (ep->has_roster && ep->roster.hdr.body_len >= offsetof(struct vmsig_roster_body, name))
+                        ep->roster.body[offsetof(struct vmsig_roster_body, run_state)] = ep->run_state;
                 break;
         case VMSIG_EV_MEMCTX:
                 if (ep->memctx_fd >= 0)

@@ -164,11 +164,20 @@ static int sink_emit(const struct vmsig_emit_sink *sink, const struct vmsig_even
                 return -EINVAL; /* MEMCTX goes through register_memctx */
         if (ev->hdr.body_len > VMSIG_BODY_MAX)
                 return -EMSGSIZE;
+        struct vmsig_event copy;
+        if (ev->hdr.peer && ev->hdr.priority > VMSIG_PRIO_URGENT) {
+                /* A reply to one control (a STATUS answering its query, say)
+                 * travels at ACK priority, so it stays in order with the
+                 * ACT_ACK the adapter emits after it. */
+                memcpy(&copy, ev, vmsig_event_size(ev));
+                copy.hdr.priority = VMSIG_PRIO_URGENT;
+                ev = &copy;
+        }
         if (!bus_on_loop_thread(bus))
                 return handoff_push(&bus->ho, ev, att->endpoint_id, att->seam, &att->dead);
 
-        struct vmsig_event copy;
-        memcpy(&copy, ev, vmsig_event_size(ev));
+        if (ev != &copy)
+                memcpy(&copy, ev, vmsig_event_size(ev));
         copy.hdr.endpoint = att->endpoint_id;
         copy.hdr.source = att->seam;
         copy.hdr.flags &= (uint16_t)~VMSIG_F_HAS_FD;

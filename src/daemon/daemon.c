@@ -5,6 +5,7 @@
  * malformed trigger file, a misbehaving client) is logged and ignored: the
  * daemon never exits on it. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,29 +47,30 @@ static void logf_(struct vmsigd *d, int prio, const char *fmt, ...)
 
 /* ---- VMs ---- */
 
-static const struct vmsig_adapter_ops *stub_ops(uint8_t seam)
+static const struct vmsig_adapter_ops *ops_for(enum trigger_driver driver, uint8_t seam)
 {
+        bool stub = driver == TRIGGER_DRIVER_STUB;
+
         switch (seam) {
         case VMSIG_SRC_MEMCTX:
-                return vmsig_memctx_stub_ops();
+                return stub ? vmsig_memctx_stub_ops() : vmsig_memctx_ops();
         case VMSIG_SRC_INPUT:
-                return vmsig_input_stub_ops();
+                return stub ? vmsig_input_stub_ops() : vmsig_input_ops();
         default:
-                return vmsig_vmhost_stub_ops();
+                return stub ? vmsig_vmhost_stub_ops() : vmsig_vmhost_ops();
         }
 }
 
 static void attach_trio(struct vmsigd *d, uint32_t ep, const struct trigger *t, const char *filename)
 {
-        if (t->driver != TRIGGER_DRIVER_STUB) {
-                logf_(d, LOG_WARNING,
-                      "VM '%s' (%s): driver %s has no adapters in this build yet; listed without adapters",
-                      t->name, filename, trigger_driver_name(t->driver));
-                return;
-        }
         for (uint8_t seam = VMSIG_SRC_MEMCTX; seam <= VMSIG_SRC_VMHOST; seam++) {
                 struct vmsig_adapter_cfg cfg;
-                const struct vmsig_adapter_ops *ops = stub_ops(seam);
+                const struct vmsig_adapter_ops *ops = ops_for(t->driver, seam);
+                if (!ops) {
+                        logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build", t->name,
+                              filename, vmsig_source_name(seam), trigger_driver_name(t->driver));
+                        continue;
+                }
                 trigger_adapter_cfg(t, seam, &cfg);
                 int r = vmsig_bus_attach(d->bus, ep, ops, &cfg);
                 if (r < 0)

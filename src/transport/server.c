@@ -50,6 +50,13 @@ struct conn {
         struct wire_rx rx;
         uint8_t *out;
         size_t out_cap, out_start, out_end;
+        /* The first frame start at or after out_start: bytes before it
+         * belong to a frame already partly on the wire, which must finish;
+         * frames from it on may still be dropped whole. */
+        size_t boundary;
+        uint32_t ctl_id;
+        bool closing; /* ERROR queued: only writing, until flushed or the deadline */
+        uint64_t close_deadline_ns;
         struct out_fd ofd[OUT_FDS_MAX];
         unsigned nofd;
         bool want_out;  /* EPOLLOUT armed */
@@ -100,10 +107,15 @@ static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...)
 
 static void set_want_out(struct conn *c, bool on)
 {
-        if (c->want_out == on || c->dead)
+        if (c->want_out == on || c->dead || c->closing)
                 return;
         c->want_out = on;
         vmsig_io_set_events(c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+}
+
+static uint32_t le32_at(const uint8_t *p)
+{
+        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* Write what we can. 0 when everything is out, -EAGAIN if some is left,
@@ -155,8 +167,10 @@ static int flush_out(struct conn *c)
                         c->nofd--;
                 }
                 c->out_start += (size_t)n;
+                while (c->boundary < c->out_start)
+                        c->boundary += WIRE_PREFIX_LEN + le32_at(c->out + c->boundary);
         }
-        c->out_start = c->out_end = 0;
+        c->out_start = c->out_end = c->boundary = 0;
         for (unsigned i = 0; i < c->nofd; i++)
                 c->ofd[i].off = 0; /* cannot happen: all fds went with their bytes */
         return 0;
@@ -172,6 +186,7 @@ static bool out_room(struct conn *c, size_t len)
                 for (unsigned i = 0; i < c->nofd; i++)
                         c->ofd[i].off -= c->out_start;
                 c->out_end -= c->out_start;
+                c->boundary -= c->out_start;
                 c->out_start = 0;
         }
         return c->out_cap - c->out_end >= len;
@@ -192,33 +207,50 @@ static void kick_out(struct conn *c)
                 set_want_out(c, false);
 }
 
-/* Send one ERROR frame, flush what we can, close. The one way a connection
- * ends on our side. */
+#define CLOSE_GRACE_NS (5ull * 1000000000ull)
+
+/* The one way a connection ends on our side: unsent frames are dropped
+ * whole (a frame already partly written is finished first), one ERROR frame
+ * naming the reason goes after them, and the connection closes once that is
+ * flushed, or after a grace period if the client never reads it. */
 static void conn_fail(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void conn_fail(struct conn *c, int code, const char *fmt, ...)
 {
         char msg[VMSIG_MSG_MAX];
-        uint8_t frame[WIRE_PREFIX_LEN + WIRE_ERROR_LEN];
         va_list ap;
 
-        if (c->dead)
+        if (c->dead || c->closing)
                 return;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        ssize_t n = wire_encode_error(frame, sizeof(frame), code, msg);
-        /* Drop unsent events: the error must be the last thing the client
-         * reads, and a half-sent frame before it would garble it. */
-        if (c->out_start == c->out_end || out_room(c, (size_t)n)) {
-                if (n > 0 && out_room(c, (size_t)n)) {
-                        memcpy(c->out + c->out_end, frame, (size_t)n);
+        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid, c->ctl_id,
+              msg);
+
+        /* Drop whole frames not yet begun, and their fds. */
+        c->out_end = c->boundary;
+        while (c->nofd && c->ofd[c->nofd - 1].off >= c->out_end)
+                close(c->ofd[--c->nofd].fd);
+        c->held_reply_len = 0;
+        /* The buffer holds at most one partial frame now, so the error fits. */
+        if (out_room(c, WIRE_PREFIX_LEN + WIRE_ERROR_LEN)) {
+                ssize_t n = wire_encode_error(c->out + c->out_end, c->out_cap - c->out_end, code, msg);
+                if (n > 0)
                         c->out_end += (size_t)n;
-                }
         }
-        (void)flush_out(c);
-        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid,
-              c->ctl ? vmsig_control_id(c->ctl) : 0, msg);
-        conn_kill(c);
+        if (c->ctl) {
+                vmsig_control_close(c->ctl); /* releases its leases now */
+                c->ctl = NULL;
+        }
+        int r = flush_out(c);
+        if (r != -EAGAIN) {
+                conn_kill(c);
+                return;
+        }
+        c->closing = true;
+        c->close_deadline_ns = vmsig_now_ns() + CLOSE_GRACE_NS;
+        c->want_out = true;
+        vmsig_io_set_events(c->io, EPOLLOUT);
 }
 
 /* Events delivered in one loop iteration leave in one write: the post hook
@@ -240,7 +272,7 @@ static void flush_dirty(struct vmsig_post *post, void *ud)
                 struct conn *c = srv->dirty;
                 srv->dirty = c->next_dirty;
                 c->dirty = false;
-                if (!c->dead)
+                if (!c->dead && !c->closing)
                         kick_out(c);
         }
 }
@@ -252,7 +284,7 @@ static int conn_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev,
         struct conn *c = ud;
         ssize_t n;
 
-        if (c->dead)
+        if (c->dead || c->closing)
                 return 0;
         if (*fd >= 0 && c->nofd == OUT_FDS_MAX) {
                 c->stalled = true;
@@ -323,8 +355,9 @@ static void handle_hello(struct conn *c, const struct wire_hello *h)
                 conn_fail(c, r, "cannot create control: %s", strerror(-r));
                 return;
         }
+        c->ctl_id = vmsig_control_id(c->ctl);
         w.version = WIRE_VERSION;
-        w.control_id = vmsig_control_id(c->ctl);
+        w.control_id = c->ctl_id;
         w.caps = c->caps;
         w.uid = c->uid;
         w.body_max = VMSIG_BODY_MAX;
@@ -412,7 +445,7 @@ static void conn_read(struct conn *c)
                 struct cmsghdr align;
         } cb;
 
-        for (int rounds = 0; rounds < 16 && !c->dead; rounds++) {
+        for (int rounds = 0; rounds < 16 && !c->dead && !c->closing; rounds++) {
                 struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
                 struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
                                     .msg_controllen = sizeof(cb.b)};
@@ -454,7 +487,7 @@ static void conn_read(struct conn *c)
                         return;
                 }
                 size_t off = 0;
-                while (off < (size_t)n && !c->dead) {
+                while (off < (size_t)n && !c->dead && !c->closing) {
                         const struct wire_frame *f = NULL;
                         ssize_t used = wire_rx_feed(&c->rx, buf + off, (size_t)n - off, &f);
                         if (used < 0) {
@@ -489,6 +522,12 @@ static void conn_on_io(struct vmsig_io *io, int fd, uint32_t events, void *ud)
 
         if (c->dead)
                 return;
+        if (c->closing) {
+                /* Only the ERROR (and a partial frame before it) is left. */
+                if (flush_out(c) != -EAGAIN)
+                        conn_kill(c);
+                return;
+        }
         if (events & EPOLLOUT) {
                 int r = flush_out(c);
                 if (r == 0) {
@@ -618,12 +657,17 @@ static void on_tick(struct vmsig_io *io, int fd, uint32_t events, void *ud)
 
         (void)!read(fd, &v, sizeof(v));
         zombie_reap(srv);
+        for (struct conn *c = srv->conns; c; c = next) {
+                next = c->next;
+                if (c->closing && now >= c->close_deadline_ns)
+                        conn_kill(c);
+        }
         if (!srv->cfg.soft_seconds)
                 return;
         for (struct conn *c = srv->conns; c; c = next) {
                 struct vmsig_control_stats st;
                 next = c->next;
-                if (!c->ctl || vmsig_control_get_stats(c->ctl, &st) < 0)
+                if (c->closing || !c->ctl || vmsig_control_get_stats(c->ctl, &st) < 0)
                         continue;
                 size_t held = st.queued_bytes + (c->out_end - c->out_start);
                 if (held <= srv->cfg.soft_bytes) {
@@ -763,8 +807,13 @@ struct vmsig_server *vmsig_server_shutdown(struct vmsig_server *srv, const char 
 {
         if (!srv)
                 return NULL;
+        for (struct conn *c = srv->conns, *next; c; c = next) {
+                next = c->next;
+                conn_fail(c, -ESHUTDOWN, "%s", msg ? msg : "server shutting down");
+        }
+        /* No grace at shutdown: what did not fit in the socket is lost. */
         while (srv->conns)
-                conn_fail(srv->conns, -ESHUTDOWN, "%s", msg ? msg : "server shutting down");
+                conn_kill(srv->conns);
         zombie_reap(srv);
         srv->post = vmsig_post_free(srv->post);
         srv->lio = vmsig_io_free(srv->lio);

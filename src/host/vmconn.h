@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/* vmconn: the one QMP session of a VM, shared by that VM's adapters.
+ *
+ * A QEMU `-qmp unix:...,server=on` socket serves one client at a time, so the
+ * vmhost and memctx adapters of a VM cannot each connect: they attach as
+ * listeners to a session keyed by (QMP socket path, loop thread), created on
+ * the first attach and freed on the last detach. The session owns the QMP
+ * client and a reconnect timer (vmsig_backoff): while the socket is absent,
+ * refuses, or QEMU restarts, it retries with a doubling delay, reset once a
+ * connection is negotiated.
+ *
+ * fds: every listener watches its OWN dups (F_DUPFD_CLOEXEC) of the QMP
+ * socket and of the timer through its own sink->watch_fd, with cookies it
+ * chose, and forwards them with vmconn_on_readiness(). Both dups report the
+ * same readiness, so processing is idempotent (a spare wakeup reads EAGAIN).
+ * When the session reconnects the QMP dups are replaced (unwatch + close +
+ * dup + watch) in every listener. Detaching one listener only drops its dups
+ * and orphans its pending commands (their replies are discarded).
+ *
+ * Threads: loop thread only (the thread that owns the listeners' bus). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vmsig/adapter.h>
+
+#include "host/qmp.h"
+
+struct json_object;
+struct vmconn;
+struct vmconn_listener;
+
+enum vmconn_state {
+        VMCONN_DOWN,       /* no connection; a retry is armed */
+        VMCONN_CONNECTING, /* socket open, greeting/negotiation running */
+        VMCONN_READY,      /* commands flow */
+};
+
+struct vmconn_listener_ops {
+        /* Negotiated (after every (re)connect). May issue commands. */
+        void (*ready)(struct vmconn_listener *l);
+        /* A QMP event (borrowed for the call). */
+        void (*event)(struct vmconn_listener *l, const struct qmp_event *ev);
+        /* A connection (negotiated or not) was lost; the session retries.
+         * Pending commands already got their error replies. */
+        void (*gone)(struct vmconn_listener *l, int err, const char *reason);
+};
+
+struct vmconn_listener {
+        /* Filled by the owner before vmconn_attach(). */
+        const struct vmconn_listener_ops *ops;
+        const struct vmsig_emit_sink *sink;
+        uint64_t cookie_qmp;
+        uint64_t cookie_timer;
+        void *userdata;
+
+        /* Private to vmconn. */
+        struct vmconn *conn_;
+        struct vmconn_listener *next_;
+        int qmp_dup_;
+        int timer_dup_;
+        uint32_t qmp_events_;
+        uint64_t qmp_gen_;
+};
+
+struct vmconn_opts {
+        uint32_t retry_min_ms; /* 0: 100 */
+        uint32_t retry_max_ms; /* 0: 5000 */
+};
+
+/* Join (or create) the session for qmp_path and watch its fds through
+ * l->sink. The first attach tries to connect at once. Attach does not
+ * replay `ready` for a session that is already READY: look at
+ * vmconn_get_state() afterwards. The retry bounds of
+ * the attach that created the session win. -EINVAL, -ENAMETOOLONG, -ENOMEM,
+ * or a watch_fd error. */
+int vmconn_attach(const char *qmp_path, const struct vmconn_opts *opts, struct vmconn_listener *l);
+/* Leave: unwatch and close this listener's dups, orphan its pending
+ * commands, free the session with its last listener. NULL-safe, idempotent. */
+void vmconn_detach(struct vmconn_listener *l);
+
+/* Forward readiness of a cookie. Returns true if the cookie was one of the
+ * session's (then handled), false otherwise. */
+bool vmconn_on_readiness(struct vmconn_listener *l, uint64_t cookie, uint32_t events);
+
+/* Current state; ret_reason (optional) gets why it is down ("" otherwise). */
+enum vmconn_state vmconn_get_state(const struct vmconn_listener *l, const char **ret_reason);
+
+/* Commands through the shared client. cb runs once (loop thread) unless the
+ * listener detached first. -ENOTCONN when not READY, else qmp_execute()'s
+ * errors. */
+typedef void (*vmconn_reply_fn)(struct vmconn_listener *l, const struct qmp_reply *reply, void *userdata);
+int vmconn_execute(struct vmconn_listener *l, const char *command, struct json_object *args,
+                   vmconn_reply_fn cb, void *userdata);
+int vmconn_hmp(struct vmconn_listener *l, const char *command_line, vmconn_reply_fn cb, void *userdata);
+
+/* Strict "k=v,k=v" check for the real adapters: every key in known[] (at
+ * most 64), each once, none empty. 0 or -EINVAL. */
+int vmconn_options_check(const char *options, const char *const *known, unsigned nknown);
