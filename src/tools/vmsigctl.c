@@ -50,9 +50,11 @@ static int fail(int code, const char *fmt, ...)
         return code;
 }
 
+/* The core answers -EPERM (capability, lease) and -EBUSY (lease held) for
+ * authorization; anything else is the command itself failing. */
 static int exit_for(int32_t result)
 {
-        return result == -EPERM || result == -EBUSY || result == -EACCES ? EXIT_DENIED : EXIT_FAILED;
+        return result == -EPERM || result == -EBUSY ? EXIT_DENIED : EXIT_FAILED;
 }
 
 /* ---- connection ---- */

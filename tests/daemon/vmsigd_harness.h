@@ -424,6 +424,9 @@ struct vh_match {
         uint64_t corr;
         uint8_t roster_change; /* ROSTER only */
         const char *name;      /* ROSTER only: the VM name */
+        uint8_t run_state;     /* STATUS only */
+        bool memctx_valid;     /* MEMCTX only: a valid datum (with its fd) */
+        bool memctx_invalid;   /* MEMCTX only: an invalidation */
 };
 
 static VH_UNUSED bool vh_matches(const struct vmsig_event *ev, const struct vh_match *m)
@@ -441,6 +444,13 @@ static VH_UNUSED bool vh_matches(const struct vmsig_event *ev, const struct vh_m
                 if (m->roster_change && rb.change != m->roster_change)
                         return false;
                 if (m->name && strcmp(rb.name, m->name) != 0)
+                        return false;
+        }
+        if (ev->hdr.kind == VMSIG_EV_STATUS && m->run_state && ev->body[0] != m->run_state)
+                return false;
+        if (ev->hdr.kind == VMSIG_EV_MEMCTX && (m->memctx_valid || m->memctx_invalid)) {
+                bool valid = ev->body[offsetof(struct vmsig_memctx_body, valid)] != 0;
+                if (valid != m->memctx_valid)
                         return false;
         }
         return true;
