@@ -269,6 +269,19 @@ int vmsig_lease_class_from_name(const char *s); /* or -EINVAL */
 const char *vmsig_run_state_name(uint8_t s);
 const char *vmsig_power_op_name(uint32_t op);
 
+/* A CMD_MEMWRITE as an adapter's submit() sees it: where, how much, and the
+ * source bytes, inline in ev or in the payload. src points into ev or
+ * payload, so it is valid only during submit. -EINVAL for a malformed
+ * command (sizes that disagree, unknown flags, zero length). */
+struct vmsig_memwrite_req {
+        uint64_t addr;
+        uint32_t len;
+        uint32_t flags; /* enum vmsig_memwrite_flag */
+        const void *src;
+};
+int vmsig_memwrite_decode(const struct vmsig_event *ev, const void *payload, size_t payload_len,
+                          struct vmsig_memwrite_req *ret);
+
 /* One line describing ev for people ("STATUS vm 2 paused (reason)"), or a
  * JSON object with every header field and the decoded body. Both validate
  * what they decode (a body too short for its kind prints as such). Return

@@ -625,38 +625,22 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                          size_t payload_len)
 {
         struct memctx_stub *s = instance;
-        struct vmsig_memwrite_body b;
-        const size_t head = offsetof(struct vmsig_memwrite_body, data);
-        const void *src;
+        struct vmsig_memwrite_req req;
         struct mw_job *j;
 
         if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
                 return VMSIG_SUBMIT_NOT_MINE;
-        if (ev->hdr.body_len < head || ev->hdr.body_len > sizeof(b))
+        if (vmsig_memwrite_decode(ev, payload, payload_len, &req) < 0)
                 return -EINVAL;
-        memset(&b, 0, sizeof(b));
-        memcpy(&b, ev->body, ev->hdr.body_len);
-        if (b.len == 0 || (b.flags & ~(uint32_t)VMSIG_MEMWRITE_PHYS))
-                return -EINVAL;
-        if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) {
-                if (!payload || payload_len != b.len)
-                        return -EINVAL;
-                src = payload;
-        } else {
-                if (payload || b.len > VMSIG_MEMWRITE_INLINE_MAX || ev->hdr.body_len < head + b.len)
-                        return -EINVAL;
-                src = b.data;
-        }
-
-        j = malloc(sizeof(*j) + b.len);
+        j = malloc(sizeof(*j) + req.len);
         if (!j)
                 return -ENOMEM;
         j->next = NULL;
         j->hdr = ev->hdr;
-        j->addr = b.addr;
-        j->len = b.len;
-        j->flags = b.flags;
-        memcpy(j->data, src, b.len); /* payload dies with this call */
+        j->addr = req.addr;
+        j->len = req.len;
+        j->flags = req.flags;
+        memcpy(j->data, req.src, req.len); /* the payload dies with this call */
 
         pthread_mutex_lock(&s->lock);
         if (!s->worker_started || s->njobs >= JOBS_MAX) {

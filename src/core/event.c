@@ -71,6 +71,33 @@ void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint
         vmsig_event_set_body(ack, &b, sizeof(b));
 }
 
+int vmsig_memwrite_decode(const struct vmsig_event *ev, const void *payload, size_t payload_len,
+                          struct vmsig_memwrite_req *ret)
+{
+        const size_t head = offsetof(struct vmsig_memwrite_body, data);
+        struct vmsig_memwrite_body b;
+
+        if (!ev || !ret || ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.body_len < head ||
+            ev->hdr.body_len > sizeof(b))
+                return -EINVAL;
+        memcpy(&b, ev->body, head);
+        if (b.len == 0 || (b.flags & ~(uint32_t)VMSIG_MEMWRITE_PHYS))
+                return -EINVAL;
+        if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) {
+                if (!payload || payload_len != b.len || ev->hdr.body_len != head)
+                        return -EINVAL;
+                ret->src = payload;
+        } else {
+                if (payload || b.len > VMSIG_MEMWRITE_INLINE_MAX || ev->hdr.body_len != head + b.len)
+                        return -EINVAL;
+                ret->src = ev->body + head;
+        }
+        ret->addr = b.addr;
+        ret->len = b.len;
+        ret->flags = b.flags;
+        return 0;
+}
+
 int vmsig_kind_seam(uint16_t kind)
 {
         switch (kind) {

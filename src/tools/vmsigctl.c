@@ -827,23 +827,27 @@ static void usage(FILE *f)
                 DEFAULT_SOCKET);
 }
 
-int main(int argc, char **argv)
-{
-        enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF };
-        static const struct option opts[] = {
-                {"socket", required_argument, NULL, 's'}, {"timeout", required_argument, NULL, 't'},
-                {"json", no_argument, NULL, 'j'},         {"phys", no_argument, NULL, OPT_PHYS},
-                {"cr3", required_argument, NULL, OPT_CR3}, {"file", required_argument, NULL, OPT_FILE},
-                {"ff", no_argument, NULL, OPT_FF},        {"help", no_argument, NULL, 'h'},
-                {0}};
-        bool phys = false, ff = false;
-        const char *cr3 = NULL, *file = NULL;
-        struct vmsig_client *c = NULL;
-        int opt, r;
+struct cli {
+        bool phys, ff;
+        const char *cr3, *file;
+};
 
-        socket_path = getenv("VMSIG_SOCKET") ? getenv("VMSIG_SOCKET") : DEFAULT_SOCKET;
-        /* '+': options end at the command, so "input VM move -5 3" works. */
-        while ((opt = getopt_long(argc, argv, "+s:t:jh", opts, NULL)) != -1) {
+enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF };
+static const struct option cli_opts[] = {
+        {"socket", required_argument, NULL, 's'}, {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},         {"phys", no_argument, NULL, OPT_PHYS},
+        {"cr3", required_argument, NULL, OPT_CR3}, {"file", required_argument, NULL, OPT_FILE},
+        {"ff", no_argument, NULL, OPT_FF},        {"help", no_argument, NULL, 'h'},
+        {0}};
+
+/* Options before and after the command, parsed the same way: '+' stops at
+ * the first operand so "input VM rel -5 3" keeps its -5. Returns -1 when
+ * done, else an exit code (help printed, or a usage error). */
+static int parse_options(int argc, char **argv, struct cli *cli)
+{
+        int opt;
+
+        while ((opt = getopt_long(argc, argv, "+s:t:jh", cli_opts, NULL)) != -1) {
                 switch (opt) {
                 case 's':
                         socket_path = optarg;
@@ -857,16 +861,16 @@ int main(int argc, char **argv)
                         json = true;
                         break;
                 case OPT_PHYS:
-                        phys = true;
+                        cli->phys = true;
                         break;
                 case OPT_CR3:
-                        cr3 = optarg;
+                        cli->cr3 = optarg;
                         break;
                 case OPT_FILE:
-                        file = optarg;
+                        cli->file = optarg;
                         break;
                 case OPT_FF:
-                        ff = true;
+                        cli->ff = true;
                         break;
                 case 'h':
                         usage(stdout);
@@ -876,47 +880,28 @@ int main(int argc, char **argv)
                         return EXIT_USAGE;
                 }
         }
+        return -1;
+}
+
+int main(int argc, char **argv)
+{
+        struct cli cli = {0};
+        struct vmsig_client *c = NULL;
+        int r;
+
+        socket_path = getenv("VMSIG_SOCKET") ? getenv("VMSIG_SOCKET") : DEFAULT_SOCKET;
+        if ((r = parse_options(argc, argv, &cli)) >= 0)
+                return r;
         if (optind >= argc) {
                 usage(stderr);
                 return EXIT_USAGE;
         }
         const char *cmd = argv[optind];
-        /* Options may also follow the command ("read --phys VM ..."); they
-         * end at the first operand so "input VM rel -5 3" keeps its -5. */
         int sub_argc = argc - optind;
         char **sub_argv = argv + optind;
         optind = 1;
-        while ((opt = getopt_long(sub_argc, sub_argv, "+s:t:jh", opts, NULL)) != -1) {
-                switch (opt) {
-                case 's':
-                        socket_path = optarg;
-                        break;
-                case 't':
-                        timeout_ms = atoi(optarg);
-                        break;
-                case 'j':
-                        json = true;
-                        break;
-                case OPT_PHYS:
-                        phys = true;
-                        break;
-                case OPT_CR3:
-                        cr3 = optarg;
-                        break;
-                case OPT_FILE:
-                        file = optarg;
-                        break;
-                case OPT_FF:
-                        ff = true;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
+        if ((r = parse_options(sub_argc, sub_argv, &cli)) >= 0)
+                return r;
         int cargc = sub_argc - optind;
         char **cargv = sub_argv + optind;
         static const char *const known[] = {"list", "watch", "status", "power", "lease",
@@ -951,11 +936,11 @@ int main(int argc, char **argv)
         else if (!strcmp(cmd, "lease"))
                 r = cmd_lease(c, cargc, cargv);
         else if (!strcmp(cmd, "read"))
-                r = cmd_read(c, cargc, cargv, phys, cr3);
+                r = cmd_read(c, cargc, cargv, cli.phys, cli.cr3);
         else if (!strcmp(cmd, "write"))
-                r = cmd_write(c, cargc, cargv, phys, cr3, file);
+                r = cmd_write(c, cargc, cargv, cli.phys, cli.cr3, cli.file);
         else
-                r = cmd_input(c, cargc, cargv, ff);
+                r = cmd_input(c, cargc, cargv, cli.ff);
         vmsig_client_free(c);
         return r;
 }
