@@ -10,6 +10,14 @@
 # KVER=, SYSTEM_MAP_SOURCE=). Cached: nothing is rebuilt while OUTDIR/.stamp
 # is newer than the kernel, busybox and this script. No network needed.
 #
+# Input (additive): where the host gcc can link statically, the initramfs
+# also carries /bin/vmsig-input-reader (tests/vm/guest_input_reader.c) and
+# the kernel modules for evdev and a virtio tablet (from
+# /lib/modules/KVER); after the ready marker and /proc/version, /init loads
+# them in the background and the reader prints every input event as
+# "VMSIG-INPUT ev=N type=T code=C value=V" on ttyS0. guest.env then has
+# INPUT_READER=1 (else 0, with the reason on stderr).
+#
 # Debian's /boot/System.map is a placeholder ("The real System.map is in the
 # linux-image-<version>-dbg package"). Where the -dbg package is not installed,
 # the map is generated once from the guest's own /proc/kallsyms, booted with
@@ -46,11 +54,12 @@ command -v gzip >/dev/null || die "gzip not found: install the Debian package 'g
 mkdir -p "$OUT"
 OUT=$(readlink -f "$OUT")
 STAMP=$OUT/.stamp
+READER_SRC=$(dirname "$SELF")/guest_input_reader.c
 
 up_to_date() {
         [ -f "$STAMP" ] && [ -f "$OUT/guest.env" ] && [ -f "$OUT/initrd.gz" ] && [ -f "$OUT/System.map" ] || return 1
         grep -qx "KERNEL=$KERNEL" "$OUT/guest.env" || return 1
-        for f in "$KERNEL" /bin/busybox "$SELF"; do
+        for f in "$KERNEL" /bin/busybox "$SELF" "$READER_SRC"; do
                 [ "$STAMP" -nt "$f" ] || return 1
         done
 }
@@ -99,6 +108,17 @@ if grep -q vmsig.kallsyms /proc/cmdline; then
 fi
 echo VMSIG-GUEST-READY
 cat /proc/version
+if [ -x /bin/vmsig-input-reader ]; then
+        # Input for tests/vm/test_input_real: modules (in dependency order),
+        # then the event printer, in the background so nothing above waits.
+        (
+                for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
+                        virtio_input evdev; do
+                        [ -f /lib/vmsig-modules/$m.ko ] && insmod /lib/vmsig-modules/$m.ko 2>/dev/null
+                done
+                exec /bin/vmsig-input-reader
+        ) </dev/null >/dev/console 2>&1 &
+fi
 # The shell loop keeps the guest alive and usable on the console.
 while true; do
         setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1 || sh </dev/ttyS0 >/dev/ttyS0 2>&1
@@ -107,6 +127,32 @@ done
 EOF
 chmod 0755 "$ROOT/init"
 echo 'root:x:0:0:root:/root:/bin/sh' >"$ROOT/etc/passwd"
+INPUT_READER=0
+if [ -r "$READER_SRC" ] && command -v gcc >/dev/null &&
+        gcc -static -O2 -o "$ROOT/bin/vmsig-input-reader" "$READER_SRC" 2>"$WORK/reader.err"; then
+        mkdir -p "$ROOT/lib/vmsig-modules"
+        MODDIR=/lib/modules/$KVER/kernel/drivers
+        INPUT_READER=1
+        for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev \
+                virtio/virtio_pci virtio/virtio_input input/evdev; do
+                base=${m##*/}
+                if [ -f "$MODDIR/$m.ko" ]; then
+                        cp "$MODDIR/$m.ko" "$ROOT/lib/vmsig-modules/$base.ko"
+                elif [ -f "$MODDIR/$m.ko.xz" ] && command -v xz >/dev/null; then
+                        xz -dc "$MODDIR/$m.ko.xz" >"$ROOT/lib/vmsig-modules/$base.ko"
+                elif [ -f "$MODDIR/$m.ko.zst" ] && command -v zstd >/dev/null; then
+                        zstd -qdc "$MODDIR/$m.ko.zst" >"$ROOT/lib/vmsig-modules/$base.ko"
+                elif ! grep -q "/$base.ko" "/lib/modules/$KVER/modules.builtin" 2>/dev/null; then
+                        echo "build-guest: no module $m for $KVER (install linux-image-$KVER): guest input disabled" >&2
+                        INPUT_READER=0
+                fi
+        done
+        [ "$INPUT_READER" = 1 ] || rm -rf "$ROOT/bin/vmsig-input-reader" "$ROOT/lib/vmsig-modules"
+else
+        echo "build-guest: cannot build the guest input reader (gcc -static with libc6-dev): guest input disabled" >&2
+        [ -s "$WORK/reader.err" ] && head -n 5 "$WORK/reader.err" >&2
+        rm -f "$ROOT/bin/vmsig-input-reader"
+fi
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9n >"$WORK/initrd.gz"
 # An empty archive would boot into a kernel panic with no hint why.
 [ "$(gzip -dc "$WORK/initrd.gz" | cpio -t --quiet 2>/dev/null | grep -c '^init$')" = 1 ] || die "initramfs has no /init"
@@ -153,6 +199,7 @@ KVER=$KVER
 INITRD=$OUT/initrd.gz
 SYSTEM_MAP=$OUT/System.map
 SYSTEM_MAP_SOURCE="$MAP_SRC"
+INPUT_READER=$INPUT_READER
 EOF
 touch "$STAMP"
 print_paths
