@@ -55,11 +55,12 @@ mkdir -p "$OUT"
 OUT=$(readlink -f "$OUT")
 STAMP=$OUT/.stamp
 READER_SRC=$(dirname "$SELF")/guest_input_reader.c
+MWTARGET_SRC=$(dirname "$SELF")/guest_memwrite_target.c
 
 up_to_date() {
         [ -f "$STAMP" ] && [ -f "$OUT/guest.env" ] && [ -f "$OUT/initrd.gz" ] && [ -f "$OUT/System.map" ] || return 1
         grep -qx "KERNEL=$KERNEL" "$OUT/guest.env" || return 1
-        for f in "$KERNEL" /bin/busybox "$SELF" "$READER_SRC"; do
+        for f in "$KERNEL" /bin/busybox "$SELF" "$READER_SRC" "$MWTARGET_SRC"; do
                 [ "$STAMP" -nt "$f" ] || return 1
         done
 }
@@ -119,6 +120,10 @@ if [ -x /bin/vmsig-input-reader ]; then
                 exec /bin/vmsig-input-reader
         ) </dev/null >/dev/console 2>&1 &
 fi
+# MEMWRITE, seen from inside (tests/vm/test_memwrite_real): the kernel's own
+# /proc/version, and a process printing a buffer of its own.
+( while true; do echo "VMSIG-PROC-VERSION $(cat /proc/version)"; sleep 1; done ) </dev/null >/dev/console 2>&1 &
+[ -x /bin/vmsig-mw-target ] && /bin/vmsig-mw-target </dev/null >/dev/console 2>&1 &
 # The shell loop keeps the guest alive and usable on the console.
 while true; do
         setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1 || sh </dev/ttyS0 >/dev/ttyS0 2>&1
@@ -152,6 +157,13 @@ else
         echo "build-guest: cannot build the guest input reader (gcc -static with libc6-dev): guest input disabled" >&2
         [ -s "$WORK/reader.err" ] && head -n 5 "$WORK/reader.err" >&2
         rm -f "$ROOT/bin/vmsig-input-reader"
+fi
+MW_TARGET=0
+if [ -r "$MWTARGET_SRC" ] && command -v gcc >/dev/null &&
+        gcc -static -O2 -o "$ROOT/bin/vmsig-mw-target" "$MWTARGET_SRC" 2>"$WORK/mwtarget.err"; then
+        MW_TARGET=1
+else
+        echo "build-guest: cannot build the MEMWRITE target (gcc -static with libc6-dev): user-process MEMWRITE tests disabled" >&2
 fi
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9n >"$WORK/initrd.gz"
 # An empty archive would boot into a kernel panic with no hint why.
@@ -200,6 +212,7 @@ INITRD=$OUT/initrd.gz
 SYSTEM_MAP=$OUT/System.map
 SYSTEM_MAP_SOURCE="$MAP_SRC"
 INPUT_READER=$INPUT_READER
+MW_TARGET=$MW_TARGET
 EOF
 touch "$STAMP"
 print_paths
