@@ -9,6 +9,7 @@ PACKAGES=(
   valgrind cpio gzip
   qemu-system-x86 busybox-static linux-image-cloud-amd64
   dbus-daemon libdbus-1-dev
+  debhelper dpkg-dev fakeroot systemd groff-base man-db
 )
 
 missing=()

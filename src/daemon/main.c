@@ -50,7 +50,7 @@ static void usage(FILE *f)
                 "\n"
                 "Signals: SIGTERM/SIGINT shut down cleanly (controls are told, leases released);\n"
                 "SIGHUP reopens the audit file and rescans the trigger directory.\n"
-                "See vmsigd(8), vmsigd.conf(5) and docs/trigger-file.md.\n",
+                "See vmsigd(8), vmsigd.conf(5) and vmsig-trigger(5).\n",
                 CONFIG_DEFAULT_PATH);
 }
 
