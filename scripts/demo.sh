@@ -105,6 +105,11 @@ sleep 0.5
 "$CTL" power demo resume
 sleep 0.5
 
+say "vmsigctl input: type into the guest (QMP input-send-event; uinput where /dev/uinput exists)"
+"$CTL" input demo type "vmsig" && sleep 1
+grep -a "VMSIG-INPUT" "$GUEST_SERIAL" | grep -a "type=1 " | head -10 || echo "(the guest printed no input events)"
+echo "(the guest's own evdev reader printed these: key presses and releases, in order)"
+
 say "what watch saw"
 kill "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=
