@@ -231,6 +231,8 @@ static VH_UNUSED bool vh_wait_exit(struct vh *h, int timeout_ms)
         return h->reaped;
 }
 
+static int vh_rm_cb_(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+
 /* Start vmsigd. extra is appended to the config after the [daemon] keys
  * (socket, trigger_dir, audit, socket_mode 0666): more [daemon] keys, then
  * other sections. Returns 0 once the daemon logged "ready:", else a negative
@@ -241,6 +243,16 @@ static VH_UNUSED int vh_start(struct vh *h, const char *extra)
         char conf[4096];
         int r;
 
+        /* Restarting: finish the previous daemon and remove its directory
+         * first (the harness structs are static, so a fresh one is zero). */
+        if (strncmp(h->dir, "/tmp/vmsigd-it-", 15) == 0) {
+                if (h->pid > 0 && !h->reaped) {
+                        kill(h->pid, SIGKILL);
+                        while (waitpid(h->pid, &h->status, 0) < 0 && errno == EINTR)
+                                ;
+                }
+                nftw(h->dir, vh_rm_cb_, 16, FTW_DEPTH | FTW_PHYS);
+        }
         memset(h, 0, sizeof(*h));
         h->pid = -1;
         if (!bin) {
