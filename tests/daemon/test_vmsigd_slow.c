@@ -40,7 +40,7 @@ struct status_log {
         unsigned n;          /* live STATUS of ep */
         uint8_t expect_next; /* run state the next one must carry */
         bool out_of_order;
-        uint64_t last_seq;
+        uint64_t last_seq[256]; /* per priority: higher priority may overtake */
         bool seq_backwards;
 };
 
@@ -51,9 +51,11 @@ static void log_status(const struct vmsig_event *ev, int fd, void *ud)
         if (fd >= 0)
                 close(fd);
         if (!(ev->hdr.flags & VMSIG_F_RETAINED)) {
-                if (ev->hdr.seq <= l->last_seq)
+                /* FIFO within one priority; across priorities the order is
+                 * (priority, seq) at dispatch time, so no global check. */
+                if (ev->hdr.seq <= l->last_seq[ev->hdr.priority])
                         l->seq_backwards = true;
-                l->last_seq = ev->hdr.seq;
+                l->last_seq[ev->hdr.priority] = ev->hdr.seq;
         }
         if (ev->hdr.kind != VMSIG_EV_STATUS || ev->hdr.endpoint != l->ep || (ev->hdr.flags & VMSIG_F_RETAINED))
                 return;
@@ -66,18 +68,20 @@ static void log_status(const struct vmsig_event *ev, int fd, void *ud)
 /* Has vmsigd decided to drop the slow control? Its log says so at once;
  * the socket itself stays open until the client reads its ERROR (or a grace
  * period ends), so a hang-up is not the signal to wait for. */
-static bool daemon_dropped_slow(void)
+static bool daemon_log_has(const char *needle)
 {
         char *log = vh_read_file(H.log);
-        bool yes = log && strstr(log, "'slowpoke' too slow");
+        bool yes = log && strstr(log, needle);
 
         free(log);
         return yes;
 }
 
-static void test_slow_control_disconnected(void **state)
+/* The slow control is dropped once vmsigd logs log_needle: either the hard
+ * limit (its bus queue overflows) or the soft one (too much held for too
+ * long). Load stops after max_cmds commands; then we wait for the tick. */
+static void run_slow(const char *log_needle, unsigned max_cmds, const char *error_needle)
 {
-        (void)state;
         struct vmsig_client *n = vh_client(&H, "normal");
         struct vmsig_client *p = vh_client(&H, "driver");
         assert_non_null(n);
@@ -116,9 +120,7 @@ static void test_slow_control_disconnected(void **state)
         /* Pause/resume until the daemon gives up on the slow one. */
         assert_int_equal(vh_lease(p, ep, VMSIG_LEASE_POWER, true), 0);
         unsigned sent = 0;
-        while (!daemon_dropped_slow()) {
-                if (sent >= MAX_COMMANDS)
-                        fail_msg("the slow control was not disconnected after %u must-deliver events", sent);
+        while (!daemon_log_has(log_needle) && sent < max_cmds) {
                 uint64_t corrs[BATCH];
                 for (unsigned i = 0; i < BATCH; i++, sent++) {
                         struct vmsig_event ev;
@@ -143,6 +145,12 @@ static void test_slow_control_disconnected(void **state)
                                 fail_msg("normal client: %u of %u STATUS: %s", log.n, sent, strerror(-r));
                 }
         }
+        for (int waited = 0; !daemon_log_has(log_needle); waited += 50) {
+                if (waited > 5000)
+                        fail_msg("the slow control was not disconnected (%s) after %u must-deliver events",
+                                 log_needle, sent);
+                usleep(50000);
+        }
         assert_int_equal(log.n, sent);
         assert_false(log.out_of_order);
         assert_false(log.seq_backwards);
@@ -164,7 +172,7 @@ static void test_slow_control_disconnected(void **state)
                         break;
                 assert_int_equal(f.type, WIRE_EVENT);
         }
-        if (f.u.error.code != -ENOBUFS || !strstr(f.u.error.msg, "slow"))
+        if (f.u.error.code != -ENOBUFS || !strstr(f.u.error.msg, error_needle))
                 fail_msg("slow client ERROR %d '%s'", f.u.error.code, f.u.error.msg);
         assert_true(vh_raw_ends(s, VH_TIMEOUT_MS));
         close(s);
@@ -175,10 +183,33 @@ static void test_slow_control_disconnected(void **state)
         vh_client_close(n);
 }
 
+static void test_slow_control_disconnected(void **state)
+{
+        run_slow("'slowpoke' too slow", MAX_COMMANDS, "too slow");
+}
+
+/* Soft limit: 64 KiB held for 1 s. ~720 KB of STATUS frames fill the
+ * socket (~200 KB) and leave far more than 64 KiB held, yet stay well
+ * under the 1 MiB hard limit, so only the soft limit can fire. */
+static int setup_soft(void **state)
+{
+        if (vh_start(&H, "[limits]\nqueue_soft_bytes = 64K\nqueue_soft_seconds = 1\n") < 0) {
+                vh_teardown(&H);
+                return -1;
+        }
+        return 0;
+}
+
+static void test_soft_limit_disconnects(void **state)
+{
+        run_slow("(soft limit", 3000, "soft limit");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_slow_control_disconnected, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_soft_limit_disconnects, setup_soft, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
