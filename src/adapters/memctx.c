@@ -45,6 +45,7 @@
 
 #include "host/mtree.h"
 #include "host/vmconn.h"
+#include "adapters/memwrite_job.h"
 
 #define COOKIE_QMP   1u
 #define COOKIE_RETRY 2u /* the session's reconnect timer */
@@ -87,15 +88,6 @@ struct boot_res {
         char msg[VMSIG_MSG_MAX];
         struct vmie_kroot kr;
         int fd; /* read-only RAM fd on success */
-};
-
-struct mw_job {
-        struct mw_job *next;
-        struct vmsig_event_hdr hdr; /* the command, for its ACK */
-        uint64_t addr;
-        uint32_t len;
-        uint32_t flags;
-        uint8_t data[]; /* copied at submit */
 };
 
 struct memctx {
@@ -927,22 +919,14 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                          size_t payload_len)
 {
         struct memctx *m = instance;
-        struct vmsig_memwrite_req req;
         struct mw_job *j;
+        int err;
 
         if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
                 return VMSIG_SUBMIT_NOT_MINE;
-        if (vmsig_memwrite_decode(ev, payload, payload_len, &req) < 0)
-                return -EINVAL;
-        j = malloc(sizeof(*j) + req.len);
+        j = mw_job_new(ev, payload, payload_len, &err);
         if (!j)
-                return -ENOMEM;
-        j->next = NULL;
-        j->hdr = ev->hdr;
-        j->addr = req.addr;
-        j->len = req.len;
-        j->flags = req.flags;
-        memcpy(j->data, req.src, req.len); /* the payload dies with this call */
+                return err;
 
         pthread_mutex_lock(&m->lock);
         if (!m->worker_started || m->njobs >= JOBS_MAX) {

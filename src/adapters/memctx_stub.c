@@ -25,21 +25,13 @@
 #include <vmsig/memctx.h>
 
 #include "adapters/stub_internal.h"
+#include "adapters/memwrite_job.h"
 
 #define COOKIE_BOOT_DONE 1u
 #define COOKIE_RETRY     2u
 #define JOBS_MAX         32u /* queued MEMWRITEs; beyond that submit says -EBUSY */
 #define PAGE_4K          UINT64_C(4096)
 #define RETRY_MAX_MS     5000u
-
-struct mw_job {
-        struct mw_job *next;
-        struct vmsig_event_hdr hdr; /* the command, for its ACK */
-        uint64_t addr;
-        uint32_t len;
-        uint32_t flags;
-        uint8_t data[]; /* len bytes, copied at submit */
-};
 
 /* One contiguous piece of a write in the RAM file. */
 struct seg {
@@ -625,22 +617,14 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                          size_t payload_len)
 {
         struct memctx_stub *s = instance;
-        struct vmsig_memwrite_req req;
         struct mw_job *j;
+        int err;
 
         if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
                 return VMSIG_SUBMIT_NOT_MINE;
-        if (vmsig_memwrite_decode(ev, payload, payload_len, &req) < 0)
-                return -EINVAL;
-        j = malloc(sizeof(*j) + req.len);
+        j = mw_job_new(ev, payload, payload_len, &err);
         if (!j)
-                return -ENOMEM;
-        j->next = NULL;
-        j->hdr = ev->hdr;
-        j->addr = req.addr;
-        j->len = req.len;
-        j->flags = req.flags;
-        memcpy(j->data, req.src, req.len); /* the payload dies with this call */
+                return err;
 
         pthread_mutex_lock(&s->lock);
         if (!s->worker_started || s->njobs >= JOBS_MAX) {

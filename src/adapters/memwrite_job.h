@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef VMSIG_ADAPTERS_MEMWRITE_JOB_H
+#define VMSIG_ADAPTERS_MEMWRITE_JOB_H
+
+/* A CMD_MEMWRITE queued for a memctx adapter's worker (the real adapter and
+ * its stub twin): the command header for the ACK, and its own copy of the
+ * source bytes, since the payload only lives during submit(). */
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vmsig/event.h>
+
+struct mw_job {
+        struct mw_job *next;
+        struct vmsig_event_hdr hdr; /* the command, for its ACK */
+        uint64_t addr;
+        uint32_t len;
+        uint32_t flags;
+        uint8_t data[]; /* copied at submit */
+};
+
+/* Decode and copy. NULL with *ret_err = -EINVAL (malformed) or -ENOMEM. */
+static inline struct mw_job *mw_job_new(const struct vmsig_event *ev, const void *payload, size_t payload_len,
+                                        int *ret_err)
+{
+        struct vmsig_memwrite_req req;
+        struct mw_job *j;
+
+        if (vmsig_memwrite_decode(ev, payload, payload_len, &req) < 0) {
+                *ret_err = -EINVAL;
+                return NULL;
+        }
+        j = malloc(sizeof(*j) + req.len);
+        if (!j) {
+                *ret_err = -ENOMEM;
+                return NULL;
+        }
+        j->next = NULL;
+        j->hdr = ev->hdr;
+        j->addr = req.addr;
+        j->len = req.len;
+        j->flags = req.flags;
+        memcpy(j->data, req.src, req.len);
+        return j;
+}
+
+#endif
