@@ -19,26 +19,6 @@
 #define RULES_MAX        4096u
 #define SECTION_NAME_MAX 48u /* inih keeps 49 characters of a section name */
 
-__attribute__((format(printf, 7, 8))) static int fail(int r, char *err, size_t errlen, const char *file,
-                                                      unsigned line, const char *field, const char *fmt, ...)
-{
-        char f[256], fld[72], msg[320];
-        va_list ap;
-
-        if (!err || !errlen)
-                return r;
-        trigger_printable(file, f, sizeof(f));
-        trigger_printable(field, fld, sizeof(fld));
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        if (line)
-                snprintf(err, errlen, "%s:%u: %s: %s", f, line, fld, msg);
-        else
-                snprintf(err, errlen, "%s: %s: %s", f, fld, msg);
-        return r;
-}
-
 static void set_defaults(struct config *c)
 {
         memset(c, 0, sizeof(*c));
@@ -281,7 +261,7 @@ __attribute__((format(printf, 5, 6))) static void perr(struct parse *p, int r, u
         va_end(ap);
         p->r = r;
         p->err_line = line;
-        fail(r, p->err, p->errlen, p->filename, line, field, "%s", msg);
+        parse_fail(r, p->err, p->errlen, p->filename, line, field, "%s", msg);
 }
 
 static int add_rule(struct parse *p, enum config_rule_kind kind, uint32_t id, const char *name,
@@ -615,7 +595,7 @@ int config_parse_string(const char *text, size_t len, const char *filename, unsi
         if (err && errlen)
                 err[0] = '\0';
         if (len > CONFIG_FILE_MAX)
-                return fail(-EFBIG, err, errlen, p.filename, 0, "file", "too large (max %u bytes)",
+                return parse_fail(-EFBIG, err, errlen, p.filename, 0, "file", "too large (max %u bytes)",
                             CONFIG_FILE_MAX);
         if (!text && len)
                 return -EINVAL;
@@ -626,7 +606,7 @@ int config_parse_string(const char *text, size_t len, const char *filename, unsi
         ir = ini_parse_stream(reader, &p, handler, &p);
         if (ir == -2) {
                 config_free(p.c);
-                return fail(-ENOMEM, err, errlen, p.filename, 0, "file", "out of memory");
+                return parse_fail(-ENOMEM, err, errlen, p.filename, 0, "file", "out of memory");
         }
         if (ir > 0 && (p.r == 0 || (unsigned)ir < p.err_line)) {
                 p.r = 0; /* an earlier syntax error takes precedence */
@@ -667,20 +647,20 @@ int config_load(const char *path, unsigned flags, struct config **ret, char *err
                 r = -errno;
                 if (r == -ENOENT && (flags & CONFIG_MISSING_OK))
                         return config_new_default(ret);
-                return fail(r, err, errlen, path, 0, "file", "open: %s", strerror(-r));
+                return parse_fail(r, err, errlen, path, 0, "file", "open: %s", strerror(-r));
         }
         if (fstat(fd, &st) < 0) {
                 r = -errno;
                 close(fd);
-                return fail(r, err, errlen, path, 0, "file", "fstat: %s", strerror(-r));
+                return parse_fail(r, err, errlen, path, 0, "file", "fstat: %s", strerror(-r));
         }
         if (!S_ISREG(st.st_mode)) {
                 close(fd);
-                return fail(-EINVAL, err, errlen, path, 0, "file", "not a regular file");
+                return parse_fail(-EINVAL, err, errlen, path, 0, "file", "not a regular file");
         }
         if (st.st_size > (off_t)CONFIG_FILE_MAX) {
                 close(fd);
-                return fail(-EFBIG, err, errlen, path, 0, "file", "too large (max %u bytes)",
+                return parse_fail(-EFBIG, err, errlen, path, 0, "file", "too large (max %u bytes)",
                             CONFIG_FILE_MAX);
         }
         buf = malloc(CONFIG_FILE_MAX + 1);
@@ -696,7 +676,7 @@ int config_load(const char *path, unsigned flags, struct config **ret, char *err
                         r = -errno;
                         close(fd);
                         free(buf);
-                        return fail(r, err, errlen, path, 0, "file", "read: %s", strerror(-r));
+                        return parse_fail(r, err, errlen, path, 0, "file", "read: %s", strerror(-r));
                 }
                 if (n == 0)
                         break;

@@ -23,7 +23,7 @@ void trigger_printable(const char *in, char *out, size_t outlen)
 
 /* Messages carry names from untrusted files and directory entries: keep
  * control characters (newlines above all) out of the log line. */
-__attribute__((format(printf, 7, 8))) static int fail(int r, char *err, size_t errlen, const char *file,
+int parse_fail(int r, char *err, size_t errlen, const char *file,
                                                       unsigned line, const char *field, const char *fmt, ...)
 {
         char f[256], fld[72], msg[320];
@@ -149,10 +149,10 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
         if (!filename)
                 filename = "(trigger)";
         if (len > TRIGGER_FILE_MAX)
-                return fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%zu bytes, max %u)", len,
+                return parse_fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%zu bytes, max %u)", len,
                             TRIGGER_FILE_MAX);
         if (!text && len)
-                return fail(-EINVAL, err, errlen, filename, 0, "file", "no data");
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "file", "no data");
 
         memset(&t, 0, sizeof(t));
         t.driver = TRIGGER_DRIVER_QEMU;
@@ -169,10 +169,10 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 pos += n + (nl ? 1 : 0);
                 lineno++;
                 if (n > TRIGGER_LINE_MAX)
-                        return fail(-EINVAL, err, errlen, filename, lineno, "(line)",
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)",
                                     "too long (%zu bytes, max %u)", n, TRIGGER_LINE_MAX);
                 if (memchr(line, '\0', n))
-                        return fail(-EINVAL, err, errlen, filename, lineno, "(line)", "NUL byte");
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)", "NUL byte");
 
                 while (n && is_blank(*line))
                         line++, n--;
@@ -183,7 +183,7 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
 
                 eq = memchr(line, '=', n);
                 if (!eq)
-                        return fail(-EINVAL, err, errlen, filename, lineno, "(line)",
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)",
                                     "expected key=value or a '#' comment");
                 k = line;
                 kn = (size_t)(eq - line);
@@ -201,18 +201,18 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         char key[64];
                         size_t cn = kn < sizeof(key) - 1 ? kn : sizeof(key) - 1;
                         if (kn == 0)
-                                return fail(-EINVAL, err, errlen, filename, lineno, "(line)", "empty key");
+                                return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)", "empty key");
                         store(key, k, cn);
-                        return fail(-EINVAL, err, errlen, filename, lineno, key, "unknown key");
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key, "unknown key");
                 }
                 if (seen_line[id])
-                        return fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
                                     "duplicate key (first set on line %u)", seen_line[id]);
                 seen_line[id] = lineno;
 
                 for (size_t i = 0; i < vn; i++)
                         if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-                                return fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
+                                return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
                                             "control character in value");
 
                 switch (id) {
@@ -257,17 +257,17 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 }
                 }
                 if (why)
-                        return fail(-EINVAL, err, errlen, filename, lineno, key_names[id], "%s", why);
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id], "%s", why);
         }
 
         if (!seen_line[K_NAME])
-                return fail(-EINVAL, err, errlen, filename, 0, "name", "required key missing");
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "name", "required key missing");
         if (t.driver == TRIGGER_DRIVER_QEMU) {
                 if (!seen_line[K_QMP])
-                        return fail(-EINVAL, err, errlen, filename, 0, "qmp",
+                        return parse_fail(-EINVAL, err, errlen, filename, 0, "qmp",
                                     "required key missing (driver=qemu)");
                 if (!seen_line[K_RAM])
-                        return fail(-EINVAL, err, errlen, filename, 0, "ram",
+                        return parse_fail(-EINVAL, err, errlen, filename, 0, "ram",
                                     "required key missing (driver=qemu)");
         }
         *ret = t;
@@ -297,35 +297,35 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
         if (ret_st)
                 memset(ret_st, 0, sizeof(*ret_st));
         if (trigger_filename_ignored(filename))
-                return fail(-EAGAIN, err, errlen, filename ? filename : "", 0, "file",
+                return parse_fail(-EAGAIN, err, errlen, filename ? filename : "", 0, "file",
                             "temporary or invalid file name, ignored");
 
         fd = openat(dirfd, filename, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
                 r = -errno;
                 if (r == -ELOOP)
-                        return fail(-ELOOP, err, errlen, filename, 0, "file", "is a symbolic link");
-                return fail(r, err, errlen, filename, 0, "file", "open: %s", strerror(-r));
+                        return parse_fail(-ELOOP, err, errlen, filename, 0, "file", "is a symbolic link");
+                return parse_fail(r, err, errlen, filename, 0, "file", "open: %s", strerror(-r));
         }
         if (fstat(fd, &st) < 0) {
                 r = -errno;
                 close(fd);
-                return fail(r, err, errlen, filename, 0, "file", "fstat: %s", strerror(-r));
+                return parse_fail(r, err, errlen, filename, 0, "file", "fstat: %s", strerror(-r));
         }
         if (ret_st)
                 *ret_st = st;
         /* Trigger files name sockets and RAM files the daemon opens with its
          * own privileges: only the daemon's user (or root) may write them. */
         if (!S_ISREG(st.st_mode))
-                r = fail(-EBADFD, err, errlen, filename, 0, "file", "not a regular file");
+                r = parse_fail(-EBADFD, err, errlen, filename, 0, "file", "not a regular file");
         else if (st.st_uid != 0 && st.st_uid != geteuid())
-                r = fail(-EPERM, err, errlen, filename, 0, "file",
+                r = parse_fail(-EPERM, err, errlen, filename, 0, "file",
                          "owned by uid %u, not by root or the daemon", (unsigned)st.st_uid);
         else if (st.st_mode & (S_IWGRP | S_IWOTH))
-                r = fail(-EPERM, err, errlen, filename, 0, "file", "writable by group or others (mode %04o)",
+                r = parse_fail(-EPERM, err, errlen, filename, 0, "file", "writable by group or others (mode %04o)",
                          (unsigned)(st.st_mode & 07777));
         else if (st.st_size > (off_t)TRIGGER_FILE_MAX)
-                r = fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%lld bytes, max %u)",
+                r = parse_fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%lld bytes, max %u)",
                          (long long)st.st_size, TRIGGER_FILE_MAX);
         else
                 r = 0;
@@ -342,7 +342,7 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
                                 continue;
                         r = -errno;
                         close(fd);
-                        return fail(r, err, errlen, filename, 0, "file", "read: %s", strerror(-r));
+                        return parse_fail(r, err, errlen, filename, 0, "file", "read: %s", strerror(-r));
                 }
                 if (n == 0)
                         break;

@@ -65,6 +65,12 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
  * carry untrusted names); truncates to outlen - 1. */
 void trigger_printable(const char *in, char *out, size_t outlen);
 
+/* Shared by the trigger and config parsers: "FILE:LINE: FIELD: message" (or
+ * "FILE: FIELD: message" with line 0) into err, names made printable.
+ * Returns r, so callers write `return parse_fail(-EINVAL, ...)`. */
+int parse_fail(int r, char *err, size_t errlen, const char *file, unsigned line, const char *field,
+               const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
 bool trigger_equal(const struct trigger *a, const struct trigger *b);
 const char *trigger_driver_name(enum trigger_driver driver);
 
