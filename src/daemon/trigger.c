@@ -23,8 +23,8 @@ void trigger_printable(const char *in, char *out, size_t outlen)
 
 /* Messages carry names from untrusted files and directory entries: keep
  * control characters (newlines above all) out of the log line. */
-int parse_fail(int r, char *err, size_t errlen, const char *file,
-                                                      unsigned line, const char *field, const char *fmt, ...)
+int parse_fail(int r, char *err, size_t errlen, const char *file, unsigned line, const char *field,
+               const char *fmt, ...)
 {
         char f[256], fld[72], msg[320];
         va_list ap;
