@@ -91,6 +91,7 @@ struct boot_res {
 };
 
 struct memctx {
+        bool busy; /* the worker is working outside the lock (owns m->w) */
         uint32_t endpoint;
         char *qmp_path, *ram_path;
         enum os_mode os;
@@ -488,10 +489,12 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&m->lock);
         for (;;) {
+                m->busy = false;
                 while (!m->stop && !m->boot_pending && !m->head)
                         pthread_cond_wait(&m->cond, &m->lock);
                 if (m->stop)
                         break;
+                m->busy = true;
                 /* what the loop invalidated since we last looked */
                 uint64_t ram_gen = m->ram_gen, root_gen = m->root_gen;
                 pthread_mutex_unlock(&m->lock);
@@ -934,6 +937,15 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                 pthread_mutex_unlock(&m->lock);
                 free(j);
                 return started ? -EBUSY : -ENOTCONN;
+        }
+        /* See memwrite_job.h. Only when the worker has caught up with every
+         * invalidation, so m->w is current. */
+        if (!m->busy && !m->head && !m->boot_pending && m->ram_gen == m->w.ram_gen &&
+            m->root_gen == m->w.root_gen && j->len <= MEMWRITE_INLINE_BYTES) {
+                w_memwrite(m, j);
+                pthread_mutex_unlock(&m->lock);
+                free(j);
+                return VMSIG_SUBMIT_ACCEPTED;
         }
         if (m->tail)
                 m->tail->next = j;

@@ -40,6 +40,7 @@ struct seg {
 };
 
 struct memctx_stub {
+        bool busy; /* the worker is working outside the lock */
         uint32_t endpoint;
         uint64_t low; /* bytes below 4 GiB == bytes above */
         uint32_t fail_boots;
@@ -392,9 +393,11 @@ static void *worker_main(void *arg)
                         int fd = -1, r;
 
                         s->boot_requested = false;
+                        s->busy = true;
                         pthread_mutex_unlock(&s->lock);
                         r = boot_attempt(s, &fd, msg, sizeof(msg));
                         pthread_mutex_lock(&s->lock);
+                        s->busy = false;
                         if (r == 0)
                                 s->booted = true;
                         s->result_pending = true;
@@ -412,10 +415,12 @@ static void *worker_main(void *arg)
                 if (!s->head)
                         s->tail = NULL;
                 s->njobs--;
+                s->busy = true;
                 pthread_mutex_unlock(&s->lock);
                 do_memwrite(s, j, booted);
                 free(j);
                 pthread_mutex_lock(&s->lock);
+                s->busy = false;
         }
         pthread_mutex_unlock(&s->lock);
         return NULL;
@@ -631,6 +636,13 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                 pthread_mutex_unlock(&s->lock);
                 free(j);
                 return s->worker_started ? -EBUSY : -ENOTCONN;
+        }
+        if (!s->busy && !s->head && !s->boot_requested && j->len <= MEMWRITE_INLINE_BYTES) {
+                /* See memwrite_job.h: small writes run here while the worker idles. */
+                do_memwrite(s, j, s->booted);
+                pthread_mutex_unlock(&s->lock);
+                free(j);
+                return VMSIG_SUBMIT_ACCEPTED;
         }
         if (s->tail)
                 s->tail->next = j;

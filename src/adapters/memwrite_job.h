@@ -13,6 +13,12 @@
 
 #include <vmsig/event.h>
 
+/* Writes up to this size run inline in submit() when the worker is idle and
+ * nothing is queued (the adapter's lock held, so the worker stays out and
+ * order is kept): a page walk and one pwrite into a memory-backed file cost
+ * microseconds, a trip through the worker two cross-thread wakeups. */
+#define MEMWRITE_INLINE_BYTES 4096u
+
 struct mw_job {
         struct mw_job *next;
         struct vmsig_event_hdr hdr; /* the command, for its ACK */
