@@ -14,8 +14,13 @@ B=${VMSIG_BUILD_DIR:-build}
 
 if [ -z "${VMSIG_DEMO_NO_BUILD:-}" ]; then
         scripts/deps.sh
-        cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-        cmake --build "$B" -j"$(nproc)"
+        echo "== building vmsig into $B (build log: $B.log)"
+        if ! { cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
+                cmake --build "$B" -j"$(nproc)"; } >"$B.log" 2>&1; then
+                tail -n 40 "$B.log" >&2
+                echo "demo: the build failed; the whole log is $B.log" >&2
+                exit 1
+        fi
 fi
 CTL=$B/src/tools/vmsigctl
 

@@ -18,7 +18,8 @@ for p in "${PACKAGES[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "deps: installing ${missing[*]}"
+LOG=${VMSIG_DEPS_LOG:-/tmp/vmsig-deps.log}
+echo "deps: installing ${#missing[@]} Debian packages (apt output: $LOG)"
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null; then SUDO=sudo; else
     echo "deps: not root and no sudo; install these Debian packages first: ${missing[*]}" >&2
@@ -28,5 +29,9 @@ else
   SUDO=
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ! { $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$LOG" 2>&1; then
+        tail -n 20 "$LOG" >&2
+        echo "deps: apt-get failed; the whole output is in $LOG" >&2
+        exit 1
+fi
+echo "deps: done"

@@ -10,13 +10,22 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 JOBS=$(nproc)
 
-echo "== build-asan: clang-14 + ASan + UBSan + libFuzzer =="
-cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
-      -DVMSIG_SANITIZE=ON -DVMSIG_FUZZ=ON -DVMSIG_WERROR=ON >/dev/null
-cmake --build build-asan -j"$JOBS"
+# build DIR LABEL CMAKE-ARGS...: configure and build, compiler output to
+# DIR.log (its tail is shown on failure), so the screen keeps only progress.
+build() {
+        local dir=$1 label=$2
+        shift 2
+        echo "== $dir: $label (build log: $dir.log)"
+        if ! { cmake -S . -B "$dir" "$@" && cmake --build "$dir" -j"$JOBS"; } >"$dir.log" 2>&1; then
+                tail -n 40 "$dir.log" >&2
+                echo "build of $dir failed; the whole log is $dir.log" >&2
+                exit 1
+        fi
+}
+
+build build-asan "clang-14 + ASan + UBSan + libFuzzer" -DCMAKE_C_COMPILER=clang-14 \
+      -DCMAKE_BUILD_TYPE=Debug -DVMSIG_SANITIZE=ON -DVMSIG_FUZZ=ON -DVMSIG_WERROR=ON
 ctest --test-dir build-asan --output-on-failure -j"$JOBS"
 
-echo "== build: gcc, -Werror =="
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMSIG_WERROR=ON >/dev/null
-cmake --build build -j"$JOBS"
+build build "gcc, -Werror" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMSIG_WERROR=ON
 ctest --test-dir build --output-on-failure -j"$JOBS"
