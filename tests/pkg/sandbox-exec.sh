@@ -41,7 +41,7 @@ else
         # No CapabilityBoundingSet= line: systemd keeps every capability.
         grep -q '^CapabilityBoundingSet=' "$unit" && caps= || caps=all
         for c in $(setting CapabilityBoundingSet); do
-                c=$(printf '%s' "${c#CAP_}" | tr 'A-Z' 'a-z')
+                c=$(printf '%s' "${c#CAP_}" | tr '[:upper:]' '[:lower:]')
                 caps="$caps${caps:+,}+$c"
         done
 fi
@@ -53,6 +53,7 @@ hidepid=$(setting ProtectProc)
 subset=$(setting ProcSubset)
 
 # shellcheck disable=SC2016 # the inner script expands its own arguments
+# shellcheck disable=SC2086 # $net is one word or none
 exec unshare --mount $net --propagation slave -- sh -eu -c '
 caps=$1 nnp=$2 strict=$3 pdev=$4 hidepid=$5 subset=$6 rw=$7
 shift 7

@@ -37,7 +37,8 @@ static int setup(void **state)
         const char *bin = getenv("VMSIGD");
 
         if (vm_guest_load_env(&G) < 0 || !src || !bin) {
-                fprintf(stderr, "VMSIG_GUEST_DIR/VMSIG_QEMU/VMSIG_SOURCE_DIR/VMSIGD not set: run through ctest\n");
+                fprintf(stderr,
+                        "VMSIG_GUEST_DIR/VMSIG_QEMU/VMSIG_SOURCE_DIR/VMSIGD not set: run through ctest\n");
                 return -1;
         }
         snprintf(real_vmsigd, sizeof(real_vmsigd), "%s", bin);
@@ -46,7 +47,8 @@ static int setup(void **state)
          * /run/vmsig and /var/log/vmsig, the writable paths of the unit. */
         snprintf(wrapper, sizeof(wrapper), "/tmp/vmsig-unit-sandbox-%d.sh", (int)getpid());
         char text[2048];
-        snprintf(text, sizeof(text), "#!/bin/sh\nexec sh '%s/tests/pkg/sandbox-exec.sh' '%s' \"$(dirname \"$2\")\" '%s' \"$@\"\n",
+        snprintf(text, sizeof(text),
+                 "#!/bin/sh\nexec sh '%s/tests/pkg/sandbox-exec.sh' '%s' \"$(dirname \"$2\")\" '%s' \"$@\"\n",
                  src, unit, real_vmsigd);
         if (vh_write_file(wrapper, text, 0755) < 0)
                 return -1;
@@ -200,8 +202,8 @@ static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
         uint64_t eff, bnd, want = unit_caps();
         int nnp;
         proc_caps(H.pid, &eff, &bnd, &nnp);
-        printf("# vmsigd in the sandbox: CapEff %016" PRIx64 " CapBnd %016" PRIx64 " NoNewPrivs %d\n", eff, bnd,
-               nnp);
+        printf("# vmsigd in the sandbox: CapEff %016" PRIx64 " CapBnd %016" PRIx64 " NoNewPrivs %d\n", eff,
+               bnd, nnp);
         assert_true(eff == want);
         assert_true(bnd == want);
         assert_int_equal(nnp, 1);
@@ -210,7 +212,7 @@ static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
         assert_non_null(c);
         assert_int_equal(vh_subscribe(c, 0,
                                       VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |
-                                              VMSIG_KIND_BIT(VMSIG_EV_STATUS),
+                                          VMSIG_KIND_BIT(VMSIG_EV_STATUS),
                                       NULL, NULL),
                          0);
         write_trigger("unitsbx");
@@ -228,22 +230,25 @@ static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
         if (fd >= 0)
                 close(fd);
         snprintf(addr, sizeof(addr), "0x%" PRIx64, banner);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "unitsbx", addr, "64", (char *)NULL), 0);
+        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "unitsbx", addr, "64", (char *)NULL),
+                         0);
         assert_non_null(strstr(out, "|Linux version 6"));
 
         /* QMP: another user's socket in another user's 0700 directory. */
         assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "power", "unitsbx", "pause", (char *)NULL), 0);
         struct vh_match ps = {.kind = VMSIG_EV_STATUS, .endpoint = ep, .run_state = VMSIG_RUN_PAUSED};
         assert_int_equal(vh_wait_event(c, &ps, NULL, NULL, NULL, 10000), 0);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "power", "unitsbx", "resume", (char *)NULL), 0);
+        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "power", "unitsbx", "resume", (char *)NULL),
+                         0);
         ps.run_state = VMSIG_RUN_RUNNING;
         assert_int_equal(vh_wait_event(c, &ps, NULL, NULL, NULL, 10000), 0);
 
         /* MEMWRITE through the read-write fd, read back. */
         snprintf(uaddr, sizeof(uaddr), "0x%" PRIx64, uts);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "unitsbx", uaddr, "4c494e5558", (char *)NULL),
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "unitsbx", uaddr, "4c494e5558", (char *)NULL), 0);
+        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "unitsbx", uaddr, "16", (char *)NULL),
                          0);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "unitsbx", uaddr, "16", (char *)NULL), 0);
         assert_non_null(strstr(out, "|LINUX"));
 
         /* The audit file (in the writable directory) got the write. */
@@ -265,9 +270,9 @@ static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
         assert_true(eff == 1u); /* CAP_CHOWN only */
         c = vh_client(&H, "unit-sandbox-nodac");
         assert_non_null(c);
-        assert_int_equal(vh_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_DIAG), NULL,
-                                      NULL),
-                         0);
+        assert_int_equal(
+            vh_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_DIAG), NULL, NULL),
+            0);
         write_trigger("unitsbx");
         ep = vh_wait_vm(c, "unitsbx");
         assert_true(ep != 0);
@@ -286,7 +291,8 @@ static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_vmsigd_keeps_its_features_in_the_unit_sandbox, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_vmsigd_keeps_its_features_in_the_unit_sandbox, setup,
+                                            teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
