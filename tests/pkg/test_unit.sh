@@ -26,15 +26,23 @@ out=$(systemd-analyze verify --man=no "$work/vmsigd.service" 2>&1)
 
 for want in Type=notify ExecStart=/usr/sbin/vmsigd "ExecReload=/bin/kill -HUP \$MAINPID" RuntimeDirectory=vmsig \
         RuntimeDirectoryPreserve=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes \
-        "RestrictAddressFamilies=AF_UNIX AF_NETLINK" DevicePolicy=closed "DeviceAllow=/dev/uinput rw" \
-        "DeviceAllow=char-input r" ProtectKernelModules=yes ProtectKernelTunables=yes ProtectControlGroups=yes \
-        LockPersonality=yes RestrictNamespaces=yes SystemCallFilter=@system-service; do
+        "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN" AmbientCapabilities= LimitNOFILE=524288 \
+        RestrictAddressFamilies=AF_UNIX PrivateDevices=yes PrivateNetwork=yes ProtectProc=ptraceable ProcSubset=pid \
+        ProtectKernelModules=yes ProtectKernelTunables=yes ProtectControlGroups=yes LockPersonality=yes \
+        RestrictNamespaces=yes SystemCallFilter=@system-service; do
         grep -qxF "$want" "$pkg/vmsigd.service" || bad "vmsigd.service lacks '$want'"
 done
-grep -q '^PrivateDevices' "$pkg/vmsigd.service" && bad "PrivateDevices= would hide /dev/uinput and /dev/input"
+# vmsigd opens no device node (uinput fds come from vmsig-uinput over a
+# socket), and no /dev/shm or /dev/hugepages file may become read-only.
+grep -q '^DeviceAllow=' "$pkg/vmsigd.service" && bad "vmsigd needs no DeviceAllow= (PrivateDevices=yes)"
+grep -q '^ReadOnlyPaths=.*/dev' "$pkg/vmsigd.service" && bad "RAM files under /dev must stay writable"
 grep -q '^ReadWritePaths=.*/run/vmsig' "$pkg/vmsigd.service" || bad "/run/vmsig is not writable under ProtectSystem=strict"
+grep -q '^ReadWritePaths=.*/var/lib/libvirt/qemu/ram' "$pkg/vmsigd.service" ||
+        bad "libvirt's RAM files must stay writable (memwrite)"
 
-# The syscalls vmsigd is built on must be in @system-service.
+# The syscalls vmsigd is built on must pass the unit's SystemCallFilter=
+# lines, applied in order as systemd does: the first (an allow list) sets
+# the list, later "~" lines take groups away and plain lines add them back.
 expand() {
         systemd-analyze syscall-filter "$1" 2>/dev/null | sed -n 's/^    \([@a-z0-9_-]*\).*/\1/p' |
                 while read -r s; do
@@ -44,11 +52,38 @@ expand() {
                         esac
                 done
 }
-expand @system-service | sort -u >"$work/allowed"
+: >"$work/allowed"
+first=1
+sed -n 's/^SystemCallFilter=//p' "$pkg/vmsigd.service" >"$work/filters"
+while read -r line; do
+        case $line in
+        "~"*) deny=1 line=${line#\~} ;;
+        *) deny=0 ;;
+        esac
+        [ "$first" -eq 1 ] && [ "$deny" -eq 1 ] && bad "the first SystemCallFilter= must be an allow list"
+        first=0
+        for g in $line; do
+                case $g in
+                @*) expand "$g" ;;
+                *) echo "$g" ;;
+                esac
+        done | sort -u >"$work/group"
+        if [ "$deny" -eq 1 ]; then
+                sort -u "$work/allowed" | comm -23 - "$work/group" >"$work/next"
+        else
+                sort -u "$work/allowed" "$work/group" >"$work/next"
+        fi
+        mv "$work/next" "$work/allowed"
+done <"$work/filters"
 for s in memfd_create mmap munmap mprotect signalfd4 inotify_init1 inotify_add_watch epoll_create1 epoll_ctl \
         epoll_wait epoll_pwait eventfd2 timerfd_create timerfd_settime socket bind listen accept4 connect sendmsg \
-        recvmsg getsockopt ioctl openat pread64 pwrite64 fchmod fchown unlink mkdir clone3 futex rt_sigprocmask; do
-        grep -qx "$s" "$work/allowed" || bad "@system-service does not allow $s"
+        recvmsg getsockopt ioctl openat pread64 pwrite64 fchmod fchown chown unlink mkdir clone3 futex \
+        rt_sigprocmask prlimit64; do
+        grep -qx "$s" "$work/allowed" || bad "the unit's SystemCallFilter= does not allow $s"
+done
+# ...and what it never needs stays out (@privileged but chown, @resources).
+for s in setuid setgroups capset chroot bpf acct setrlimit sched_setscheduler ioprio_set; do
+        grep -qx "$s" "$work/allowed" && bad "the unit's SystemCallFilter= allows $s"
 done
 
 # (not root: the chown to root fails, the directories must still appear)
