@@ -90,7 +90,8 @@ static int connect_daemon(struct vmsig_client **ret)
                         fail(EXIT_CONNECT, "cannot connect to %s: %s (is vmsigd running? --socket or VMSIG_SOCKET)",
                              socket_path, strerror(-r));
                 else
-                        fail(EXIT_CONNECT, "cannot connect to %s: %s", socket_path, e->msg[0] ? ESC(e->msg) : strerror(-r));
+                        fail(EXIT_CONNECT, "cannot connect to %s: %s", socket_path,
+                             e->msg[0] ? ESC(e->msg) : strerror(-r));
                 vmsig_client_free(c);
                 return EXIT_CONNECT;
         }
@@ -299,11 +300,13 @@ static int cmd_list(struct vmsig_client *c, int argc, char **argv)
         for (unsigned i = 0; i < ro->n; i++) {
                 const struct vm *vm = &ro->vms[i];
                 if (json)
-                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"}\n", vm->id,
-                               esc_as(vm->name, sizeof(vm->name), true), seams_str(vm->seams, seams, sizeof(seams)),
+                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"}\n",
+                               vm->id, esc_as(vm->name, sizeof(vm->name), true),
+                               seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
                 else
-                        printf("%-4u %-24s %-20s %s\n", vm->id, ESC(vm->name), seams_str(vm->seams, seams, sizeof(seams)),
+                        printf("%-4u %-24s %-20s %s\n", vm->id, ESC(vm->name),
+                               seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
         }
         free(ro);
@@ -721,7 +724,8 @@ static int input_send(struct vmsig_client *c, uint32_t ep, uint16_t kind, int32_
         if ((r = send_and_wait(c, &ev, NULL, 0, &ack)))
                 return r;
         if (!ff && ack.result < 0)
-                return fail(exit_for(ack.result), "%s on '%s': %s", vmsig_kind_name(kind), vmname, ESC(ack.msg));
+                return fail(exit_for(ack.result), "%s on '%s': %s", vmsig_kind_name(kind), vmname,
+                            ESC(ack.msg));
         return 0;
 }
 

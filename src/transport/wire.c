@@ -264,7 +264,7 @@ static enum wire_err check_down_body(const struct vmsig_event *ev)
                         return WIRE_E_BODY_KIND;
                 /* "flags: 0" is reserved: refused, not ignored. */
                 return all_zero(ev->body + offsetof(struct vmsig_input_body, flags), 4) ? WIRE_OK
-                                                                                     : WIRE_E_RESERVED;
+                                                                                        : WIRE_E_RESERVED;
         case VMSIG_EV_CMD_MEMWRITE: {
                 struct vmsig_memwrite_body b;
                 if (bl < WIRE_MEMWRITE_HDR_LEN)
@@ -284,7 +284,8 @@ static enum wire_err check_down_body(const struct vmsig_event *ev)
                         return WIRE_E_FIELD;
                 /* Only class is the client's: reason and holder are the
                  * daemon's to fill and must be sent as 0. */
-                return all_zero(ev->body + 1, sizeof(struct vmsig_lease_body) - 1) ? WIRE_OK : WIRE_E_RESERVED;
+                return all_zero(ev->body + 1, sizeof(struct vmsig_lease_body) - 1) ? WIRE_OK
+                                                                                   : WIRE_E_RESERVED;
         default:
                 return bl == (uint32_t)vmsig_kind_body_max(ev->hdr.kind) ? WIRE_OK : WIRE_E_BODY_KIND;
         }
@@ -309,7 +310,8 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 break;
         case VMSIG_EV_MEMCTX: {
                 uint8_t n = b[offsetof(struct vmsig_memctx_body, nranges)];
-                size_t used = offsetof(struct vmsig_memctx_body, ranges) + (size_t)n * sizeof(struct vmsig_ram_range);
+                size_t used =
+                    offsetof(struct vmsig_memctx_body, ranges) + (size_t)n * sizeof(struct vmsig_ram_range);
                 if (n > VMSIG_MEMCTX_MAX_RANGES)
                         return WIRE_E_FIELD;
                 /* The reserved word and the unused range entries. */

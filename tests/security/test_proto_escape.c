@@ -29,7 +29,8 @@ static void assert_clean(const char *what, const char *out)
 {
         for (const char *p = out; *p; p++)
                 if ((unsigned char)*p < 0x20 && *p != '\n')
-                        fail_msg("%s: raw control byte 0x%02x in the output:\n%s", what, (unsigned char)*p, out);
+                        fail_msg("%s: raw control byte 0x%02x in the output:\n%s", what, (unsigned char)*p,
+                                 out);
         for (const char *line = out; *line;) {
                 if (strncmp(line, "granted", 7) == 0)
                         fail_msg("%s: a forged line starts with 'granted':\n%s", what, out);
@@ -76,7 +77,7 @@ static void test_lease_holder_name_is_escaped(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_lease_holder_name_is_escaped, teardown),
+            cmocka_unit_test_teardown(test_lease_holder_name_is_escaped, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,8 +45,8 @@ static struct retained fresh_view(uint32_t ep)
         struct vmsig_client *c = vh_client(&H, "fresh");
 
         assert_non_null(c);
-        assert_int_equal(vh_subscribe(c, ep, (1u << VMSIG_EV_ROSTER) | (1u << VMSIG_EV_STATUS), note_retained, &r),
-                         0);
+        assert_int_equal(
+            vh_subscribe(c, ep, (1u << VMSIG_EV_ROSTER) | (1u << VMSIG_EV_STATUS), note_retained, &r), 0);
         vh_client_close(c);
         return r;
 }
@@ -58,7 +58,8 @@ static void test_roster_run_state_follows_status(void **state)
         vh_must_start(&H, NULL);
         struct vmsig_client *w = vh_client(&H, "watcher");
         assert_non_null(w);
-        assert_int_equal(vh_subscribe(w, 0, (1u << VMSIG_EV_ROSTER) | (1u << VMSIG_EV_STATUS), NULL, NULL), 0);
+        assert_int_equal(vh_subscribe(w, 0, (1u << VMSIG_EV_ROSTER) | (1u << VMSIG_EV_STATUS), NULL, NULL),
+                         0);
         assert_int_equal(vh_vm_add(&H, "alpha", NULL), 0);
         uint32_t ep = vh_wait_vm(w, "alpha");
         assert_true(ep != 0);
@@ -94,7 +95,8 @@ static void test_roster_run_state_follows_status(void **state)
 
         struct vh_match paused = {.kind = VMSIG_EV_STATUS, .endpoint = ep, .run_state = VMSIG_RUN_PAUSED};
         assert_int_equal(vh_wait_event(w, &paused, NULL, NULL, NULL, VH_TIMEOUT_MS), 0);
-        struct vh_match changed = {.kind = VMSIG_EV_ROSTER, .endpoint = ep, .roster_change = VMSIG_ROSTER_CHANGED};
+        struct vh_match changed = {
+            .kind = VMSIG_EV_ROSTER, .endpoint = ep, .roster_change = VMSIG_ROSTER_CHANGED};
         if (vh_wait_event(w, &changed, &ev, NULL, NULL, 3000) < 0)
                 fail_msg("no live ROSTER \"changed\" after the STATUS paused");
         assert_false(ev.hdr.flags & VMSIG_F_RETAINED);
@@ -162,8 +164,10 @@ static void test_sigterm_revokes_with_reason_shutdown(void **state)
                          rv.shutdown, rv.other);
 
         /* The audit names the cause. */
-        if (!vh_file_has_line(H.audit, "what=lease", "input lease on 'alpha' ended (daemon shutdown)", (char *)NULL) ||
-            !vh_file_has_line(H.audit, "what=lease", "power lease on 'alpha' ended (daemon shutdown)", (char *)NULL)) {
+        if (!vh_file_has_line(H.audit, "what=lease", "input lease on 'alpha' ended (daemon shutdown)",
+                              (char *)NULL) ||
+            !vh_file_has_line(H.audit, "what=lease", "power lease on 'alpha' ended (daemon shutdown)",
+                              (char *)NULL)) {
                 char *a = vh_read_file(H.audit);
                 fail_msg("audit does not say the leases ended at shutdown:\n%s", a ? a : "(none)");
         }
@@ -175,8 +179,8 @@ static void test_sigterm_revokes_with_reason_shutdown(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_roster_run_state_follows_status, teardown),
-                cmocka_unit_test_teardown(test_sigterm_revokes_with_reason_shutdown, teardown),
+            cmocka_unit_test_teardown(test_roster_run_state_follows_status, teardown),
+            cmocka_unit_test_teardown(test_sigterm_revokes_with_reason_shutdown, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

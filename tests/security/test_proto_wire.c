@@ -55,8 +55,8 @@ static void test_refusal_before_hello(void **state)
                 int r = vmsig_client_connect(c, H.sock, "second", VH_TIMEOUT_MS);
                 const struct vmsig_client_error *e = vmsig_client_last_error(c);
                 if (r != -EUSERS || !e->from_daemon || !strstr(e->msg, "connections"))
-                        fail_msg("connect %d: %d '%s' (from daemon %d), want the refusal -EUSERS", i, r, e->msg,
-                                 e->from_daemon);
+                        fail_msg("connect %d: %d '%s' (from daemon %d), want the refusal -EUSERS", i, r,
+                                 e->msg, e->from_daemon);
                 vmsig_client_free(c);
         }
         /* vmsigctl shows it too. */
@@ -100,7 +100,8 @@ static void test_reserved_fields_close_only_that_connection(void **state)
                 uint16_t kind;
                 size_t off;
         } cases[] = {
-            {"LEASE_ACQUIRE holder_id", VMSIG_EV_LEASE_ACQUIRE, body + offsetof(struct vmsig_lease_body, holder_id)},
+            {"LEASE_ACQUIRE holder_id", VMSIG_EV_LEASE_ACQUIRE,
+             body + offsetof(struct vmsig_lease_body, holder_id)},
             {"LEASE_ACQUIRE holder_name", VMSIG_EV_LEASE_ACQUIRE,
              body + offsetof(struct vmsig_lease_body, holder_name)},
             {"header peer", VMSIG_EV_CMD_STATUS_QUERY, hdr + 12},
@@ -152,8 +153,8 @@ static void test_reserved_fields_close_only_that_connection(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_refusal_before_hello, teardown),
-                cmocka_unit_test_teardown(test_reserved_fields_close_only_that_connection, teardown),
+            cmocka_unit_test_teardown(test_refusal_before_hello, teardown),
+            cmocka_unit_test_teardown(test_reserved_fields_close_only_that_connection, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
