@@ -68,6 +68,60 @@ static void test_refusal_before_hello(void **state)
         vh_client_close(first);
 }
 
+/* In a child running as a uid with no admission rule: connect, wait until
+ * the daemon has hung up, then say HELLO. Reports the write's errno and the
+ * frame found afterwards. */
+struct late_hello {
+        int hup, werr, frame_r;
+        uint16_t type;
+        int32_t code;
+        char msg[VMSIG_MSG_MAX];
+};
+
+static void child_late_hello(void *ud, void *outp, size_t outlen)
+{
+        struct late_hello *o = outp;
+        uint8_t buf[WIRE_FRAME_MAX];
+        struct wire_frame f;
+        int fd = vh_raw_connect(H.sock);
+
+        (void)ud;
+        (void)outlen;
+        if (fd < 0) {
+                o->frame_r = fd;
+                return;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+        o->hup = poll(&p, 1, VH_TIMEOUT_MS) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+        ssize_t n = wire_encode_hello(buf, sizeof(buf), "late");
+        o->werr = send(fd, buf, (size_t)n, MSG_NOSIGNAL) < 0 ? errno : 0;
+        o->frame_r = vh_raw_frame(fd, &f, VH_TIMEOUT_MS);
+        if (o->frame_r == 1) {
+                o->type = f.type;
+                o->code = f.type == WIRE_ERROR ? f.u.error.code : 0;
+                snprintf(o->msg, sizeof(o->msg), "%s", f.type == WIRE_ERROR ? f.u.error.msg : "");
+        }
+        close(fd);
+}
+
+static void test_not_admitted_before_hello(void **state)
+{
+        (void)state;
+        if (geteuid() != 0) {
+                print_message("skipped: needs root to run a client as uid 65534\n");
+                skip();
+        }
+        vh_must_start(&H, NULL); /* default config: only uid 0 is admitted */
+        struct late_hello o;
+        assert_int_equal(vh_run_as(65534, child_late_hello, NULL, &o, sizeof(o)), 0);
+        assert_true(o.hup);
+        if (o.werr != EPIPE && o.werr != ECONNRESET)
+                fail_msg("HELLO after the refusal: errno %d, expected EPIPE", o.werr);
+        if (o.frame_r != 1 || o.type != WIRE_ERROR || o.code != -EACCES || !strstr(o.msg, "uid 65534"))
+                fail_msg("after the failed HELLO: %d type %u code %d '%s', expected ERROR -EACCES naming the uid",
+                         o.frame_r, o.type, o.code, o.msg);
+}
+
 /* A valid command from a raw control, then one byte set where the document
  * says "0". */
 static int send_patched(int fd, const struct vmsig_event *ev, size_t off, uint8_t v)
@@ -154,6 +208,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_teardown(test_refusal_before_hello, teardown),
+            cmocka_unit_test_teardown(test_not_admitted_before_hello, teardown),
             cmocka_unit_test_teardown(test_reserved_fields_close_only_that_connection, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
