@@ -118,8 +118,9 @@ static void test_not_admitted_before_hello(void **state)
         if (o.werr != EPIPE && o.werr != ECONNRESET)
                 fail_msg("HELLO after the refusal: errno %d, expected EPIPE", o.werr);
         if (o.frame_r != 1 || o.type != WIRE_ERROR || o.code != -EACCES || !strstr(o.msg, "uid 65534"))
-                fail_msg("after the failed HELLO: %d type %u code %d '%s', expected ERROR -EACCES naming the uid",
-                         o.frame_r, o.type, o.code, o.msg);
+                fail_msg(
+                    "after the failed HELLO: %d type %u code %d '%s', expected ERROR -EACCES naming the uid",
+                    o.frame_r, o.type, o.code, o.msg);
 }
 
 /* A valid command from a raw control, then one byte set where the document
