@@ -70,6 +70,10 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms);
 /* Iterate until vmsig_bus_exit(); returns the exit code. */
 int vmsig_bus_run(struct vmsig_bus *bus);
 void vmsig_bus_exit(struct vmsig_bus *bus, int code);
+/* Before closing the controls at shutdown: end every lease with
+ * LEASE_REVOKE reason 4 (shutdown; audited as such) and run one pass of the
+ * loop without waiting, so controls still connected receive the REVOKEs. */
+void vmsig_bus_shutdown_leases(struct vmsig_bus *bus);
 
 /* ---- audit ---- */
 

@@ -6,6 +6,7 @@
  * body. No pointer ever lives in an event, so the same bytes can cross a
  * thread, a queue or (issue 3) a socket unchanged. */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -288,6 +289,11 @@ int vmsig_memwrite_decode(const struct vmsig_event *ev, const void *payload, siz
  * buf; output is truncated to len. */
 char *vmsig_event_format(const struct vmsig_event *ev, char *buf, size_t len);
 char *vmsig_event_format_json(const struct vmsig_event *ev, char *buf, size_t len);
+/* An untrusted string made safe for a terminal or a log, the way the two
+ * above print strings: at most max bytes of s (up to its NUL); control
+ * bytes, DEL and bytes >= 0x80 become \xNN (json: \u00NN, and " and \
+ * are escaped too). Returns buf; output is truncated to len. */
+char *vmsig_str_escape(const char *s, size_t max, bool json, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -241,6 +241,11 @@ void bus_audit_holder(struct vmsig_bus *bus, enum vmsig_audit_what what, const s
 struct endpoint *endpoint_get(struct vmsig_bus *bus, uint32_t id); /* live only */
 void endpoint_publish_roster(struct vmsig_bus *bus, struct endpoint *ep, uint8_t change);
 void endpoint_finalize(struct vmsig_bus *bus, uint32_t id); /* LEFT dispatched */
+/* Retention of ROSTER and STATUS (dispatch): a ROSTER leaves with the run
+ * state known at dispatch; a STATUS that changes it updates the retained
+ * ROSTER and publishes ROSTER "changed". */
+void endpoint_roster_stamp(const struct endpoint *ep, struct vmsig_event *roster);
+void endpoint_set_run_state(struct vmsig_bus *bus, struct endpoint *ep, uint8_t state);
 void attachment_detach(struct attachment *att);
 void attachment_reap(struct attachment *att);
 void endpoints_free_all(struct vmsig_bus *bus);

@@ -369,6 +369,10 @@ static int send_common(struct vmsig_control *ctl, const struct vmsig_event *ev, 
         memcpy(&copy, ev, vmsig_event_size(ev));
         copy.hdr.peer = ctl->id; /* never trusted from the sender */
         copy.hdr.ts_ns = vmsig_now_ns();
+        /* Below URGENT is the daemon's: a control's command never overtakes
+         * the ACKs and lease events of others. */
+        if (copy.hdr.priority < VMSIG_PRIO_URGENT)
+                copy.hdr.priority = VMSIG_PRIO_URGENT;
         copy.hdr.flags &= (uint16_t)~(VMSIG_F_RETAINED | VMSIG_F_HAS_FD | VMSIG_F_SRC_PAYLOAD);
         if (payload)
                 copy.hdr.flags |= VMSIG_F_SRC_PAYLOAD;

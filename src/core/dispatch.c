@@ -44,6 +44,7 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 return;
         switch (ev->hdr.kind) {
         case VMSIG_EV_ROSTER:
+                endpoint_roster_stamp(ep, &n->ev); /* live and retained alike */
                 memcpy(&ep->roster, ev, vmsig_event_size(ev));
                 ep->has_roster = true;
                 break;
@@ -56,11 +57,7 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 ep->status.hdr.corr = 0;
                 ep->has_status = true;
                 if (ev->hdr.body_len >= 1)
-                        ep->run_state = ev->body[0];
-                /* Late subscribers get the last known state in the ROSTER too;
-                 * live subscribers already see the STATUS itself. */
-                if (ep->has_roster && ep->roster.hdr.body_len >= offsetof(struct vmsig_roster_body, name))
-                        ep->roster.body[offsetof(struct vmsig_roster_body, run_state)] = ep->run_state;
+                        endpoint_set_run_state(bus, ep, ev->body[0]);
                 break;
         case VMSIG_EV_MEMCTX:
                 if (ep->memctx_fd >= 0)

@@ -4,6 +4,7 @@
  * fds leave epoll, its sink refuses emits) and closed after the batch. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,28 @@ void endpoint_publish_roster(struct vmsig_bus *bus, struct endpoint *ep, uint8_t
         vmsig_event_init(&ev, VMSIG_EV_ROSTER, ep->id, VMSIG_SRC_CORE);
         vmsig_event_set_body(&ev, &b, sizeof(b));
         bus_enqueue(bus, &ev, -1, NULL, 0);
+}
+
+void endpoint_roster_stamp(const struct endpoint *ep, struct vmsig_event *roster)
+{
+        /* Queued before a STATUS that was dispatched first, the body would
+         * carry a stale state; a departure keeps its own. */
+        if (roster->hdr.body_len == sizeof(struct vmsig_roster_body) && roster->body[0] != VMSIG_ROSTER_LEFT)
+                roster->body[offsetof(struct vmsig_roster_body, run_state)] = ep->run_state;
+}
+
+void endpoint_set_run_state(struct vmsig_bus *bus, struct endpoint *ep, uint8_t state)
+{
+        bool changed = state != ep->run_state;
+
+        ep->run_state = state;
+        if (!ep->has_roster)
+                return;
+        endpoint_roster_stamp(ep, &ep->roster);
+        /* ROSTER subscribers follow the run state without the status
+         * capability; a STATUS repeating the state adds nothing. */
+        if (changed && !ep->removing)
+                endpoint_publish_roster(bus, ep, VMSIG_ROSTER_CHANGED);
 }
 
 int vmsig_bus_endpoint_find(struct vmsig_bus *bus, const char *name, uint32_t *ret_id)

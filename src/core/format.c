@@ -34,6 +34,8 @@ static void put(struct out *o, const char *fmt, ...)
 /* Strings inside bodies are untrusted: bounded, and made printable. */
 static void put_str(struct out *o, const char *s, size_t max, bool json)
 {
+        if (!s)
+                return;
         for (size_t i = 0; i < max && s[i]; i++) {
                 unsigned char ch = (unsigned char)s[i];
                 if (json && (ch == '"' || ch == '\\'))
@@ -207,5 +209,16 @@ char *vmsig_event_format_json(const struct vmsig_event *ev, char *buf, size_t le
         put(&o, "\"body\": {");
         describe(&o, ev, true);
         put(&o, "}}");
+        return buf;
+}
+
+char *vmsig_str_escape(const char *s, size_t max, bool json, char *buf, size_t len)
+{
+        struct out o = {buf, len, 0};
+
+        if (!len)
+                return buf;
+        buf[0] = '\0';
+        put_str(&o, s, max, json);
         return buf;
 }

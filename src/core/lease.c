@@ -55,7 +55,7 @@ static void end_lease(struct vmsig_bus *bus, struct endpoint *ep, uint8_t cls, u
         char who[VMSIG_MSG_MAX], why[VMSIG_MSG_MAX];
         struct vmsig_event ev;
         static const char *const reasons[] = {"", "released", "holder disconnected", "endpoint gone",
-                                              "daemon shutting down"};
+                                              "daemon shutdown"};
 
         lease_describe_holder(&ep->lease[cls], who, sizeof(who));
         snprintf(why, sizeof(why), "%s lease on '%s' ended (%s), was held by %s", vmsig_lease_class_name(cls),
@@ -84,6 +84,18 @@ void lease_revoke_endpoint(struct vmsig_bus *bus, struct endpoint *ep, uint8_t r
         for (uint8_t c = 0; c < VMSIG_LEASE_CLASS_COUNT; c++)
                 if (ep->lease[c].holder)
                         end_lease(bus, ep, c, reason);
+}
+
+void vmsig_bus_shutdown_leases(struct vmsig_bus *bus)
+{
+        if (!bus)
+                return;
+        for (unsigned i = 0; i < bus->lim.max_endpoints; i++)
+                if (bus->eps[i])
+                        lease_revoke_endpoint(bus, bus->eps[i], VMSIG_LEASE_R_SHUTDOWN);
+        /* One pass without waiting: the REVOKEs reach the controls (and the
+         * embedder's post hooks write them out) before anyone is closed. */
+        vmsig_bus_run_once(bus, 0);
 }
 
 void lease_command(struct vmsig_bus *bus, struct vmsig_control *ctl, const struct vmsig_event *cmd)

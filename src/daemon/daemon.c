@@ -278,6 +278,7 @@ struct vmsigd *vmsigd_free(struct vmsigd *d)
         if (!d)
                 return NULL;
         /* Controls first, with a reason; then the VMs. */
+        vmsig_bus_shutdown_leases(d->bus);
         d->server = vmsig_server_shutdown(d->server, "vmsigd shutting down");
         d->disc_io = vmsig_io_free(d->disc_io);
         d->disc = discovery_free(d->disc);

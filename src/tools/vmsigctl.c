@@ -37,6 +37,21 @@ static void on_sigint(int sig)
         interrupted = 1;
 }
 
+/* Every string that came from vmsigd (ERROR, REPLY and ACK messages, which
+ * may quote another control's HELLO name; VM names) reaches the terminal
+ * through this, escaped the way `watch` prints: no escape sequence and no
+ * newline of someone else's choosing. Rotating buffers, so that one printf
+ * can use several. */
+static const char *esc_as(const char *s, size_t max, bool as_json)
+{
+        static char bufs[4][VMSIG_MSG_MAX * 6 + 1];
+        static unsigned next;
+        char *b = bufs[next++ % 4];
+
+        return vmsig_str_escape(s, max, as_json, b, sizeof(bufs[0]));
+}
+#define ESC(field) esc_as((field), sizeof(field), false)
+
 static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(int code, const char *fmt, ...)
 {
@@ -70,12 +85,13 @@ static int connect_daemon(struct vmsig_client **ret)
         if (r < 0) {
                 const struct vmsig_client_error *e = vmsig_client_last_error(c);
                 if (e->from_daemon)
-                        fail(EXIT_CONNECT, "vmsigd refused the connection: %s", e->msg);
+                        fail(EXIT_CONNECT, "vmsigd refused the connection: %s", ESC(e->msg));
                 else if (r == -ENOENT || r == -ECONNREFUSED)
                         fail(EXIT_CONNECT, "cannot connect to %s: %s (is vmsigd running? --socket or VMSIG_SOCKET)",
                              socket_path, strerror(-r));
                 else
-                        fail(EXIT_CONNECT, "cannot connect to %s: %s", socket_path, e->msg[0] ? e->msg : strerror(-r));
+                        fail(EXIT_CONNECT, "cannot connect to %s: %s", socket_path,
+                             e->msg[0] ? ESC(e->msg) : strerror(-r));
                 vmsig_client_free(c);
                 return EXIT_CONNECT;
         }
@@ -136,8 +152,8 @@ static int connection_lost(struct vmsig_client *c, int r)
         if (r == -ETIMEDOUT)
                 return fail(EXIT_FAILED, "no answer from vmsigd within %d ms", timeout_ms);
         if (e->from_daemon)
-                return fail(EXIT_CONNECT, "vmsigd closed the connection: %s", e->msg);
-        return fail(EXIT_CONNECT, "connection to vmsigd lost: %s", e->msg[0] ? e->msg : strerror(-r));
+                return fail(EXIT_CONNECT, "vmsigd closed the connection: %s", ESC(e->msg));
+        return fail(EXIT_CONNECT, "connection to vmsigd lost: %s", e->msg[0] ? ESC(e->msg) : strerror(-r));
 }
 
 static int subscribe_sync(struct vmsig_client *c, uint32_t ep, uint64_t kinds, struct waiter *w)
@@ -221,7 +237,7 @@ static int load_roster(struct vmsig_client *c, struct roster *ro)
                 kinds |= VMSIG_KIND_BIT(VMSIG_EV_STATUS);
         r = subscribe_sync(c, 0, kinds, &w);
         if (r < 0)
-                return r == -EPERM ? fail(EXIT_DENIED, "subscribe refused: %s", w.reply.msg)
+                return r == -EPERM ? fail(EXIT_DENIED, "subscribe refused: %s", ESC(w.reply.msg))
                                    : connection_lost(c, r);
         return 0;
 }
@@ -284,11 +300,13 @@ static int cmd_list(struct vmsig_client *c, int argc, char **argv)
         for (unsigned i = 0; i < ro->n; i++) {
                 const struct vm *vm = &ro->vms[i];
                 if (json)
-                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"}\n", vm->id,
-                               vm->name, seams_str(vm->seams, seams, sizeof(seams)),
+                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"}\n",
+                               vm->id, esc_as(vm->name, sizeof(vm->name), true),
+                               seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
                 else
-                        printf("%-4u %-24s %-20s %s\n", vm->id, vm->name, seams_str(vm->seams, seams, sizeof(seams)),
+                        printf("%-4u %-24s %-20s %s\n", vm->id, ESC(vm->name),
+                               seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
         }
         free(ro);
@@ -354,7 +372,7 @@ static int acquire(struct vmsig_client *c, uint32_t ep, uint8_t cls, const char 
         if (r < 0)
                 return connection_lost(c, r);
         if (w.ack.result < 0)
-                return fail(exit_for(w.ack.result), "%s", w.ack.msg); /* names class, VM and holder */
+                return fail(exit_for(w.ack.result), "%s", ESC(w.ack.msg)); /* names class, VM and holder */
         return 0;
 }
 
@@ -396,7 +414,7 @@ static int cmd_status(struct vmsig_client *c, int argc, char **argv)
                 return connection_lost(c, r);
         ack = w.ack;
         if (ack.result < 0)
-                return fail(exit_for(ack.result), "status of '%s': %s", argv[0], ack.msg);
+                return fail(exit_for(ack.result), "status of '%s': %s", argv[0], ESC(ack.msg));
         printf("%s: %s\n", argv[0], vmsig_run_state_name((uint8_t)ack.value));
         return 0;
 }
@@ -425,8 +443,8 @@ static int cmd_power(struct vmsig_client *c, int argc, char **argv)
         if ((r = send_and_wait(c, &ev, NULL, 0, &ack)))
                 return r;
         if (ack.result < 0)
-                return fail(exit_for(ack.result), "power %s on '%s': %s", argv[1], argv[0], ack.msg);
-        printf("%s: %s\n", argv[0], ack.msg);
+                return fail(exit_for(ack.result), "power %s on '%s': %s", argv[1], argv[0], ESC(ack.msg));
+        printf("%s: %s\n", argv[0], ESC(ack.msg));
         return 0;
 }
 
@@ -684,8 +702,8 @@ static int cmd_write(struct vmsig_client *c, int argc, char **argv, bool phys, c
                 return r;
         if (ack.result < 0)
                 return fail(exit_for(ack.result), "write to '%s' at 0x%" PRIx64 ": %s (nothing was written)",
-                            argv[0], addr, ack.msg);
-        printf("%s: %s\n", argv[0], ack.msg);
+                            argv[0], addr, ESC(ack.msg));
+        printf("%s: %s\n", argv[0], ESC(ack.msg));
         return 0;
 }
 
@@ -706,7 +724,8 @@ static int input_send(struct vmsig_client *c, uint32_t ep, uint16_t kind, int32_
         if ((r = send_and_wait(c, &ev, NULL, 0, &ack)))
                 return r;
         if (!ff && ack.result < 0)
-                return fail(exit_for(ack.result), "%s on '%s': %s", vmsig_kind_name(kind), vmname, ack.msg);
+                return fail(exit_for(ack.result), "%s on '%s': %s", vmsig_kind_name(kind), vmname,
+                            ESC(ack.msg));
         return 0;
 }
 

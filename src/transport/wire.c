@@ -56,7 +56,7 @@ static const char *const err_names[WIRE_E_MAX_] = {
     [WIRE_E_TYPE] = "unknown frame type",
     [WIRE_E_DIRECTION] = "frame type not allowed in this direction",
     [WIRE_E_ORDER] = "frame out of order (handshake first, once)",
-    [WIRE_E_RESERVED] = "reserved field not zero",
+    [WIRE_E_RESERVED] = "reserved or \"send 0\" field not zero",
     [WIRE_E_LENGTH] = "bad payload length for the frame type",
     [WIRE_E_MAGIC] = "bad magic",
     [WIRE_E_VERSION] = "unsupported protocol version",
@@ -240,6 +240,14 @@ static void body_byteorder(uint16_t kind, uint8_t codec, uint8_t *body, size_t l
 
 /* ---- event checks ---- */
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (p[i])
+                        return false;
+        return true;
+}
+
 static enum wire_err check_down_body(const struct vmsig_event *ev)
 {
         uint32_t bl = ev->hdr.body_len;
@@ -247,6 +255,16 @@ static enum wire_err check_down_body(const struct vmsig_event *ev)
         if (ev->hdr.codec != 0)
                 return WIRE_OK; /* adapter-owned layout; bounded by VMSIG_BODY_MAX only */
         switch (ev->hdr.kind) {
+        case VMSIG_EV_MOVE_ABS:
+        case VMSIG_EV_MOVE_REL:
+        case VMSIG_EV_BUTTON:
+        case VMSIG_EV_KEY:
+        case VMSIG_EV_WHEEL:
+                if (bl != sizeof(struct vmsig_input_body))
+                        return WIRE_E_BODY_KIND;
+                /* "flags: 0" is reserved: refused, not ignored. */
+                return all_zero(ev->body + offsetof(struct vmsig_input_body, flags), 4) ? WIRE_OK
+                                                                                        : WIRE_E_RESERVED;
         case VMSIG_EV_CMD_MEMWRITE: {
                 struct vmsig_memwrite_body b;
                 if (bl < WIRE_MEMWRITE_HDR_LEN)
@@ -264,7 +282,10 @@ static enum wire_err check_down_body(const struct vmsig_event *ev)
                         return WIRE_E_BODY_KIND;
                 if (ev->body[offsetof(struct vmsig_lease_body, class_)] >= VMSIG_LEASE_CLASS_COUNT)
                         return WIRE_E_FIELD;
-                return WIRE_OK;
+                /* Only class is the client's: reason and holder are the
+                 * daemon's to fill and must be sent as 0. */
+                return all_zero(ev->body + 1, sizeof(struct vmsig_lease_body) - 1) ? WIRE_OK
+                                                                                   : WIRE_E_RESERVED;
         default:
                 return bl == (uint32_t)vmsig_kind_body_max(ev->hdr.kind) ? WIRE_OK : WIRE_E_BODY_KIND;
         }
@@ -281,21 +302,35 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 return WIRE_E_BODY_KIND;
         switch (ev->hdr.kind) {
         case VMSIG_EV_ROSTER:
+                if (!all_zero(b + offsetof(struct vmsig_roster_body, reserved), 5))
+                        return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_roster_body, name),
                                     VMSIG_NAME_MAX))
                         return WIRE_E_STRING;
                 break;
-        case VMSIG_EV_MEMCTX:
-                if (b[offsetof(struct vmsig_memctx_body, nranges)] > VMSIG_MEMCTX_MAX_RANGES)
+        case VMSIG_EV_MEMCTX: {
+                uint8_t n = b[offsetof(struct vmsig_memctx_body, nranges)];
+                size_t used =
+                    offsetof(struct vmsig_memctx_body, ranges) + (size_t)n * sizeof(struct vmsig_ram_range);
+                if (n > VMSIG_MEMCTX_MAX_RANGES)
                         return WIRE_E_FIELD;
+                /* The reserved word and the unused range entries. */
+                if (!all_zero(b + offsetof(struct vmsig_memctx_body, reserved), 4) ||
+                    !all_zero(b + used, sizeof(struct vmsig_memctx_body) - used))
+                        return WIRE_E_RESERVED;
                 break;
+        }
         case VMSIG_EV_STATUS:
+                if (!all_zero(b + 1, offsetof(struct vmsig_status_body, reason) - 1))
+                        return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_status_body, reason),
                                     VMSIG_MSG_MAX))
                         return WIRE_E_STRING;
                 break;
         case VMSIG_EV_ACT_ACK: {
                 int32_t result;
+                if (!all_zero(b + offsetof(struct vmsig_ack_body, reserved), 2))
+                        return WIRE_E_RESERVED;
                 memcpy(&result, b + offsetof(struct vmsig_ack_body, result), 4);
                 if (result > 0 || result < -4095)
                         return WIRE_E_FIELD;
@@ -304,6 +339,8 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 break;
         }
         case VMSIG_EV_DIAG:
+                if (!all_zero(b + offsetof(struct vmsig_diag_body, reserved), 4))
+                        return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_diag_body, msg), VMSIG_MSG_MAX))
                         return WIRE_E_STRING;
                 break;
@@ -312,6 +349,8 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
         case VMSIG_EV_LEASE_REVOKE:
                 if (b[offsetof(struct vmsig_lease_body, class_)] >= VMSIG_LEASE_CLASS_COUNT)
                         return WIRE_E_FIELD;
+                if (!all_zero(b + offsetof(struct vmsig_lease_body, reserved), 2))
+                        return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_lease_body, holder_name),
                                     VMSIG_NAME_MAX))
                         return WIRE_E_STRING;
@@ -339,9 +378,15 @@ enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client)
                 return WIRE_E_SOURCE;
         if (fl & ~known)
                 return WIRE_E_FLAGS;
+        /* cr3 belongs to CMD_MEMWRITE; in every other event it is "0". */
+        if (ev->hdr.cr3 && kind != VMSIG_EV_CMD_MEMWRITE)
+                return WIRE_E_RESERVED;
         if (from_client) {
                 if (vmsig_kind_is_up(kind))
                         return WIRE_E_KIND_UP;
+                /* The daemon stamps peer and seq; a client sends 0. */
+                if (ev->hdr.peer || ev->hdr.seq)
+                        return WIRE_E_RESERVED;
                 if (fl & (VMSIG_F_RETAINED | VMSIG_F_HAS_FD))
                         return WIRE_E_FLAGS;
                 if ((fl & VMSIG_F_SRC_PAYLOAD) && (kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.codec != 0))

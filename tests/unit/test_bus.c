@@ -228,7 +228,12 @@ static void test_retained_replay_before_live(void **state)
         assert_int_equal(vt->sink->emit(vt->sink, &st), 0);
         pump(bus, 2);
 
-        assert_int_equal(late.n, 4);
+        /* ... and the run state change, as a ROSTER "changed" too */
+        assert_int_equal(late.n, 5);
+        assert_int_equal(late.ev[4].hdr.kind, VMSIG_EV_ROSTER);
+        assert_int_equal(late.ev[4].body[0], VMSIG_ROSTER_CHANGED);
+        assert_int_equal(late.ev[4].body[offsetof(struct vmsig_roster_body, run_state)], VMSIG_RUN_RUNNING);
+        assert_int_equal(late.ev[0].body[offsetof(struct vmsig_roster_body, run_state)], VMSIG_RUN_PAUSED);
         for (int i = 0; i < 3; i++)
                 assert_true(late.ev[i].hdr.flags & VMSIG_F_RETAINED);
         assert_int_equal(late.ev[0].hdr.kind, VMSIG_EV_ROSTER);

@@ -604,6 +604,13 @@ static void test_send_payload(void **state)
         assert_int_equal(vmsig_client_send(c, &ev, NULL), -EINVAL);
         key.hdr.body_len = 3;
         assert_int_equal(vmsig_client_send(c, &key, NULL), -EINVAL);
+        /* nor reserved or "send 0" fields: cr3 outside MEMWRITE, input flags */
+        key.hdr.body_len = sizeof(struct vmsig_input_body);
+        key.hdr.cr3 = 0x1000;
+        assert_int_equal(vmsig_client_send(c, &key, NULL), -EINVAL);
+        key.hdr.cr3 = 0;
+        key.body[offsetof(struct vmsig_input_body, flags)] = 1;
+        assert_int_equal(vmsig_client_send(c, &key, NULL), -EINVAL);
         free(src);
         vmsig_client_free(c);
         srv_finish(s);
@@ -624,6 +631,26 @@ static void sc_bad_body(struct srv *s)
         n = wire_encode_event(b, sizeof(b), &ev, false);
         CHECK(n > 0);
         b[8 + 48] = 10; /* body_len no longer matches the frame length */
+        CHECK(write_all(s->cfd, b, (size_t)n) == 0);
+        srv_wait_eof(s);
+}
+
+/* A lease holder's description with a reserved byte set: the client must
+ * not take it for a lease event. */
+static void sc_reserved_body(struct srv *s)
+{
+        uint8_t b[WIRE_FRAME_MAX];
+        struct vmsig_event ev;
+        struct vmsig_lease_body lb = {.class_ = VMSIG_LEASE_INPUT, .holder_id = 4};
+        ssize_t n;
+
+        srv_welcome_sub(s);
+        CHECK(!s->fail_line);
+        vmsig_event_init(&ev, VMSIG_EV_LEASE_GRANT, 1, VMSIG_SRC_CORE);
+        vmsig_event_set_body(&ev, &lb, sizeof(lb));
+        n = wire_encode_event(b, sizeof(b), &ev, false);
+        CHECK(n > 0);
+        b[8 + 56 + offsetof(struct vmsig_lease_body, reserved)] = 1;
         CHECK(write_all(s->cfd, b, (size_t)n) == 0);
         srv_wait_eof(s);
 }
@@ -763,6 +790,7 @@ static void test_bad_daemon(void **state)
         (void)state;
         ram_fd_for_srv = make_ram_fd();
         expect_broken(sc_bad_body, -EPROTO, "body_len");
+        expect_broken(sc_reserved_body, -EPROTO, "field not zero");
         expect_broken(sc_stray_fd, -EPROTO, "file descriptor");
         expect_broken(sc_missing_fd, -EPROTO, "file descriptor");
         expect_broken(sc_writable_fd, -EPROTO, "file descriptor");

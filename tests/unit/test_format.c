@@ -73,11 +73,35 @@ static void test_every_kind_and_malformed(void **state)
         assert_non_null(strstr(big, "?"));
 }
 
+/* The helper vmsigctl prints every daemon string through: the same escaping
+ * as the event formatters, bounded by max and by the output size. */
+static void test_str_escape(void **state)
+{
+        char out[64];
+        const char evil[] = "\x1b[2J\ngranted\x7f\xff\"q\\";
+
+        (void)state;
+        assert_string_equal(vmsig_str_escape(evil, sizeof(evil), false, out, sizeof(out)),
+                            "\\x1b[2J\\x0agranted\\x7f\\xff\"q\\");
+        assert_string_equal(vmsig_str_escape(evil, sizeof(evil), true, out, sizeof(out)),
+                            "\\u001b[2J\\u000agranted\\u007f\\u00ff\\\"q\\\\");
+        /* max bounds the input: no NUL needed within it */
+        assert_string_equal(vmsig_str_escape("abcdef", 3, false, out, sizeof(out)), "abc");
+        assert_string_equal(vmsig_str_escape(NULL, 8, false, out, sizeof(out)), "");
+        /* truncation keeps the output terminated */
+        char small[6];
+        vmsig_str_escape("\x1b\x1b\x1b", 3, false, small, sizeof(small));
+        assert_true(strlen(small) < sizeof(small));
+        assert_null(strchr(small, '\x1b'));
+        assert_ptr_equal(vmsig_str_escape("x", 1, false, small, 0), small);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_roster_and_ack),
                 cmocka_unit_test(test_every_kind_and_malformed),
+                cmocka_unit_test(test_str_escape),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

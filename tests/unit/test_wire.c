@@ -173,6 +173,8 @@ static void make_event(struct vmsig_event *ev, uint16_t kind)
                                              .holder_uid = 1000,
                                              .holder_pid = -5};
                 strcpy(b.holder_name, "agent");
+                if (vmsig_kind_is_down(kind)) /* a client sends the class alone */
+                        b = (struct vmsig_lease_body){.class_ = VMSIG_LEASE_MEMWRITE};
                 vmsig_event_set_body(ev, &b, sizeof(b));
                 break;
         }
@@ -214,6 +216,11 @@ static void make_event(struct vmsig_event *ev, uint16_t kind)
         }
         default:
                 fail_msg("no sample for kind %u", kind);
+        }
+        if (vmsig_kind_is_down(kind)) {
+                /* The daemon's to stamp: a client sends 0. */
+                ev->hdr.peer = 0;
+                ev->hdr.seq = 0;
         }
 }
 
@@ -753,6 +760,89 @@ static void test_violations_events(void **state)
         assert_int_equal(bad_event(WIRE_SIDE_CLIENT, &ev), WIRE_E_FIELD);
 }
 
+/* "Send 0" and reserved fields: a violation wherever docs/protocol.md names
+ * them, in both directions; the encoder refuses to produce them. */
+static void expect_reserved(enum wire_side side, const struct vmsig_event *ev)
+{
+        uint8_t b[WIRE_FRAME_MAX];
+
+        assert_int_equal(bad_event(side, ev), WIRE_E_RESERVED);
+        assert_int_equal(wire_encode_event(b, sizeof(b), ev, side == WIRE_SIDE_SERVER), -EINVAL);
+}
+
+static void test_violations_reserved_fields(void **state)
+{
+        struct vmsig_event ev;
+        uint8_t b[WIRE_FRAME_MAX];
+
+        (void)state;
+        /* c->s header: peer and seq are the daemon's; cr3 only on MEMWRITE */
+        make_event(&ev, VMSIG_EV_KEY);
+        ev.hdr.peer = 3;
+        expect_reserved(WIRE_SIDE_SERVER, &ev);
+        make_event(&ev, VMSIG_EV_KEY);
+        ev.hdr.seq = 1;
+        expect_reserved(WIRE_SIDE_SERVER, &ev);
+        make_event(&ev, VMSIG_EV_CMD_POWER);
+        ev.hdr.cr3 = 0x1000;
+        expect_reserved(WIRE_SIDE_SERVER, &ev);
+        make_event(&ev, VMSIG_EV_CMD_MEMWRITE); /* its cr3 is a field */
+        assert_int_equal(bad_event(WIRE_SIDE_SERVER, &ev), WIRE_OK);
+        /* c->s bodies: input flags, everything of a lease command but class */
+        for (uint16_t k = VMSIG_EV_MOVE_ABS; k <= VMSIG_EV_WHEEL; k++) {
+                make_event(&ev, k);
+                ev.body[offsetof(struct vmsig_input_body, flags) + 3] = 0x80;
+                expect_reserved(WIRE_SIDE_SERVER, &ev);
+        }
+        for (size_t off = 1; off < sizeof(struct vmsig_lease_body); off += 13) {
+                make_event(&ev, VMSIG_EV_LEASE_ACQUIRE);
+                ev.body[off] = 1;
+                expect_reserved(WIRE_SIDE_SERVER, &ev);
+                make_event(&ev, VMSIG_EV_LEASE_RELEASE);
+                ev.body[off] = 1;
+                expect_reserved(WIRE_SIDE_SERVER, &ev);
+        }
+        /* an adapter-owned codec is opaque: no body field is reserved */
+        make_event(&ev, VMSIG_EV_KEY);
+        ev.hdr.codec = 2;
+        memset(ev.body, 0xff, sizeof(struct vmsig_input_body));
+        assert_int_equal(bad_event(WIRE_SIDE_SERVER, &ev), WIRE_OK);
+
+        /* s->c: cr3, and every reserved field of every UP body */
+        make_event(&ev, VMSIG_EV_STATUS);
+        ev.hdr.cr3 = 0x1000;
+        expect_reserved(WIRE_SIDE_CLIENT, &ev);
+        static const struct {
+                uint16_t kind;
+                size_t off;
+        } up[] = {
+            {VMSIG_EV_ROSTER, offsetof(struct vmsig_roster_body, reserved)},
+            {VMSIG_EV_ROSTER, offsetof(struct vmsig_roster_body, reserved2) + 3},
+            {VMSIG_EV_STATUS, offsetof(struct vmsig_status_body, reserved)},
+            {VMSIG_EV_STATUS, offsetof(struct vmsig_status_body, reserved) + 6},
+            {VMSIG_EV_ACT_ACK, offsetof(struct vmsig_ack_body, reserved) + 1},
+            {VMSIG_EV_DIAG, offsetof(struct vmsig_diag_body, reserved) + 2},
+            {VMSIG_EV_LEASE_GRANT, offsetof(struct vmsig_lease_body, reserved)},
+            {VMSIG_EV_LEASE_DENY, offsetof(struct vmsig_lease_body, reserved) + 1},
+            {VMSIG_EV_LEASE_REVOKE, offsetof(struct vmsig_lease_body, reserved)},
+            {VMSIG_EV_MEMCTX, offsetof(struct vmsig_memctx_body, reserved) + 1},
+            /* nranges is 2: entry 2 onwards is unused */
+            {VMSIG_EV_MEMCTX, offsetof(struct vmsig_memctx_body, ranges) + 2 * 24 + 8},
+            {VMSIG_EV_MEMCTX, sizeof(struct vmsig_memctx_body) - 1},
+        };
+        for (size_t i = 0; i < sizeof(up) / sizeof(up[0]); i++) {
+                make_event(&ev, up[i].kind);
+                ev.body[up[i].off] = 0x40;
+                expect_reserved(WIRE_SIDE_CLIENT, &ev);
+        }
+        /* Not reserved: the bytes after a string's NUL are ignored. */
+        make_event(&ev, VMSIG_EV_ACT_ACK);
+        ev.body[offsetof(struct vmsig_ack_body, msg) + 100] = 'x';
+        assert_int_equal(bad_event(WIRE_SIDE_CLIENT, &ev), WIRE_OK);
+        make_event(&ev, VMSIG_EV_LEASE_GRANT); /* a holder is the daemon's to fill */
+        assert_true(wire_encode_event(b, sizeof(b), &ev, false) > 0);
+}
+
 static void test_violation_sticky_and_names(void **state)
 {
         struct wire_rx rx;
@@ -1025,6 +1115,7 @@ int main(void)
             cmocka_unit_test(test_violations_handshake_fields),
             cmocka_unit_test(test_violations_requests),
             cmocka_unit_test(test_violations_events),
+            cmocka_unit_test(test_violations_reserved_fields),
             cmocka_unit_test(test_violation_sticky_and_names),
             cmocka_unit_test(test_rx_splits),
             cmocka_unit_test(test_rx_server_stream_splits),
