@@ -291,7 +291,10 @@ static enum wire_err check_down_body(const struct vmsig_event *ev)
         }
 }
 
-static enum wire_err check_up_body(const struct vmsig_event *ev)
+/* sending: the daemon encoding its own event. Reserved body bytes are
+ * checked only then: a client ignores them, so that a later daemon can give
+ * them a meaning without breaking older clients (docs/protocol.md). */
+static enum wire_err check_up_body(const struct vmsig_event *ev, bool sending)
 {
         const uint8_t *b = ev->body;
         uint32_t bl = ev->hdr.body_len;
@@ -302,7 +305,7 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 return WIRE_E_BODY_KIND;
         switch (ev->hdr.kind) {
         case VMSIG_EV_ROSTER:
-                if (!all_zero(b + offsetof(struct vmsig_roster_body, reserved), 5))
+                if (sending && !all_zero(b + offsetof(struct vmsig_roster_body, reserved), 5))
                         return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_roster_body, name),
                                     VMSIG_NAME_MAX))
@@ -315,13 +318,13 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 if (n > VMSIG_MEMCTX_MAX_RANGES)
                         return WIRE_E_FIELD;
                 /* The reserved word and the unused range entries. */
-                if (!all_zero(b + offsetof(struct vmsig_memctx_body, reserved), 4) ||
-                    !all_zero(b + used, sizeof(struct vmsig_memctx_body) - used))
+                if (sending && (!all_zero(b + offsetof(struct vmsig_memctx_body, reserved), 4) ||
+                                !all_zero(b + used, sizeof(struct vmsig_memctx_body) - used)))
                         return WIRE_E_RESERVED;
                 break;
         }
         case VMSIG_EV_STATUS:
-                if (!all_zero(b + 1, offsetof(struct vmsig_status_body, reason) - 1))
+                if (sending && !all_zero(b + 1, offsetof(struct vmsig_status_body, reason) - 1))
                         return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_status_body, reason),
                                     VMSIG_MSG_MAX))
@@ -329,7 +332,7 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 break;
         case VMSIG_EV_ACT_ACK: {
                 int32_t result;
-                if (!all_zero(b + offsetof(struct vmsig_ack_body, reserved), 2))
+                if (sending && !all_zero(b + offsetof(struct vmsig_ack_body, reserved), 2))
                         return WIRE_E_RESERVED;
                 memcpy(&result, b + offsetof(struct vmsig_ack_body, result), 4);
                 if (result > 0 || result < -4095)
@@ -339,7 +342,7 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
                 break;
         }
         case VMSIG_EV_DIAG:
-                if (!all_zero(b + offsetof(struct vmsig_diag_body, reserved), 4))
+                if (sending && !all_zero(b + offsetof(struct vmsig_diag_body, reserved), 4))
                         return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_diag_body, msg), VMSIG_MSG_MAX))
                         return WIRE_E_STRING;
@@ -349,7 +352,7 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
         case VMSIG_EV_LEASE_REVOKE:
                 if (b[offsetof(struct vmsig_lease_body, class_)] >= VMSIG_LEASE_CLASS_COUNT)
                         return WIRE_E_FIELD;
-                if (!all_zero(b + offsetof(struct vmsig_lease_body, reserved), 2))
+                if (sending && !all_zero(b + offsetof(struct vmsig_lease_body, reserved), 2))
                         return WIRE_E_RESERVED;
                 if (!str_terminated((const char *)b + offsetof(struct vmsig_lease_body, holder_name),
                                     VMSIG_NAME_MAX))
@@ -361,7 +364,7 @@ static enum wire_err check_up_body(const struct vmsig_event *ev)
         return WIRE_OK;
 }
 
-enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client)
+static enum wire_err check_event(const struct vmsig_event *ev, bool from_client, bool sending)
 {
         uint16_t kind = ev->hdr.kind;
         uint16_t fl = ev->hdr.flags;
@@ -399,7 +402,12 @@ enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client)
                 return WIRE_E_FLAGS;
         if ((fl & VMSIG_F_HAS_FD) && kind != VMSIG_EV_MEMCTX)
                 return WIRE_E_FLAGS;
-        return check_up_body(ev);
+        return check_up_body(ev, sending);
+}
+
+enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client)
+{
+        return check_event(ev, from_client, false);
 }
 
 /* ---- encoders ---- */
@@ -469,7 +477,7 @@ ssize_t wire_encode_event(void *buf, size_t cap, const struct vmsig_event *ev, b
         uint8_t *p = (uint8_t *)buf + WIRE_PREFIX_LEN;
         ssize_t n;
 
-        if (wire_check_event(ev, from_client) != WIRE_OK)
+        if (check_event(ev, from_client, true) != WIRE_OK)
                 return -EINVAL;
         n = put_prefix(buf, cap, WIRE_EVENT, WIRE_EVENT_HDR_LEN + h->body_len);
         if (n < 0)

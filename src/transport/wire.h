@@ -160,7 +160,8 @@ ssize_t wire_encode_tail_len(void *buf, size_t cap, uint32_t len);
  * direction and every field, not the handshake order (the receiver does). */
 enum wire_err wire_decode(enum wire_side side, uint16_t type, const uint8_t *payload, size_t len,
                           struct wire_frame *ret);
-/* The event checks alone (what wire_decode applies to EVENT payloads). */
+/* The event checks a receiver applies (what wire_decode applies to EVENT
+ * payloads); encoding also checks the reserved bytes of UP bodies. */
 enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client);
 
 /* ---- incremental receiver ---- */
