@@ -734,8 +734,8 @@ static bool fd_short(struct vmsig_server *srv, int err)
                 srv->fd_short_since_ns = vmsig_now_ns();
                 srv->fd_short_refused = 0;
                 logf_(srv, LOG_ERR,
-                      "cannot accept connections: %s (RLIMIT_NOFILE %lu); refusing new connections until file "
-                      "descriptors come free",
+                      "cannot accept connections: %s (open file limit %lu); refusing new connections until "
+                      "resources come free",
                       strerror(err), nofile_limit());
         }
         if (srv->spare >= 0) {
@@ -743,8 +743,10 @@ static bool fd_short(struct vmsig_server *srv, int err)
                 fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 e = errno;
                 if (fd >= 0) {
+                        bool fds = err == EMFILE || err == ENFILE;
                         ssize_t n = wire_encode_error(frame, sizeof(frame), -err,
-                                                      "vmsigd is out of file descriptors; try again later");
+                                                      fds ? "vmsigd is out of file descriptors; try again later"
+                                                          : "vmsigd is out of memory; try again later");
                         if (n > 0)
                                 (void)!send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
                         close(fd);
@@ -769,8 +771,8 @@ static void fd_short_over(struct vmsig_server *srv)
 
         srv->fd_short = false;
         logf_(srv, LOG_NOTICE,
-              "accepting connections again after %llu.%03llu s out of file descriptors; %lu connections "
-              "refused meanwhile",
+              "accepting connections again after %llu.%03llu s out of file descriptors or memory; %lu "
+              "connections refused meanwhile",
               (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000), srv->fd_short_refused);
 }
 
