@@ -74,7 +74,7 @@ static void print_config(const struct config *c)
 /* fds one VM costs (RAM file, QMP socket, input, worker wakeups), and what
  * the daemon holds besides VMs and connections. */
 #define FDS_PER_VM 5u
-#define FDS_BASE 32u
+#define FDS_BASE   32u
 
 /* The soft fd limit is often 1024, far below what max_endpoints VMs need:
  * take the hard limit, and say if even that cannot hold the configured
@@ -91,7 +91,8 @@ static void raise_nofile(const struct config *c)
                 rlim_t old = rl.rlim_cur;
                 rl.rlim_cur = rl.rlim_max;
                 if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
-                        snprintf(line, sizeof(line), "raised the open file limit (RLIMIT_NOFILE) from %llu to %llu",
+                        snprintf(line, sizeof(line),
+                                 "raised the open file limit (RLIMIT_NOFILE) from %llu to %llu",
                                  (unsigned long long)old, (unsigned long long)rl.rlim_cur);
                         log_line(LOG_DEBUG, line);
                 } else {
@@ -105,12 +106,13 @@ static void raise_nofile(const struct config *c)
         unsigned long long conns = (unsigned long long)c->limits.conns_per_uid * (c->n_rules + 1);
         unsigned long long need = FDS_BASE + vms + conns;
         if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-                snprintf(line, sizeof(line),
-                         "open file limit %llu is below what the configured limits can use: %llu (%u VMs "
-                         "(limits.max_endpoints) x %u fds + %u connections (limits.conns_per_uid) x %zu admitted "
-                         "uids or groups + %u); raise LimitNOFILE or lower the limits",
-                         (unsigned long long)rl.rlim_cur, need, c->limits.max_endpoints, FDS_PER_VM,
-                         c->limits.conns_per_uid, c->n_rules + 1, FDS_BASE);
+                snprintf(
+                    line, sizeof(line),
+                    "open file limit %llu is below what the configured limits can use: %llu (%u VMs "
+                    "(limits.max_endpoints) x %u fds + %u connections (limits.conns_per_uid) x %zu admitted "
+                    "uids or groups + %u); raise LimitNOFILE or lower the limits",
+                    (unsigned long long)rl.rlim_cur, need, c->limits.max_endpoints, FDS_PER_VM,
+                    c->limits.conns_per_uid, c->n_rules + 1, FDS_BASE);
                 log_line(LOG_WARNING, line);
         }
 }

@@ -12,6 +12,7 @@
  * fd travels with SCM_RIGHTS on the first byte of its frame. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,6 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
-#include <linux/sockios.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -41,14 +41,14 @@
  * written frame, the ERROR, and the kernel's per-skb overhead of the
  * writes before them), and a client that resumes reading late still finds
  * why it was dropped. */
-#define SOCK_RESERVE (32u << 10)
+#define SOCK_RESERVE    (32u << 10)
 #define SOCK_SNDBUF_MIN (4 * SOCK_RESERVE)
 
 /* Refused connections are reported one by one up to REFUSE_BURST per uid
  * in a REFUSE_WINDOW_S window; the rest are counted and summarised once the
  * window ends. A fixed table: uids beyond it share one "other uids" slot. */
-#define REFUSE_SLOTS 64
-#define REFUSE_BURST 5u
+#define REFUSE_SLOTS    64
+#define REFUSE_BURST    5u
 #define REFUSE_WINDOW_S 10u
 
 struct refuse_slot {
@@ -653,10 +653,12 @@ static void refuse_summary(struct vmsig_server *srv, struct refuse_slot *s)
         if (s->suppressed) {
                 bool other = s == &srv->refuse[REFUSE_SLOTS];
                 if (other)
-                        snprintf(msg, sizeof(msg), "other uids: %lu more refused connections in the last %u s suppressed",
+                        snprintf(msg, sizeof(msg),
+                                 "other uids: %lu more refused connections in the last %u s suppressed",
                                  s->suppressed, REFUSE_WINDOW_S);
                 else
-                        snprintf(msg, sizeof(msg), "uid %u: %lu more refused connections in the last %u s suppressed",
+                        snprintf(msg, sizeof(msg),
+                                 "uid %u: %lu more refused connections in the last %u s suppressed",
                                  (unsigned)s->uid, s->suppressed, REFUSE_WINDOW_S);
                 logf_(srv, LOG_NOTICE, "%s", msg);
                 if (srv->cfg.refused) {
@@ -744,9 +746,10 @@ static bool fd_short(struct vmsig_server *srv, int err)
                 e = errno;
                 if (fd >= 0) {
                         bool fds = err == EMFILE || err == ENFILE;
-                        ssize_t n = wire_encode_error(frame, sizeof(frame), -err,
-                                                      fds ? "vmsigd is out of file descriptors; try again later"
-                                                          : "vmsigd is out of memory; try again later");
+                        ssize_t n =
+                            wire_encode_error(frame, sizeof(frame), -err,
+                                              fds ? "vmsigd is out of file descriptors; try again later"
+                                                  : "vmsigd is out of memory; try again later");
                         if (n > 0)
                                 (void)!send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
                         close(fd);

@@ -6,15 +6,15 @@
  * tiny (a level-triggered listener that is never drained burns the whole
  * window); waiting clients are told why (ERROR naming the fd shortage), the
  * episode is logged once, and once fds are back new clients are served. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"
 
-#define WINDOW_MS 2000
+#define WINDOW_MS   2000
 #define CPU_BOUND_S 0.3
 #define MAX_WAITING 16
 
@@ -83,7 +83,8 @@ static void test_no_spin_at_fd_limit(void **state)
                 }
         }
         double cpu = srv_cpu_seconds(H.pid) - cpu0;
-        print_message("vmsigd CPU over %d ms at its fd limit: %.3f s (%u clients knocking)\n", WINDOW_MS, cpu, nw);
+        print_message("vmsigd CPU over %d ms at its fd limit: %.3f s (%u clients knocking)\n", WINDOW_MS, cpu,
+                      nw);
         if (cpu >= CPU_BOUND_S)
                 fail_msg("vmsigd burned %.3f s of CPU in %d ms at its fd limit (spinning)", cpu, WINDOW_MS);
 
@@ -125,7 +126,7 @@ static void test_no_spin_at_fd_limit(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_no_spin_at_fd_limit, teardown),
+            cmocka_unit_test_teardown(test_no_spin_at_fd_limit, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,10 +4,10 @@
  * "too slow". The daemon's soft RLIMIT_NOFILE is lowered from outside to
  * the first fd number it does not use; a connected control then subscribes
  * to MEMCTX, whose retained replay needs a dup. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"
@@ -78,7 +78,8 @@ static void test_memctx_dup_failure_names_fds(void **state)
         print_message("ERROR %d '%s'\n", f.u.error.code, f.u.error.msg);
         if (f.u.error.code != -EMFILE || !strstr(f.u.error.msg, "out of file descriptors") ||
             strstr(f.u.error.msg, "too slow"))
-                fail_msg("want ERROR -EMFILE naming the fd shortage, got %d '%s'", f.u.error.code, f.u.error.msg);
+                fail_msg("want ERROR -EMFILE naming the fd shortage, got %d '%s'", f.u.error.code,
+                         f.u.error.msg);
         assert_true(vh_raw_ends(s, VH_TIMEOUT_MS));
         close(s);
 
@@ -98,7 +99,7 @@ static void test_memctx_dup_failure_names_fds(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_memctx_dup_failure_names_fds, teardown),
+            cmocka_unit_test_teardown(test_memctx_dup_failure_names_fds, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

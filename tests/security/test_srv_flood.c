@@ -6,15 +6,15 @@
  * records for that uid plus summary lines ("uid 65534: N more refused
  * connections in the last 10 s suppressed"), and the full records plus the
  * summarised counts add up to every connection the child made. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 
-#define OTHER_UID 65534
-#define FLOOD_MS 3000
+#define OTHER_UID      65534
+#define FLOOD_MS       3000
 #define MAX_FULL_LINES 20 /* a few per 10 s window, whatever the rate */
 
 static struct vh H;
@@ -130,13 +130,14 @@ static void test_refusal_flood_is_summarised(void **state)
                       "summarised), %zu bytes\n",
                       audit_lines, full, sum, log_lines, log_sum, strlen(log));
         if (audit_lines > MAX_FULL_LINES || log_lines > MAX_FULL_LINES) {
-                fail_msg("%lu refused connections left %u audit and %u log lines for uid %d", made, audit_lines,
-                         log_lines, OTHER_UID);
+                fail_msg("%lu refused connections left %u audit and %u log lines for uid %d", made,
+                         audit_lines, log_lines, OTHER_UID);
         }
         assert_true(vh_count_lines(audit, "more refused connections in the last 10 s suppressed") >= 1);
         assert_true(vh_count_lines(log, "more refused connections in the last 10 s suppressed") >= 1);
         if (full + sum != made)
-                fail_msg("%lu connections, but the audit has %lu in full and %lu summarised", made, full, sum);
+                fail_msg("%lu connections, but the audit has %lu in full and %lu summarised", made, full,
+                         sum);
         assert_true(log_sum == sum);
         free(audit);
         free(log);
@@ -147,7 +148,7 @@ static void test_refusal_flood_is_summarised(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_refusal_flood_is_summarised, teardown),
+            cmocka_unit_test_teardown(test_refusal_flood_is_summarised, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

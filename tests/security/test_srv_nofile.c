@@ -4,10 +4,10 @@
  * max_endpoints is 1024. Started with soft 1024 under a higher hard limit,
  * vmsigd must take the hard limit; when even that cannot hold the
  * configured limits it must say so at start, naming the numbers. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"
@@ -85,8 +85,8 @@ static void test_warns_when_limits_cannot_fit(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_raised_to_hard_limit, teardown),
-                cmocka_unit_test_teardown(test_warns_when_limits_cannot_fit, teardown),
+            cmocka_unit_test_teardown(test_raised_to_hard_limit, teardown),
+            cmocka_unit_test_teardown(test_warns_when_limits_cannot_fit, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

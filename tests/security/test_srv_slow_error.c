@@ -6,10 +6,10 @@
  * reading; a driver pauses and resumes a stub VM until vmsigd drops the
  * slow one (hard limit, then soft limit); the test waits until vmsigd has
  * hung up on it, and only then reads. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 
@@ -109,7 +109,8 @@ static void run(const char *extra, const char *log_needle, unsigned max_cmds, co
                         break;
                 assert_int_equal(f.type, WIRE_EVENT);
         }
-        print_message("slow client read %u frames, then ERROR %d '%s'\n", frames, f.u.error.code, f.u.error.msg);
+        print_message("slow client read %u frames, then ERROR %d '%s'\n", frames, f.u.error.code,
+                      f.u.error.msg);
         if (f.u.error.code != -ENOBUFS || !strstr(f.u.error.msg, error_needle))
                 fail_msg("slow client ERROR %d '%s'", f.u.error.code, f.u.error.msg);
         assert_true(vh_raw_ends(s, VH_TIMEOUT_MS));
@@ -133,8 +134,8 @@ static void test_soft_limit_error_survives(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_hard_limit_error_survives, teardown),
-                cmocka_unit_test_teardown(test_soft_limit_error_survives, teardown),
+            cmocka_unit_test_teardown(test_hard_limit_error_survives, teardown),
+            cmocka_unit_test_teardown(test_soft_limit_error_survives, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,10 +2,10 @@
 /* Issue 9, "the protocol must tell the truth": WELCOME `queue_bytes` is the
  * per-connection queue bound vmsigd applies, which `[limits] queue_bytes`
  * configures (it used to be a fixed 256 KiB whatever the config said). */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 
@@ -53,8 +53,8 @@ static void test_configured(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_default, teardown),
-                cmocka_unit_test_teardown(test_configured, teardown),
+            cmocka_unit_test_teardown(test_default, teardown),
+            cmocka_unit_test_teardown(test_configured, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
