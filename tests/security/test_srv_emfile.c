@@ -6,10 +6,11 @@
  * tiny (a level-triggered listener that is never drained burns the whole
  * window); waiting clients are told why (ERROR naming the fd shortage), the
  * episode is logged once, and once fds are back new clients are served. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"

@@ -4,10 +4,11 @@
  * "too slow". The daemon's soft RLIMIT_NOFILE is lowered from outside to
  * the first fd number it does not use; a connected control then subscribes
  * to MEMCTX, whose retained replay needs a dup. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"

@@ -6,10 +6,11 @@
  * records for that uid plus summary lines ("uid 65534: N more refused
  * connections in the last 10 s suppressed"), and the full records plus the
  * summarised counts add up to every connection the child made. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 

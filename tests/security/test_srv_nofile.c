@@ -4,10 +4,11 @@
  * max_endpoints is 1024. Started with soft 1024 under a higher hard limit,
  * vmsigd must take the hard limit; when even that cannot hold the
  * configured limits it must say so at start, naming the numbers. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 #include "test_srv_fds.h"

@@ -6,10 +6,11 @@
  * reading; a driver pauses and resumes a stub VM until vmsigd drops the
  * slow one (hard limit, then soft limit); the test waits until vmsigd has
  * hung up on it, and only then reads. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 

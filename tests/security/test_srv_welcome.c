@@ -2,10 +2,11 @@
 /* Issue 9, "the protocol must tell the truth": WELCOME `queue_bytes` is the
  * per-connection queue bound vmsigd applies, which `[limits] queue_bytes`
  * configures (it used to be a fixed 256 KiB whatever the config said). */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
 
