@@ -758,10 +758,14 @@ static bool fd_short(struct vmsig_server *srv, int err)
                 srv->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (fd >= 0 && srv->spare >= 0)
                         return true;
+                if (fd < 0 && (e == EINTR || e == ECONNABORTED) && srv->spare >= 0)
+                        return true;
                 if (fd < 0 && e == EAGAIN)
                         return false; /* the backlog is empty: nothing to spin on */
         }
-        if (srv->spare < 0 && !srv->lpaused) {
+        /* No spare, or accept fails even with it given up (memory): wait
+         * for a tick or a connection to close. */
+        if (!srv->lpaused) {
                 srv->lpaused = true;
                 vmsig_io_set_events(srv->lio, 0);
         }

@@ -124,10 +124,51 @@ static void test_no_spin_at_fd_limit(void **state)
         assert_int_equal(vh_stop(&H, VH_TIMEOUT_MS), 0);
 }
 
+/* Below every fd vmsigd holds (limit 3): even its spare fd cannot make room
+ * for an accept, so nobody can be told; the listener must pause instead of
+ * spinning, the clients wait, and they are served once fds are back. */
+static void test_no_spin_without_spare(void **state)
+{
+        (void)state;
+        if (geteuid() != 0)
+                skip();
+        vh_must_start(&H, NULL);
+        assert_int_equal(srv_set_nofile(H.pid, 3, &old_lim), 0);
+        lowered = true;
+
+        int waiting[4];
+        for (unsigned i = 0; i < 4; i++)
+                assert_true((waiting[i] = connect_hello()) >= 0);
+        double cpu0 = srv_cpu_seconds(H.pid);
+        assert_true(cpu0 >= 0);
+        srv_idle_ms(WINDOW_MS);
+        double cpu = srv_cpu_seconds(H.pid) - cpu0;
+        print_message("vmsigd CPU over %d ms with no fd to spare: %.3f s\n", WINDOW_MS, cpu);
+        if (cpu >= CPU_BOUND_S)
+                fail_msg("vmsigd burned %.3f s of CPU in %d ms at its fd limit (spinning)", cpu, WINDOW_MS);
+
+        assert_int_equal(prlimit(H.pid, RLIMIT_NOFILE, &old_lim, NULL), 0);
+        lowered = false;
+        for (unsigned i = 0; i < 4; i++) {
+                struct wire_frame f;
+                int r = vh_raw_frame(waiting[i], &f, VH_TIMEOUT_MS);
+                if (r != 1 || f.type != WIRE_WELCOME)
+                        fail_msg("client %u waiting through the shortage: no WELCOME (read %d, type %u)", i, r,
+                                 r == 1 ? f.type : 0);
+                close(waiting[i]);
+        }
+        char *log = vh_read_file(H.log);
+        assert_non_null(log);
+        assert_int_equal(vh_count_lines(log, "cannot accept connections"), 1);
+        free(log);
+        assert_int_equal(vh_stop(&H, VH_TIMEOUT_MS), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_teardown(test_no_spin_at_fd_limit, teardown),
+            cmocka_unit_test_teardown(test_no_spin_without_spare, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
