@@ -9,7 +9,14 @@
  * does not fit, delivery returns -EAGAIN and the bus holds further events in
  * the control's bounded queue (the hard limit: overflow disconnects). We
  * write as soon as we have bytes and ask for EPOLLOUT only after EAGAIN. An
- * fd travels with SCM_RIGHTS on the first byte of its frame. */
+ * fd travels with SCM_RIGHTS on the first byte of its frame. A little of
+ * the socket buffer is always kept free, so the ERROR that ends a
+ * connection fits in the socket and outlives our close.
+ *
+ * Accept: refusals are reported in full only a few times per uid and
+ * window, then summarised. Out of fds, a spare fd lets us accept a waiting
+ * client to tell it why; with no spare the listener pauses (it would stay
+ * readable and spin the loop) until a connection closes or the next tick. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
