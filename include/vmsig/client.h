@@ -30,7 +30,7 @@ struct vmsig_client_info {
         uint32_t uid;  /* as the daemon saw it (SO_PEERCRED) */
         uint32_t body_max;
         uint32_t tail_max;    /* bound of a send_payload source */
-        uint32_t queue_bytes; /* the daemon's output buffer for this connection */
+        uint32_t queue_bytes; /* bound of the daemon's queue for this connection ([limits] queue_bytes) */
 };
 
 /* The answer to a SUBSCRIBE or UNSUBSCRIBE. */

@@ -33,6 +33,11 @@ typedef int (*vmsig_admit_fn)(void *userdata, const struct vmsig_peer *peer, uin
 /* Called for each connection-level event worth a log line (refusals,
  * violations, slow controls). Optional. */
 typedef void (*vmsig_server_log_fn)(void *userdata, int priority, const char *msg);
+/* A refused connection (admission, per-uid limit), for the audit. Refusals
+ * are rate-limited per uid: the first few in a window come one by one; the
+ * rest are counted and reported once, as a summary in why with pid 0. */
+typedef void (*vmsig_server_refused_fn)(void *userdata, const struct vmsig_peer *peer, int code,
+                                        const char *why);
 
 struct vmsig_server_config {
         const char *path;      /* socket path; ignored by vmsig_server_new_fd */
@@ -40,6 +45,7 @@ struct vmsig_server_config {
         gid_t group;           /* (gid_t)-1 = leave */
         uint32_t tail_max;     /* MEMWRITE source tail bound; default 1 MiB */
         size_t out_bytes;      /* per-connection socket output buffer; default 256 KiB */
+        size_t queue_bytes;    /* the bus queue bound (vmsig_bus_limits), told in WELCOME; default 1 MiB */
         size_t soft_bytes;     /* queued beyond this for soft_seconds -> disconnect */
         unsigned soft_seconds; /* 0 (default) disables the soft limit */
         unsigned conns_per_uid;/* default 16 */
@@ -47,6 +53,7 @@ struct vmsig_server_config {
         void *admit_userdata;
         vmsig_server_log_fn log;
         void *log_userdata;
+        vmsig_server_refused_fn refused; /* optional; userdata is log_userdata */
 };
 
 /* Bind and listen on cfg->path (a stale socket file nobody answers on is

@@ -167,6 +167,22 @@ static void overflow(struct vmsig_control *ctl, const struct vmsig_event *ev)
         control_disconnect(ctl, -ENOBUFS, msg);
 }
 
+/* A datum whose fd cannot be duplicated cannot go out whole. That is the
+ * daemon's shortage, not the control's slowness: say so. */
+static void fd_lost(struct vmsig_control *ctl, const struct vmsig_event *ev, int err)
+{
+        char msg[VMSIG_MSG_MAX];
+
+        if (ev->hdr.flags & VMSIG_F_DROPPABLE) {
+                ctl->dropped++;
+                ctl->bus->dropped++;
+                return;
+        }
+        snprintf(msg, sizeof(msg), "vmsigd is out of file descriptors (%s): %s for control %u '%s' lost",
+                 strerror(err), vmsig_kind_name(ev->hdr.kind), ctl->id, ctl->name);
+        control_disconnect(ctl, -err, msg);
+}
+
 static void enqueue(struct vmsig_control *ctl, const struct vmsig_event *ev, int fd)
 {
         if (ctlq_push(&ctl->q, ev, fd) < 0) {
@@ -184,8 +200,7 @@ void control_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev, in
                 return;
         fd = dup_fd(src_fd);
         if (src_fd >= 0 && fd < 0) {
-                /* Out of fds: the datum can't go out whole, so it can't go out. */
-                overflow(ctl, ev);
+                fd_lost(ctl, ev, errno);
                 return;
         }
         if (ctl->q.count || ctl->stalled) {
@@ -264,7 +279,7 @@ static void replay_one(struct vmsig_control *ctl, const struct vmsig_event *ev, 
          * anything dispatched later. */
         int dfd = dup_fd(fd);
         if (fd >= 0 && dfd < 0) {
-                overflow(ctl, &copy);
+                fd_lost(ctl, &copy, errno);
                 return;
         }
         enqueue(ctl, &copy, dfd);

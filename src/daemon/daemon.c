@@ -148,14 +148,20 @@ static int admit(void *ud, const struct vmsig_peer *p, uint32_t *ret_caps, char 
         struct vmsigd *d = ud;
         int r = config_admit(d->cfg, p->uid, p->gid, p->groups, p->n_groups, ret_caps);
 
-        if (r < 0) {
-                struct vmsig_audit_record rec = {.what = VMSIG_AUDIT_DENY, .uid = p->uid, .pid = p->pid,
-                                                 .control_name = "", .result = r};
+        if (r < 0)
                 snprintf(why, len, "uid %u (gid %u) is not admitted by %s", p->uid, p->gid, d->config_path);
-                rec.reason = why;
-                audit_write(d->audit, &rec);
-        }
         return r;
+}
+
+/* Refused connections, rate-limited by the server (a flood ends in one
+ * summary record per uid and window). */
+static void refused(void *ud, const struct vmsig_peer *p, int code, const char *why)
+{
+        struct vmsigd *d = ud;
+        struct vmsig_audit_record rec = {.what = VMSIG_AUDIT_DENY, .uid = p->uid, .pid = p->pid,
+                                         .control_name = "", .result = code, .reason = why};
+
+        audit_write(d->audit, &rec);
 }
 
 static void server_log(void *ud, int prio, const char *msg)
@@ -213,10 +219,12 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                 .soft_bytes = config->limits.queue_soft_bytes,
                 .soft_seconds = config->limits.queue_soft_bytes ? config->limits.queue_soft_seconds : 0,
                 .conns_per_uid = config->limits.conns_per_uid,
+                .queue_bytes = lim.queue_bytes,
                 .admit = admit,
                 .admit_userdata = d,
                 .log = server_log,
                 .log_userdata = d,
+                .refused = refused,
         };
         r = mkdir_parent(config->socket);
         if (r >= 0)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -68,6 +69,52 @@ static void print_config(const struct config *c)
         for (size_t i = 0; i < c->n_rules; i++)
                 printf("admission    [%s] %s\n", c->rules[i].section,
                        vmsig_caps_format(c->rules[i].caps, caps, sizeof(caps)));
+}
+
+/* fds one VM costs (RAM file, QMP socket, input, worker wakeups), and what
+ * the daemon holds besides VMs and connections. */
+#define FDS_PER_VM 5u
+#define FDS_BASE   32u
+
+/* The soft fd limit is often 1024, far below what max_endpoints VMs need:
+ * take the hard limit, and say if even that cannot hold the configured
+ * limits (a connection costs one fd; each admission rule may bring a uid
+ * with conns_per_uid of them, and uid 0 is always admitted). */
+static void raise_nofile(const struct config *c)
+{
+        struct rlimit rl;
+        char line[512];
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rlim_t old = rl.rlim_cur;
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+                        snprintf(line, sizeof(line),
+                                 "raised the open file limit (RLIMIT_NOFILE) from %llu to %llu",
+                                 (unsigned long long)old, (unsigned long long)rl.rlim_cur);
+                        log_line(LOG_DEBUG, line);
+                } else {
+                        snprintf(line, sizeof(line), "cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
+                                 (unsigned long long)old, (unsigned long long)rl.rlim_max, strerror(errno));
+                        log_line(LOG_WARNING, line);
+                        rl.rlim_cur = old;
+                }
+        }
+        unsigned long long vms = (unsigned long long)c->limits.max_endpoints * FDS_PER_VM;
+        unsigned long long conns = (unsigned long long)c->limits.conns_per_uid * (c->n_rules + 1);
+        unsigned long long need = FDS_BASE + vms + conns;
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+                snprintf(
+                    line, sizeof(line),
+                    "open file limit %llu is below what the configured limits can use: %llu (%u VMs "
+                    "(limits.max_endpoints) x %u fds + %u connections (limits.conns_per_uid) x %zu admitted "
+                    "uids or groups + %u); raise LimitNOFILE or lower the limits",
+                    (unsigned long long)rl.rlim_cur, need, c->limits.max_endpoints, FDS_PER_VM,
+                    c->limits.conns_per_uid, c->n_rules + 1, FDS_BASE);
+                log_line(LOG_WARNING, line);
+        }
 }
 
 struct sigctx {
@@ -166,6 +213,8 @@ int main(int argc, char **argv)
                 config_free(cfg);
                 return 0;
         }
+
+        raise_nofile(cfg);
 
         sigset_t mask;
         sigemptyset(&mask);

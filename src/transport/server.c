@@ -9,14 +9,24 @@
  * does not fit, delivery returns -EAGAIN and the bus holds further events in
  * the control's bounded queue (the hard limit: overflow disconnects). We
  * write as soon as we have bytes and ask for EPOLLOUT only after EAGAIN. An
- * fd travels with SCM_RIGHTS on the first byte of its frame. */
+ * fd travels with SCM_RIGHTS on the first byte of its frame. A little of
+ * the socket buffer is always kept free, so the ERROR that ends a
+ * connection fits in the socket and outlives our close.
+ *
+ * Accept: refusals are reported in full only a few times per uid and
+ * window, then summarised. Out of fds, a spare fd lets us accept a waiting
+ * client to tell it why; with no spare the listener pauses (it would stay
+ * readable and spin the loop) until a connection closes or the next tick. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -32,6 +42,30 @@
 #define OUT_FDS_MAX 16
 #define RX_CHUNK 65536
 #define MAX_GROUPS 64
+
+/* Socket buffer kept free behind the last frame we write, so the ERROR
+ * that ends a connection always fits in the socket (the rest of a partly
+ * written frame, the ERROR, and the kernel's per-skb overhead of the
+ * writes before them), and a client that resumes reading late still finds
+ * why it was dropped. */
+#define SOCK_RESERVE    (32u << 10)
+#define SOCK_SNDBUF_MIN (4 * SOCK_RESERVE)
+
+/* Refused connections are reported one by one up to REFUSE_BURST per uid
+ * in a REFUSE_WINDOW_S window; the rest are counted and summarised once the
+ * window ends. A fixed table: uids beyond it share one "other uids" slot. */
+#define REFUSE_SLOTS    64
+#define REFUSE_BURST    5u
+#define REFUSE_WINDOW_S 10u
+
+struct refuse_slot {
+        bool used;
+        uid_t uid;
+        int code;
+        uint64_t start_ns;
+        unsigned count;
+        unsigned long suppressed;
+};
 
 struct out_fd {
         size_t off; /* stream offset (in out[]) of the frame's first byte */
@@ -55,6 +89,7 @@ struct conn {
          * frames from it on may still be dropped whole. */
         size_t boundary;
         uint32_t ctl_id;
+        size_t sndbuf, reserve; /* the socket's send buffer and what we keep free of it */
         bool closing; /* ERROR queued: only writing, until flushed or the deadline */
         uint64_t close_deadline_ns;
         struct out_fd ofd[OUT_FDS_MAX];
@@ -87,6 +122,15 @@ struct vmsig_server {
         struct conn *dirty; /* written once, at the end of the iteration */
         struct vmsig_post *post;
         unsigned nconns;
+        /* Out of fds: a spare fd is given up to accept one waiting client
+         * and tell it why; without one the listener pauses until a tick or
+         * a connection closes. One log line when it starts, one at the end. */
+        int spare;
+        bool lpaused;
+        bool fd_short;
+        uint64_t fd_short_since_ns;
+        unsigned long fd_short_refused;
+        struct refuse_slot refuse[REFUSE_SLOTS + 1]; /* the last: other uids */
 };
 
 static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -140,6 +184,16 @@ static int flush_out(struct conn *c)
                         end = c->ofd[1].off;
                 iov.iov_base = c->out + c->out_start;
                 iov.iov_len = end - c->out_start;
+                if (c->reserve && !c->closing) {
+                        int outq = 0;
+                        if (ioctl(c->fd, SIOCOUTQ, &outq) == 0) {
+                                size_t used = (size_t)(outq > 0 ? outq : 0) + c->reserve;
+                                if (used >= c->sndbuf)
+                                        return -EAGAIN; /* EPOLLOUT comes at a quarter full */
+                                if (iov.iov_len > c->sndbuf - used)
+                                        iov.iov_len = c->sndbuf - used;
+                        }
+                }
                 mh.msg_iov = &iov;
                 mh.msg_iovlen = 1;
                 if (with_fd) {
@@ -213,19 +267,13 @@ static void kick_out(struct conn *c)
  * whole (a frame already partly written is finished first), one ERROR frame
  * naming the reason goes after them, and the connection closes once that is
  * flushed, or after a grace period if the client never reads it. */
-static void conn_fail(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void conn_fail(struct conn *c, int code, const char *fmt, ...)
+static void conn_end(struct conn *c, bool quiet, int code, const char *msg)
 {
-        char msg[VMSIG_MSG_MAX];
-        va_list ap;
-
         if (c->dead || c->closing)
                 return;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid, c->ctl_id,
-              msg);
+        if (!quiet)
+                logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid,
+                      c->ctl_id, msg);
 
         /* Drop whole frames not yet begun, and their fds. */
         c->out_end = c->boundary;
@@ -242,15 +290,28 @@ static void conn_fail(struct conn *c, int code, const char *fmt, ...)
                 vmsig_control_close(c->ctl); /* releases its leases now */
                 c->ctl = NULL;
         }
+        /* From here on the reserve is ours to use: the ERROR goes into it. */
+        c->closing = true;
         int r = flush_out(c);
         if (r != -EAGAIN) {
                 conn_kill(c);
                 return;
         }
-        c->closing = true;
         c->close_deadline_ns = vmsig_now_ns() + CLOSE_GRACE_NS;
         c->want_out = true;
         vmsig_io_set_events(c->io, EPOLLOUT);
+}
+
+static void conn_fail(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_fail(struct conn *c, int code, const char *fmt, ...)
+{
+        char msg[VMSIG_MSG_MAX];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        conn_end(c, false, code, msg);
 }
 
 /* Events delivered in one loop iteration leave in one write: the post hook
@@ -362,7 +423,7 @@ static void handle_hello(struct conn *c, const struct wire_hello *h)
         w.uid = c->uid;
         w.body_max = VMSIG_BODY_MAX;
         w.tail_max = c->srv->cfg.tail_max;
-        w.queue_bytes = (uint32_t)c->srv->cfg.out_bytes;
+        w.queue_bytes = c->srv->cfg.queue_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)c->srv->cfg.queue_bytes;
         ssize_t n = wire_encode_welcome(frame, sizeof(frame), &w);
         if (n > 0)
                 send_frame(c, frame, (size_t)n);
@@ -573,6 +634,11 @@ static void conn_kill(struct conn *c)
         srv->nconns--;
         c->next_zombie = srv->zombies;
         srv->zombies = c;
+        if (srv->lpaused) {
+                /* An fd came free: try the waiting clients again. */
+                srv->lpaused = false;
+                vmsig_io_set_events(srv->lio, EPOLLIN);
+        }
 }
 
 /* ---- accept and admission ---- */
@@ -583,6 +649,162 @@ static unsigned conns_of_uid(struct vmsig_server *srv, uid_t uid)
         for (struct conn *c = srv->conns; c; c = c->next)
                 n += c->uid == uid;
         return n;
+}
+
+/* ---- refusals: rate-limited per uid ---- */
+
+static void refuse_summary(struct vmsig_server *srv, struct refuse_slot *s)
+{
+        char msg[VMSIG_MSG_MAX];
+
+        if (s->suppressed) {
+                bool other = s == &srv->refuse[REFUSE_SLOTS];
+                if (other)
+                        snprintf(msg, sizeof(msg),
+                                 "other uids: %lu more refused connections in the last %u s suppressed",
+                                 s->suppressed, REFUSE_WINDOW_S);
+                else
+                        snprintf(msg, sizeof(msg),
+                                 "uid %u: %lu more refused connections in the last %u s suppressed",
+                                 (unsigned)s->uid, s->suppressed, REFUSE_WINDOW_S);
+                logf_(srv, LOG_NOTICE, "%s", msg);
+                if (srv->cfg.refused) {
+                        struct vmsig_peer peer = {.uid = other ? (uid_t)-1 : s->uid, .gid = (gid_t)-1};
+                        srv->cfg.refused(srv->cfg.log_userdata, &peer, s->code, msg);
+                }
+        }
+        memset(s, 0, sizeof(*s));
+}
+
+/* Count one refusal of uid; true if it is to be reported in full. */
+static bool refuse_note(struct vmsig_server *srv, uid_t uid, int code, uint64_t now)
+{
+        struct refuse_slot *s = NULL, *free_slot = NULL;
+
+        for (unsigned i = 0; i < REFUSE_SLOTS && !s; i++) {
+                if (srv->refuse[i].used && srv->refuse[i].uid == uid)
+                        s = &srv->refuse[i];
+                else if (!srv->refuse[i].used && !free_slot)
+                        free_slot = &srv->refuse[i];
+        }
+        if (!s)
+                s = free_slot ? free_slot : &srv->refuse[REFUSE_SLOTS];
+        if (s->used && now - s->start_ns >= REFUSE_WINDOW_S * 1000000000ull)
+                refuse_summary(srv, s);
+        if (!s->used) {
+                s->used = true;
+                s->uid = uid;
+                s->start_ns = now;
+        }
+        s->code = code;
+        if (++s->count <= REFUSE_BURST)
+                return true;
+        s->suppressed++;
+        return false;
+}
+
+static void refuse_tick(struct vmsig_server *srv, uint64_t now)
+{
+        for (unsigned i = 0; i <= REFUSE_SLOTS; i++)
+                if (srv->refuse[i].used && now - srv->refuse[i].start_ns >= REFUSE_WINDOW_S * 1000000000ull)
+                        refuse_summary(srv, &srv->refuse[i]);
+}
+
+static void conn_refuse(struct conn *c, const struct vmsig_peer *peer, int code, const char *why)
+{
+        struct vmsig_server *srv = c->srv;
+        bool full = refuse_note(srv, peer->uid, code, vmsig_now_ns());
+
+        if (full && srv->cfg.refused)
+                srv->cfg.refused(srv->cfg.log_userdata, peer, code, why);
+        conn_end(c, !full, code, why); /* the client always gets its ERROR */
+}
+
+/* ---- out of file descriptors ---- */
+
+static unsigned long nofile_limit(void)
+{
+        struct rlimit rl;
+
+        return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long)rl.rlim_cur : 0;
+}
+
+/* accept failed for want of fds. Give up the spare to accept one waiting
+ * client and tell it why; true if one was taken off the backlog (go on).
+ * Without a spare, pause the listener: it stays readable, and polling it
+ * would spin. */
+static bool fd_short(struct vmsig_server *srv, int err)
+{
+        uint8_t frame[WIRE_PREFIX_LEN + WIRE_ERROR_LEN];
+        int fd, e;
+
+        if (!srv->fd_short) {
+                srv->fd_short = true;
+                srv->fd_short_since_ns = vmsig_now_ns();
+                srv->fd_short_refused = 0;
+                logf_(srv, LOG_ERR,
+                      "cannot accept connections: %s (open file limit %lu); refusing new connections until "
+                      "resources come free",
+                      strerror(err), nofile_limit());
+        }
+        if (srv->spare >= 0) {
+                close(srv->spare);
+                fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                e = errno;
+                if (fd >= 0) {
+                        bool fds = err == EMFILE || err == ENFILE;
+                        ssize_t n =
+                            wire_encode_error(frame, sizeof(frame), -err,
+                                              fds ? "vmsigd is out of file descriptors; try again later"
+                                                  : "vmsigd is out of memory; try again later");
+                        if (n > 0)
+                                (void)!send(fd, frame, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        close(fd);
+                        srv->fd_short_refused++;
+                }
+                srv->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                if (fd >= 0 && srv->spare >= 0)
+                        return true;
+                if (fd < 0 && (e == EINTR || e == ECONNABORTED) && srv->spare >= 0)
+                        return true;
+                if (fd < 0 && e == EAGAIN)
+                        return false; /* the backlog is empty: nothing to spin on */
+        }
+        /* No spare, or accept fails even with it given up (memory): wait
+         * for a tick or a connection to close. */
+        if (!srv->lpaused) {
+                srv->lpaused = true;
+                vmsig_io_set_events(srv->lio, 0);
+        }
+        return false;
+}
+
+static void fd_short_over(struct vmsig_server *srv)
+{
+        uint64_t ms = (vmsig_now_ns() - srv->fd_short_since_ns) / 1000000u;
+
+        srv->fd_short = false;
+        logf_(srv, LOG_NOTICE,
+              "accepting connections again after %llu.%03llu s out of file descriptors or memory; %lu "
+              "connections refused meanwhile",
+              (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000), srv->fd_short_refused);
+}
+
+/* Make sure the send buffer is big enough to keep SOCK_RESERVE free and
+ * still take a useful amount; if it cannot be, keep an eighth free. */
+static void sock_reserve_init(struct conn *c)
+{
+        int v = 0;
+        socklen_t len = sizeof(v);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, &len) == 0 && v > 0 && (size_t)v < SOCK_SNDBUF_MIN) {
+                int want = SOCK_SNDBUF_MIN / 2; /* the kernel doubles it */
+                setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+                len = sizeof(v);
+                getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, &len);
+        }
+        c->sndbuf = v > 0 ? (size_t)v : 0;
+        c->reserve = c->sndbuf >= SOCK_SNDBUF_MIN ? SOCK_RESERVE : c->sndbuf / 8;
 }
 
 static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
@@ -599,8 +821,16 @@ static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
                 struct conn *c;
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-                if (fd < 0)
-                        return; /* EAGAIN, or EMFILE: retried on the next readiness */
+                if (fd < 0) {
+                        int e = errno;
+                        if (e == EINTR || e == ECONNABORTED)
+                                continue;
+                        if ((e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) && fd_short(srv, e))
+                                continue;
+                        return;
+                }
+                if (srv->fd_short)
+                        fd_short_over(srv);
                 if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
                         close(fd);
                         continue;
@@ -618,6 +848,7 @@ static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
                 c->gid = cred.gid;
                 c->pid = cred.pid;
                 c->out_cap = srv->cfg.out_bytes;
+                sock_reserve_init(c);
                 c->out = malloc(c->out_cap);
                 if (!c->out || wire_rx_init(&c->rx, WIRE_SIDE_SERVER, srv->cfg.tail_max) < 0 ||
                     vmsig_bus_add_io(srv->bus, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c, &c->io) < 0) {
@@ -638,12 +869,13 @@ static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
                 int r = srv->cfg.admit ? srv->cfg.admit(srv->cfg.admit_userdata, &peer, &c->caps, why, sizeof(why))
                                        : -EACCES;
                 if (r < 0) {
-                        conn_fail(c, r, "%s", why[0] ? why : "not admitted");
+                        conn_refuse(c, &peer, r, why[0] ? why : "not admitted");
                         continue;
                 }
                 if (conns_of_uid(srv, cred.uid) > srv->cfg.conns_per_uid) {
-                        conn_fail(c, -EUSERS, "uid %u already has %u connections (limit)", cred.uid,
-                                  srv->cfg.conns_per_uid);
+                        snprintf(why, sizeof(why), "uid %u already has %u connections (limit)", cred.uid,
+                                 srv->cfg.conns_per_uid);
+                        conn_refuse(c, &peer, -EUSERS, why);
                         continue;
                 }
         }
@@ -657,6 +889,13 @@ static void on_tick(struct vmsig_io *io, int fd, uint32_t events, void *ud)
 
         (void)!read(fd, &v, sizeof(v));
         zombie_reap(srv);
+        refuse_tick(srv, now);
+        if (srv->spare < 0)
+                srv->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (srv->lpaused) {
+                srv->lpaused = false; /* try again once a second */
+                vmsig_io_set_events(srv->lio, EPOLLIN);
+        }
         for (struct conn *c = srv->conns; c; c = next) {
                 next = c->next;
                 if (c->closing && now >= c->close_deadline_ns)
@@ -705,8 +944,11 @@ static int server_setup(struct vmsig_bus *bus, int lfd, const struct vmsig_serve
                 srv->cfg.conns_per_uid = 16;
         if (!srv->cfg.soft_bytes)
                 srv->cfg.soft_bytes = 512u << 10;
+        if (!srv->cfg.queue_bytes)
+                srv->cfg.queue_bytes = 1u << 20;
         srv->cfg.path = NULL;
         srv->lfd = lfd;
+        srv->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
         srv->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (srv->tfd < 0) {
                 r = -errno;
@@ -729,6 +971,8 @@ fail:
         srv->tio = vmsig_io_free(srv->tio);
         if (srv->tfd >= 0)
                 close(srv->tfd);
+        if (srv->spare >= 0)
+                close(srv->spare);
         free(srv);
         return r;
 }
@@ -820,6 +1064,8 @@ struct vmsig_server *vmsig_server_shutdown(struct vmsig_server *srv, const char 
         srv->tio = vmsig_io_free(srv->tio);
         close(srv->lfd);
         close(srv->tfd);
+        if (srv->spare >= 0)
+                close(srv->spare);
         if (srv->own_path)
                 unlink(srv->path);
         free(srv);
