@@ -39,6 +39,10 @@ struct vmsigd {
         uint64_t ev_window_end;
         int quiet_tfd;
         struct vmsig_io *quiet_io;
+        bool dir_warned; /* about the directory's current mode and owner */
+        mode_t warned_mode;
+        uid_t warned_uid;
+        ino_t warned_ino;
 };
 
 #define REFUSED_LOGGED   5     /* per rescan, and per window */
@@ -236,6 +240,29 @@ static void vm_invalid(const char *filename, const char *error, unsigned flags, 
         logf_(d, LOG_WARNING, "%s: %s", what, error);
 }
 
+/* Whoever can write to the trigger directory can remove any VM (and add
+ * VMs, within the file checks): say so once per directory, mode and owner. */
+static void check_dir_perms(struct vmsigd *d, const struct stat *st)
+{
+        bool bad = (st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_uid != 0 && st->st_uid != geteuid());
+
+        if (!bad) {
+                d->dir_warned = false;
+                return;
+        }
+        if (d->dir_warned && d->warned_mode == st->st_mode && d->warned_uid == st->st_uid &&
+            d->warned_ino == st->st_ino)
+                return;
+        d->dir_warned = true;
+        d->warned_mode = st->st_mode;
+        d->warned_uid = st->st_uid;
+        d->warned_ino = st->st_ino;
+        logf_(d, LOG_WARNING,
+              "trigger directory %s is mode %04o, owner uid %u: writable by group or others, or not owned by "
+              "root or the daemon (whoever can write there can add and remove VMs)",
+              d->dir_esc, (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid);
+}
+
 static void on_dir(enum discovery_dir_state state, const char *why, const struct stat *st, void *ud)
 {
         struct vmsigd *d = ud;
@@ -248,13 +275,8 @@ static void on_dir(enum discovery_dir_state state, const char *why, const struct
         }
         if (why[0])
                 logf_(d, LOG_WARNING, "trigger directory %s is back: watching it again, rescanning", d->dir_esc);
-        /* Whoever can write there can add VMs (within the file checks) and
-         * remove them: say so, once per directory. */
-        if (st && ((st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_uid != 0 && st->st_uid != geteuid())))
-                logf_(d, LOG_WARNING,
-                      "trigger directory %s is mode %04o, owner uid %u: writable by group or others, or not "
-                      "owned by root or the daemon (anyone who can write there can remove VMs)",
-                      d->dir_esc, (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid);
+        if (st)
+                check_dir_perms(d, st);
 }
 
 static void on_scanned(const struct discovery_scan_stats *st, void *ud)
@@ -424,7 +446,11 @@ void vmsigd_reload(struct vmsigd *d)
 
         if (r < 0)
                 logf_(d, LOG_ERR, "cannot reopen audit destination '%s': %s", d->cfg->audit, strerror(-r));
+        struct stat st;
+
         logf_(d, LOG_INFO, "reloaded: audit reopened; rescanning %s", d->dir_esc);
+        if (stat(d->cfg->trigger_dir, &st) == 0)
+                check_dir_perms(d, &st);
         if (d->disc)
                 discovery_rescan_start(d->disc, "SIGHUP");
 }

@@ -223,7 +223,6 @@ struct action {
 };
 
 struct batch {
-        bool rescan;  /* a full rescan: don't repeat unchanged invalid reports */
         bool new_dir; /* first scan of a new directory: a new inode alone is no news */
         struct discovery_scan_stats *st;
         char **dirty;
@@ -509,11 +508,11 @@ static void load(struct discovery *d, const char *filename, struct result *res)
                 res->kind = RES_BAD;
 }
 
-/* Mark e invalid with msg; report unless a rescan sees the same problem on
- * the same file again. */
+/* Mark e invalid with msg; report unless this is the same problem on the
+ * same, untouched file again (a rescan, or an event racing one). */
 static void set_invalid(struct batch *b, struct entry *e, const struct sig *sig, const char *msg)
 {
-        bool repeat = b->rescan && e->error && strcmp(e->error, msg) == 0 && sig_equal(&e->sig, sig);
+        bool repeat = e->error && strcmp(e->error, msg) == 0 && sig_equal(&e->sig, sig);
         struct action *a;
         char *copy;
 
@@ -745,8 +744,6 @@ static void settle(struct discovery *d, struct batch *b)
                 if (!e->valid && e->dup_of[0] && find_release(d, e->dup_of))
                         batch_dirty(b, e->filename);
         }
-        /* Promotion is news even during a rescan. */
-        b->rescan = false;
         reconcile_round(d, b);
         while (d->n_rel && b->r == 0) {
                 struct release *rl = d->rel[d->n_rel - 1];
@@ -966,7 +963,7 @@ static int scan_begin(struct discovery *d)
  * Returns callbacks made or negative errno. */
 static int scan_slice(struct discovery *d, unsigned budget_ms)
 {
-        struct batch b = {.rescan = true, .new_dir = d->scan.new_dir, .st = &d->scan.st};
+        struct batch b = {.new_dir = d->scan.new_dir, .st = &d->scan.st};
         uint64_t t0 = now_ms();
         int count = 0, r;
 
