@@ -45,7 +45,7 @@ struct vmsigd {
         ino_t warned_ino;
 };
 
-#define REFUSED_LOGGED   5     /* per rescan, and per window */
+#define REFUSED_LOGGED    5 /* per rescan, and per window */
 #define REFUSED_WINDOW_MS 10000u
 
 static void logf_(struct vmsigd *d, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -108,8 +108,9 @@ static int attach_trio(struct vmsigd *d, uint32_t ep, const struct trigger *t, c
                 struct vmsig_adapter_cfg cfg;
                 const struct vmsig_adapter_ops *ops = ops_for(t->driver, seam);
                 if (!ops) {
-                        logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build", t->name,
-                              esc(&f, filename), vmsig_source_name(seam), trigger_driver_name(t->driver));
+                        logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build",
+                              t->name, esc(&f, filename), vmsig_source_name(seam),
+                              trigger_driver_name(t->driver));
                         continue;
                 }
                 trigger_adapter_cfg(t, seam, &cfg);
@@ -134,7 +135,8 @@ static int vm_added(const char *name, const struct trigger *t, const char *filen
 
         if (r < 0) {
                 snprintf(why, whylen, "%s: VM '%s' not served: no endpoint: %s", esc(&f, filename), name,
-                         r == -ENOSPC ? "all endpoint slots are in use (limits.max_endpoints)" : strerror(-r));
+                         r == -ENOSPC ? "all endpoint slots are in use (limits.max_endpoints)"
+                                      : strerror(-r));
                 return r;
         }
         r = attach_trio(d, ep, t, filename, &failed);
@@ -190,7 +192,8 @@ static void vm_removed(const char *name, const char *filename, void *ud)
 static void quiet_flush(struct vmsigd *d)
 {
         if (d->ev_refused_quiet)
-                logf_(d, LOG_WARNING, "%u more trigger files in %s refused in the last %u s (not logged one by one)",
+                logf_(d, LOG_WARNING,
+                      "%u more trigger files in %s refused in the last %u s (not logged one by one)",
                       d->ev_refused_quiet, d->dir_esc, REFUSED_WINDOW_MS / 1000);
         d->ev_refused_quiet = d->ev_refused_logged = 0;
         d->ev_window_end = 0;
@@ -274,7 +277,8 @@ static void on_dir(enum discovery_dir_state state, const char *why, const struct
                 return;
         }
         if (why[0])
-                logf_(d, LOG_WARNING, "trigger directory %s is back: watching it again, rescanning", d->dir_esc);
+                logf_(d, LOG_WARNING, "trigger directory %s is back: watching it again, rescanning",
+                      d->dir_esc);
         if (st)
                 check_dir_perms(d, st);
 }
@@ -287,11 +291,12 @@ static void on_scanned(const struct discovery_scan_stats *st, void *ud)
                 logf_(d, LOG_WARNING, "%u more trigger files refused in %s (not logged one by one)",
                       d->scan_refused_quiet, d->dir_esc);
         d->scan_refused_quiet = d->scan_refused_logged = 0;
-        logf_(d, LOG_INFO,
-              "rescanned %s (%s): %zu files: %zu added, %zu changed, %zu removed, %zu refused, %zu unchanged, "
-              "%zu retrying",
-              d->dir_esc, st->reason, st->files, st->added, st->changed, st->removed, st->refused, st->unchanged,
-              st->retrying);
+        logf_(
+            d, LOG_INFO,
+            "rescanned %s (%s): %zu files: %zu added, %zu changed, %zu removed, %zu refused, %zu unchanged, "
+            "%zu retrying",
+            d->dir_esc, st->reason, st->files, st->added, st->changed, st->removed, st->refused,
+            st->unchanged, st->retrying);
 }
 
 static void on_discovery(struct vmsig_io *io, int fd, uint32_t events, void *ud)

@@ -18,16 +18,18 @@
 #include "daemon/discovery.h"
 
 #define WATCH_MASK                                                                                           \
-        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF |            \
-         IN_MOVE_SELF | IN_ONLYDIR)
-#define PARENT_MASK (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
-#define ERR_MAX      1536
-#define SLICE_MS     5u    /* one slice of a rescan, then back to the loop */
-#define ROUND_FILES  32u   /* files per reconciliation round within a slice */
-#define RETRIES_PER  256u  /* due retries handled per process() call */
-#define BACKOFF_MIN  100u  /* ms */
-#define BACKOFF_MAX  5000u /* ms */
-#define RETRY_LIMIT  12u   /* transient failures in a row before giving up */
+        (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |          \
+         IN_ONLYDIR)
+/* The parent: only to see our directory come and go. */
+#define PARENT_MASK                                                                                          \
+        (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+#define ERR_MAX     1536
+#define SLICE_MS    5u    /* one slice of a rescan, then back to the loop */
+#define ROUND_FILES 32u   /* files per reconciliation round within a slice */
+#define RETRIES_PER 256u  /* due retries handled per process() call */
+#define BACKOFF_MIN 100u  /* ms */
+#define BACKOFF_MAX 5000u /* ms */
+#define RETRY_LIMIT 12u   /* transient failures in a row before giving up */
 
 /* ---- a small chained hash table of strings ---- */
 
@@ -450,8 +452,9 @@ static void schedule_retry(struct discovery *d, struct batch *b, struct entry *e
                 b->st->retrying++;
         if (e->attempts > RETRY_LIMIT) {
                 char m[ERR_MAX + 64];
-                snprintf(m, sizeof(m), "%s (still failing after %u attempts; retried when it changes or on a rescan)",
-                         msg, RETRY_LIMIT);
+                snprintf(m, sizeof(m),
+                         "%s (still failing after %u attempts; retried when it changes or on a rescan)", msg,
+                         RETRY_LIMIT);
                 e->attempts = 0;
                 a = batch_act(b, ACT_INVALID, NULL, e->filename);
                 if (a) {
@@ -700,19 +703,21 @@ static int emit(struct discovery *d, struct batch *b)
                                 break;
                         case ACT_CHANGED:
                                 if (d->cb.changed && a->e->valid)
-                                        d->cb.changed(a->name, a->e->trig, a->filename, a->flags, d->userdata);
+                                        d->cb.changed(a->name, a->e->trig, a->filename, a->flags,
+                                                      d->userdata);
                                 break;
                         case ACT_ADDED:
                                 if (d->cb.added && a->e->valid) {
                                         char why[ERR_MAX] = "";
-                                        int r = d->cb.added(a->name, a->e->trig, a->filename, why, sizeof(why),
-                                                            d->userdata);
+                                        int r = d->cb.added(a->name, a->e->trig, a->filename, why,
+                                                            sizeof(why), d->userdata);
                                         if (r < 0) {
                                                 if (!why[0]) {
                                                         char f[4 * NAME_MAX + 1];
                                                         trigger_printable(a->filename, f, sizeof(f));
-                                                        snprintf(why, sizeof(why), "%s: VM '%s' not taken on: %s",
-                                                                 f, a->name, strerror(-r));
+                                                        snprintf(why, sizeof(why),
+                                                                 "%s: VM '%s' not taken on: %s", f, a->name,
+                                                                 strerror(-r));
                                                 }
                                                 add_refused(d, b, a->e, r, why);
                                         }
@@ -1024,7 +1029,7 @@ static void update_timer(struct discovery *d)
         }
         /* Work to do now: keep the fd readable. */
         kick(d, d->scan.active || (!d->lost && d->scan.pending && d->scan.start_due <= now) ||
-                        (due != UINT64_MAX && due <= now));
+                    (due != UINT64_MAX && due <= now));
         if (due != UINT64_MAX && due > now) {
                 its.it_value.tv_sec = (time_t)(due / 1000);
                 its.it_value.tv_nsec = (long)(due % 1000) * 1000000L;

@@ -197,9 +197,6 @@ struct seam_spec {
         bool retry_pair; /* retry_max_ms >= retry_ms */
 };
 
-#define RETRY_OPTS                                                                                           \
-        {"retry_ms", OPT_U64, 1, 60000, 100, NULL}, { "retry_max_ms", OPT_U64, 1, 600000, 2000, NULL }
-
 static const struct opt_spec stub_memctx[] = {
     {"ram_mib", OPT_U64, 8, 1024, 8, NULL},
     {"fail_boots", OPT_U64, 0, 1000000, 0, NULL},
@@ -210,16 +207,30 @@ static const struct opt_spec stub_vmhost[] = {
     {"state", OPT_WORD, 0, 15, 0, "running|paused|shutdown"},
     {"powerdown_ms", OPT_U64, 1, 600000, 50, NULL},
 };
-static const struct opt_spec qemu_memctx[] = {RETRY_OPTS, {"os", OPT_WORD, 0, 15, 0, "auto|linux|windows"}};
-static const struct opt_spec qemu_input[] = {{"uinput", OPT_ABS_PATH, 1, 127, 0, NULL}, RETRY_OPTS};
-static const struct opt_spec qemu_vmhost[] = {RETRY_OPTS};
+/* For the retry pair check, retry_ms comes first, retry_max_ms second. */
+static const struct opt_spec qemu_memctx[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+    {"os", OPT_WORD, 0, 15, 0, "auto|linux|windows"},
+};
+static const struct opt_spec qemu_input[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+    {"uinput", OPT_ABS_PATH, 1, 127, 0, NULL},
+};
+static const struct opt_spec qemu_vmhost[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+};
 
-#define SEAM(what, a, pair) {what, a, sizeof(a) / sizeof(a[0]), pair}
+#define N_OPTS(a) (sizeof(a) / sizeof((a)[0]))
 static const struct seam_spec seam_specs[2][3] = {
-    [TRIGGER_DRIVER_QEMU] = {SEAM("qemu memctx", qemu_memctx, true), SEAM("qemu input", qemu_input, true),
-                             SEAM("qemu vmhost", qemu_vmhost, true)},
-    [TRIGGER_DRIVER_STUB] = {SEAM("stub memctx", stub_memctx, false), SEAM("stub input", stub_input, false),
-                             SEAM("stub vmhost", stub_vmhost, false)},
+    [TRIGGER_DRIVER_QEMU] = {{"qemu memctx", qemu_memctx, N_OPTS(qemu_memctx), true},
+                             {"qemu input", qemu_input, N_OPTS(qemu_input), true},
+                             {"qemu vmhost", qemu_vmhost, N_OPTS(qemu_vmhost), true}},
+    [TRIGGER_DRIVER_STUB] = {{"stub memctx", stub_memctx, N_OPTS(stub_memctx), false},
+                             {"stub input", stub_input, N_OPTS(stub_input), false},
+                             {"stub vmhost", stub_vmhost, N_OPTS(stub_vmhost), false}},
 };
 
 static bool parse_u64(const char *v, uint64_t *ret)
@@ -252,8 +263,9 @@ static bool word_in(const char *v, const char *words)
 }
 
 /* opts passed check_options() already. */
-static int check_adapter_options(const char *opts, enum trigger_driver driver, int seam_idx, const char *field,
-                                 const char *filename, unsigned line, char *err, size_t errlen)
+static int check_adapter_options(const char *opts, enum trigger_driver driver, int seam_idx,
+                                 const char *field, const char *filename, unsigned line, char *err,
+                                 size_t errlen)
 {
         const struct seam_spec *sp = &seam_specs[driver][seam_idx];
         uint64_t val[8] = {0};
@@ -286,7 +298,8 @@ static int check_adapter_options(const char *opts, enum trigger_driver driver, i
                                           "%s: unknown option for the %s adapter (known: %s)", key, sp->what,
                                           known);
                 if (seen[i])
-                        return parse_fail(-EINVAL, err, errlen, filename, line, field, "%s: given twice", key);
+                        return parse_fail(-EINVAL, err, errlen, filename, line, field, "%s: given twice",
+                                          key);
                 seen[i] = true;
                 switch (o->type) {
                 case OPT_U64:
@@ -460,7 +473,9 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
         {
                 static const int opt_keys[3] = {K_MEMCTX_OPT, K_INPUT_OPT, K_VMHOST_OPT};
                 for (int i = 0; i < 3; i++) {
-                        const char *v = i == 0 ? t.memctx_options : i == 1 ? t.input_options : t.vmhost_options;
+                        const char *v = i == 0   ? t.memctx_options
+                                        : i == 1 ? t.input_options
+                                                 : t.vmhost_options;
                         int r;
                         if (!v[0])
                                 continue;

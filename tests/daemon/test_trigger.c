@@ -148,8 +148,10 @@ static void test_adapter_options(void **state)
         static const struct {
                 const char *text, *where, *what;
         } bad[] = {
-            {"name=a\ndriver=stub\nmemctx_options=fail_bootz=1\n", "vm1.vm:3: memctx_options", "fail_bootz: unknown"},
-            {"name=a\nmemctx_options=ram_mib=2048\ndriver=stub\n", "vm1.vm:2: memctx_options", "ram_mib: 2048 is out"},
+            {"name=a\ndriver=stub\nmemctx_options=fail_bootz=1\n", "vm1.vm:3: memctx_options",
+             "fail_bootz: unknown"},
+            {"name=a\nmemctx_options=ram_mib=2048\ndriver=stub\n", "vm1.vm:2: memctx_options",
+             "ram_mib: 2048 is out"},
             {"name=a\ndriver=stub\nmemctx_options=ram_mib=10\n", "vm1.vm:3: memctx_options", "multiple of 4"},
             {"name=a\ndriver=stub\nmemctx_options=retry_ms=x\n", "vm1.vm:3: memctx_options", "not a number"},
             {"name=a\ndriver=stub\nvmhost_options=state=gone\n", "vm1.vm:3: vmhost_options", "state: 'gone'"},
@@ -190,11 +192,14 @@ static void test_adapter_options(void **state)
 static void test_options_match_stub_adapters(void **state)
 {
         static const char *const opts[][3] = {
-            {"ram_mib=16", "ram_mib=10", "ram_mib=2048"},  {"fail_boots=0x10", "fail_boots=-1", "nope=1"},
-            {"retry_ms=60000", "retry_ms=0", "retry_ms=1,retry_ms=2"}, {"ram_mib=8,retry_ms=1", "ram_mib=", "x"},
+            {"ram_mib=16", "ram_mib=10", "ram_mib=2048"},
+            {"fail_boots=0x10", "fail_boots=-1", "nope=1"},
+            {"retry_ms=60000", "retry_ms=0", "retry_ms=1,retry_ms=2"},
+            {"ram_mib=8,retry_ms=1", "ram_mib=", "x"},
         };
         static const char *const vopts[][3] = {
-            {"state=shutdown", "state=off", "powerdown_ms=0"}, {"powerdown_ms=600000", "powerdown_ms=600001", "s=1"},
+            {"state=shutdown", "state=off", "powerdown_ms=0"},
+            {"powerdown_ms=600000", "powerdown_ms=600001", "s=1"},
         };
         char text[512], err[512];
         struct trigger t;
@@ -328,11 +333,10 @@ static void test_equal(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_adapter_options),
-            cmocka_unit_test(test_options_match_stub_adapters),
-            cmocka_unit_test(test_minimal_qemu),  cmocka_unit_test(test_stub_no_paths),
-            cmocka_unit_test(test_errors),        cmocka_unit_test(test_last_line_no_newline_and_blanks),
-            cmocka_unit_test(test_ignored_names), cmocka_unit_test(test_load),
+            cmocka_unit_test(test_adapter_options), cmocka_unit_test(test_options_match_stub_adapters),
+            cmocka_unit_test(test_minimal_qemu),    cmocka_unit_test(test_stub_no_paths),
+            cmocka_unit_test(test_errors),          cmocka_unit_test(test_last_line_no_newline_and_blanks),
+            cmocka_unit_test(test_ignored_names),   cmocka_unit_test(test_load),
             cmocka_unit_test(test_equal),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

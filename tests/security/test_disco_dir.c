@@ -3,9 +3,9 @@
  * recreated, swapped for another directory, files slipped in behind the
  * inotify watch. vmsigd must follow the directory at its path with no
  * restart, and SIGHUP must really rescan and say what it did. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"

@@ -5,9 +5,9 @@
  * the fds back. The VM must appear by itself, without touching the file:
  * EMFILE is transient, unlike a parse error. */
 #include <dirent.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <sys/resource.h>
 #include <cmocka.h>
 
@@ -118,13 +118,14 @@ static void test_out_of_fds(void **state)
         }
         assert_true(dz_listed(&H, "before"));
         /* The log said it was transient. */
-        assert_true(vh_file_has_line(H.log, "retrying trigger file (transient error)", "starved", (char *)NULL));
+        assert_true(
+            vh_file_has_line(H.log, "retrying trigger file (transient error)", "starved", (char *)NULL));
         assert_int_equal(dz_log_count(&H, "ignoring trigger file"), 0);
 
         /* A parse error, by contrast, is refused for good and says so. */
         assert_int_equal(dz_put(H.trig, "bad", "name=bad\nbogus=1\n"), 0);
-        assert_true(dz_wait_log(&H, VH_TIMEOUT_MS, "ignoring trigger file (until it changes)", "bad:2: bogus",
-                                NULL));
+        assert_true(
+            dz_wait_log(&H, VH_TIMEOUT_MS, "ignoring trigger file (until it changes)", "bad:2: bogus", NULL));
 }
 
 int main(void)

@@ -5,9 +5,9 @@
  *  - a bad adapter option refuses the whole file, naming FILE:LINE: KEY,
  *    and nothing of the VM is attached or listed;
  *  - a trigger directory writable by others gets one warning. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
@@ -93,8 +93,9 @@ static void test_bad_adapter_option(void **state)
         assert_int_equal(dz_log_count(&H, "half.vm"), 1);
 
         /* Fixed in place: served whole. */
-        assert_int_equal(vh_vm_add_as(&H, "half.vm", "half", "memctx_options=ram_mib=16\nvmhost_options=state=paused\n"),
-                         0);
+        assert_int_equal(
+            vh_vm_add_as(&H, "half.vm", "half", "memctx_options=ram_mib=16\nvmhost_options=state=paused\n"),
+            0);
         assert_true(dz_wait_listed(&H, "half", true, VH_TIMEOUT_MS));
         char out[4096];
         assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "list", (char *)NULL), 0);

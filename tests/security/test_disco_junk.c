@@ -3,9 +3,9 @@
  * write there must not be able to freeze vmsigd or flood its log. While the
  * junk arrives and while SIGHUP rescans it, `vmsigctl list` keeps getting
  * answers, and the log holds a bounded number of lines about the junk. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
@@ -14,7 +14,7 @@
 #define JUNK 20000
 /* Behaviour, not speed: generous for ASan on a loaded box. The old code
  * blocked its loop for tens of seconds. */
-#define ANSWER_MS 3000
+#define ANSWER_MS      3000
 #define MAX_JUNK_LINES 40
 
 static struct vh H;
@@ -87,7 +87,8 @@ static void test_junk_flood(void **state)
                 }
         }
         must_answer("after the rescan");
-        assert_true(vh_file_has_line(H.log, "rescanned", "(SIGHUP)", "20001 files", "20000 refused", (char *)NULL));
+        assert_true(
+            vh_file_has_line(H.log, "rescanned", "(SIGHUP)", "20001 files", "20000 refused", (char *)NULL));
 
         /* A few refusals named, the rest counted. */
         lines = dz_log_count(&H, "junk-");

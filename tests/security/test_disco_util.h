@@ -39,7 +39,8 @@ static VH_UNUSED bool dz_wait_listed(const struct vh *h, const char *name, bool 
 }
 
 /* Wait until one log line contains every string (NULL-terminated list). */
-static VH_UNUSED bool dz_wait_log(const struct vh *h, int timeout_ms, const char *a, const char *b, const char *c)
+static VH_UNUSED bool dz_wait_log(const struct vh *h, int timeout_ms, const char *a, const char *b,
+                                  const char *c)
 {
         uint64_t deadline = vh_now_ms() + (uint64_t)timeout_ms;
 
