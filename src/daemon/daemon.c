@@ -11,7 +11,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vmsig/server.h>
@@ -29,12 +31,27 @@ struct vmsigd {
         struct audit *audit;
         struct discovery *disc;
         struct vmsig_io *disc_io;
+        char dir_esc[4 * CONFIG_PATH_MAX + 1]; /* trigger_dir, escaped for the log */
+        /* Refused trigger files are logged one by one only up to a few per
+         * rescan, and per window outside rescans; the rest are counted. */
+        unsigned scan_refused_logged, scan_refused_quiet;
+        unsigned ev_refused_logged, ev_refused_quiet;
+        uint64_t ev_window_end;
+        int quiet_tfd;
+        struct vmsig_io *quiet_io;
+        bool dir_warned; /* about the directory's current mode and owner */
+        mode_t warned_mode;
+        uid_t warned_uid;
+        ino_t warned_ino;
 };
+
+#define REFUSED_LOGGED    5 /* per rescan, and per window */
+#define REFUSED_WINDOW_MS 10000u
 
 static void logf_(struct vmsigd *d, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(struct vmsigd *d, int prio, const char *fmt, ...)
 {
-        char msg[1024];
+        char msg[4096];
         va_list ap;
 
         if (!d->log)
@@ -43,6 +60,25 @@ static void logf_(struct vmsigd *d, int prio, const char *fmt, ...)
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
         d->log(prio, msg);
+}
+
+/* Trigger file names are untrusted bytes: escape them for the log. */
+struct esc {
+        char s[4 * 256 + 1];
+};
+
+static const char *esc(struct esc *buf, const char *in)
+{
+        trigger_printable(in, buf->s, sizeof(buf->s));
+        return buf->s;
+}
+
+static uint64_t mono_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- VMs ---- */
@@ -61,55 +97,84 @@ static const struct vmsig_adapter_ops *ops_for(enum trigger_driver driver, uint8
         }
 }
 
-static void attach_trio(struct vmsigd *d, uint32_t ep, const struct trigger *t, const char *filename)
+/* Attach all three seams. On the first failure, return it (the caller
+ * decides what to undo) with the adapter's name in ret_failed. */
+static int attach_trio(struct vmsigd *d, uint32_t ep, const struct trigger *t, const char *filename,
+                       const char **ret_failed)
 {
+        struct esc f;
+
         for (uint8_t seam = VMSIG_SRC_MEMCTX; seam <= VMSIG_SRC_VMHOST; seam++) {
                 struct vmsig_adapter_cfg cfg;
                 const struct vmsig_adapter_ops *ops = ops_for(t->driver, seam);
                 if (!ops) {
-                        logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build", t->name,
-                              filename, vmsig_source_name(seam), trigger_driver_name(t->driver));
+                        logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build",
+                              t->name, esc(&f, filename), vmsig_source_name(seam),
+                              trigger_driver_name(t->driver));
                         continue;
                 }
                 trigger_adapter_cfg(t, seam, &cfg);
                 int r = vmsig_bus_attach(d->bus, ep, ops, &cfg);
-                if (r < 0)
-                        logf_(d, LOG_ERR, "VM '%s' (%s): cannot attach %s: %s", t->name, filename, ops->name,
-                              strerror(-r));
+                if (r < 0) {
+                        if (ret_failed)
+                                *ret_failed = ops->name;
+                        return r;
+                }
         }
+        return 0;
 }
 
-static void vm_added(const char *name, const struct trigger *t, const char *filename, void *ud)
+static int vm_added(const char *name, const struct trigger *t, const char *filename, char *why, size_t whylen,
+                    void *ud)
 {
         struct vmsigd *d = ud;
+        const char *failed = "?";
+        struct esc f;
         uint32_t ep;
         int r = vmsig_bus_endpoint_add(d->bus, name, &ep);
 
         if (r < 0) {
-                logf_(d, LOG_ERR, "VM '%s' (%s): no endpoint: %s", name, filename,
-                      r == -ENOSPC ? "all endpoint slots are in use (limits.max_endpoints)" : strerror(-r));
-                return;
+                snprintf(why, whylen, "%s: VM '%s' not served: no endpoint: %s", esc(&f, filename), name,
+                         r == -ENOSPC ? "all endpoint slots are in use (limits.max_endpoints)"
+                                      : strerror(-r));
+                return r;
         }
-        logf_(d, LOG_INFO, "VM '%s' appeared (%s): endpoint %u, driver %s", name, filename, ep,
+        r = attach_trio(d, ep, t, filename, &failed);
+        if (r < 0) {
+                /* All or nothing: a VM is never served half-attached. */
+                vmsig_bus_endpoint_remove(d->bus, ep);
+                snprintf(why, whylen, "%s: VM '%s' not served: cannot attach %s: %s", esc(&f, filename), name,
+                         failed, strerror(-r));
+                return r;
+        }
+        logf_(d, LOG_INFO, "VM '%s' appeared (%s): endpoint %u, driver %s", name, esc(&f, filename), ep,
               trigger_driver_name(t->driver));
-        attach_trio(d, ep, t, filename);
+        return 0;
 }
 
 static void vm_changed(const char *name, const struct trigger *t, const char *filename, unsigned flags, void *ud)
 {
         struct vmsigd *d = ud;
+        const char *failed = "?";
+        char why[1024];
+        struct esc f;
         uint32_t ep;
+        int r;
 
         if (vmsig_bus_endpoint_find(d->bus, name, &ep) < 0) {
-                vm_added(name, t, filename, ud);
+                if (vm_added(name, t, filename, why, sizeof(why), ud) < 0)
+                        logf_(d, LOG_ERR, "%s", why);
                 return;
         }
         if (!(flags & (DISCOVERY_CONTENT | DISCOVERY_REPLACED)))
                 return; /* only the file's name moved */
-        logf_(d, LOG_INFO, "VM '%s' changed (%s): re-attaching its adapters", name, filename);
+        logf_(d, LOG_INFO, "VM '%s' changed (%s): re-attaching its adapters", name, esc(&f, filename));
         for (uint8_t seam = VMSIG_SRC_MEMCTX; seam <= VMSIG_SRC_VMHOST; seam++)
                 vmsig_bus_detach(d->bus, ep, seam);
-        attach_trio(d, ep, t, filename);
+        r = attach_trio(d, ep, t, filename, &failed);
+        if (r < 0)
+                logf_(d, LOG_ERR, "VM '%s' (%s): cannot attach %s: %s", name, esc(&f, filename), failed,
+                      strerror(-r));
 }
 
 static void vm_removed(const char *name, const char *filename, void *ud)
@@ -119,13 +184,119 @@ static void vm_removed(const char *name, const char *filename, void *ud)
 
         if (vmsig_bus_endpoint_find(d->bus, name, &ep) < 0)
                 return;
-        logf_(d, LOG_INFO, "VM '%s' left (%s removed): endpoint %u detached", name, filename, ep);
+        struct esc f;
+        logf_(d, LOG_INFO, "VM '%s' left (%s removed): endpoint %u detached", name, esc(&f, filename), ep);
         vmsig_bus_endpoint_remove(d->bus, ep);
 }
 
-static void vm_invalid(const char *filename, const char *error, void *ud)
+static void quiet_flush(struct vmsigd *d)
 {
-        logf_(ud, LOG_WARNING, "ignoring trigger file: %s", error);
+        if (d->ev_refused_quiet)
+                logf_(d, LOG_WARNING,
+                      "%u more trigger files in %s refused in the last %u s (not logged one by one)",
+                      d->ev_refused_quiet, d->dir_esc, REFUSED_WINDOW_MS / 1000);
+        d->ev_refused_quiet = d->ev_refused_logged = 0;
+        d->ev_window_end = 0;
+}
+
+static void on_quiet_timer(struct vmsig_io *io, int fd, uint32_t events, void *ud)
+{
+        uint64_t ticks;
+
+        (void)io;
+        (void)events;
+        while (read(fd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
+                ;
+        quiet_flush(ud);
+}
+
+static void vm_invalid(const char *filename, const char *error, unsigned flags, void *ud)
+{
+        struct vmsigd *d = ud;
+        const char *what = (flags & DISCOVERY_TRANSIENT) ? "retrying trigger file (transient error)"
+                           : (flags & DISCOVERY_GAVE_UP) ? "giving up on trigger file"
+                                                         : "ignoring trigger file (until it changes)";
+
+        (void)filename; /* error names it, escaped */
+        if (flags & DISCOVERY_IN_SCAN) {
+                if (d->scan_refused_logged >= REFUSED_LOGGED) {
+                        d->scan_refused_quiet++;
+                        return;
+                }
+                d->scan_refused_logged++;
+        } else {
+                uint64_t now = mono_ms();
+                if (d->ev_window_end && now >= d->ev_window_end)
+                        quiet_flush(d);
+                if (!d->ev_window_end) {
+                        struct itimerspec its = {.it_value = {REFUSED_WINDOW_MS / 1000, 0}};
+                        d->ev_window_end = now + REFUSED_WINDOW_MS;
+                        if (d->quiet_tfd >= 0)
+                                timerfd_settime(d->quiet_tfd, 0, &its, NULL);
+                }
+                if (d->ev_refused_logged >= REFUSED_LOGGED) {
+                        d->ev_refused_quiet++;
+                        return;
+                }
+                d->ev_refused_logged++;
+        }
+        logf_(d, LOG_WARNING, "%s: %s", what, error);
+}
+
+/* Whoever can write to the trigger directory can remove any VM (and add
+ * VMs, within the file checks): say so once per directory, mode and owner. */
+static void check_dir_perms(struct vmsigd *d, const struct stat *st)
+{
+        bool bad = (st->st_mode & (S_IWGRP | S_IWOTH)) || (st->st_uid != 0 && st->st_uid != geteuid());
+
+        if (!bad) {
+                d->dir_warned = false;
+                return;
+        }
+        if (d->dir_warned && d->warned_mode == st->st_mode && d->warned_uid == st->st_uid &&
+            d->warned_ino == st->st_ino)
+                return;
+        d->dir_warned = true;
+        d->warned_mode = st->st_mode;
+        d->warned_uid = st->st_uid;
+        d->warned_ino = st->st_ino;
+        logf_(d, LOG_WARNING,
+              "trigger directory %s is mode %04o, owner uid %u: writable by group or others, or not owned by "
+              "root or the daemon (whoever can write there can add and remove VMs)",
+              d->dir_esc, (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid);
+}
+
+static void on_dir(enum discovery_dir_state state, const char *why, const struct stat *st, void *ud)
+{
+        struct vmsigd *d = ud;
+
+        if (state == DISCOVERY_DIR_LOST) {
+                logf_(d, LOG_ERR,
+                      "trigger directory %s was %s: its %zu VMs stay until it is back; watching for it",
+                      d->dir_esc, why, d->disc ? discovery_count(d->disc) : (size_t)0);
+                return;
+        }
+        if (why[0])
+                logf_(d, LOG_WARNING, "trigger directory %s is back: watching it again, rescanning",
+                      d->dir_esc);
+        if (st)
+                check_dir_perms(d, st);
+}
+
+static void on_scanned(const struct discovery_scan_stats *st, void *ud)
+{
+        struct vmsigd *d = ud;
+
+        if (d->scan_refused_quiet)
+                logf_(d, LOG_WARNING, "%u more trigger files refused in %s (not logged one by one)",
+                      d->scan_refused_quiet, d->dir_esc);
+        d->scan_refused_quiet = d->scan_refused_logged = 0;
+        logf_(
+            d, LOG_INFO,
+            "rescanned %s (%s): %zu files: %zu added, %zu changed, %zu removed, %zu refused, %zu unchanged, "
+            "%zu retrying",
+            d->dir_esc, st->reason, st->files, st->added, st->changed, st->removed, st->refused,
+            st->unchanged, st->retrying);
 }
 
 static void on_discovery(struct vmsig_io *io, int fd, uint32_t events, void *ud)
@@ -133,12 +304,11 @@ static void on_discovery(struct vmsig_io *io, int fd, uint32_t events, void *ud)
         struct vmsigd *d = ud;
         int r = discovery_process(d->disc);
 
-        if (r == -ENOENT) {
-                logf_(d, LOG_ERR, "trigger directory %s went away; restart vmsigd once it is back",
-                      d->cfg->trigger_dir);
-                d->disc_io = vmsig_io_free(d->disc_io);
-                d->disc = discovery_free(d->disc);
-        }
+        (void)io;
+        (void)fd;
+        (void)events;
+        if (r < 0)
+                logf_(d, LOG_ERR, "trigger directory %s: %s", d->dir_esc, strerror(-r));
 }
 
 /* ---- admission ---- */
@@ -197,6 +367,7 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                 return -ENOMEM;
         d->cfg = config;
         d->log = log;
+        d->quiet_tfd = -1;
         snprintf(d->config_path, sizeof(d->config_path), "%s", config_path ? config_path : "(defaults)");
         config_bus_limits(config, &lim);
         r = vmsig_bus_new(&lim, &d->bus);
@@ -235,8 +406,20 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                 goto fail;
         }
 
-        static const struct discovery_callbacks cb = {
-                .added = vm_added, .changed = vm_changed, .removed = vm_removed, .invalid = vm_invalid};
+        static const struct discovery_callbacks cb = {.added = vm_added,
+                                                      .changed = vm_changed,
+                                                      .removed = vm_removed,
+                                                      .invalid = vm_invalid,
+                                                      .dir = on_dir,
+                                                      .scanned = on_scanned};
+        trigger_printable(config->trigger_dir, d->dir_esc, sizeof(d->dir_esc));
+        d->quiet_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (d->quiet_tfd < 0 ||
+            (r = vmsig_bus_add_io(d->bus, d->quiet_tfd, EPOLLIN, on_quiet_timer, d, &d->quiet_io)) < 0) {
+                r = d->quiet_tfd < 0 ? -errno : r;
+                snprintf(err, errlen, "cannot create a timer: %s", strerror(-r));
+                goto fail;
+        }
         r = discovery_new(config->trigger_dir, DISCOVERY_CREATE_DIR, &cb, d, &d->disc);
         if (r < 0) {
                 snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir, strerror(-r));
@@ -247,7 +430,7 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                 snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir, strerror(-r));
                 goto fail;
         }
-        discovery_rescan(d->disc); /* VMs that started while we were down */
+        discovery_rescan_start(d->disc, "startup"); /* VMs that started while we were down */
         *ret = d;
         return 0;
 fail:
@@ -276,9 +459,13 @@ void vmsigd_reload(struct vmsigd *d)
 
         if (r < 0)
                 logf_(d, LOG_ERR, "cannot reopen audit destination '%s': %s", d->cfg->audit, strerror(-r));
+        struct stat st;
+
+        logf_(d, LOG_INFO, "reloaded: audit reopened; rescanning %s", d->dir_esc);
+        if (stat(d->cfg->trigger_dir, &st) == 0)
+                check_dir_perms(d, &st);
         if (d->disc)
-                discovery_rescan(d->disc);
-        logf_(d, LOG_INFO, "reloaded: audit reopened, %s rescanned", d->cfg->trigger_dir);
+                discovery_rescan_start(d->disc, "SIGHUP");
 }
 
 struct vmsigd *vmsigd_free(struct vmsigd *d)
@@ -290,6 +477,9 @@ struct vmsigd *vmsigd_free(struct vmsigd *d)
         d->server = vmsig_server_shutdown(d->server, "vmsigd shutting down");
         d->disc_io = vmsig_io_free(d->disc_io);
         d->disc = discovery_free(d->disc);
+        d->quiet_io = vmsig_io_free(d->quiet_io);
+        if (d->quiet_tfd >= 0)
+                close(d->quiet_tfd);
         d->bus = vmsig_bus_free(d->bus);
         d->audit = audit_free(d->audit);
         free(d);

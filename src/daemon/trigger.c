@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -10,15 +11,52 @@
 
 void trigger_printable(const char *in, char *out, size_t outlen)
 {
+        static const char hex[] = "0123456789abcdef";
         size_t o = 0;
 
         if (!outlen)
                 return;
-        for (; in && *in && o + 1 < outlen; in++) {
+        for (; in && *in; in++) {
                 unsigned char c = (unsigned char)*in;
-                out[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+                /* Bytes >= 0x80 too: UTF-8 encoded C1 controls (CSI) act on
+                 * some terminals. The backslash is doubled so that an
+                 * escape in the output is never ambiguous. */
+                if (c == '\\') {
+                        if (o + 2 >= outlen)
+                                break;
+                        out[o++] = '\\';
+                        out[o++] = '\\';
+                } else if (c < 0x20 || c >= 0x7f) {
+                        if (o + 4 >= outlen)
+                                break;
+                        out[o++] = '\\';
+                        out[o++] = 'x';
+                        out[o++] = hex[c >> 4];
+                        out[o++] = hex[c & 15];
+                } else {
+                        if (o + 1 >= outlen)
+                                break;
+                        out[o++] = (char)c;
+                }
         }
         out[o] = '\0';
+}
+
+bool trigger_error_transient(int r)
+{
+        switch (r) {
+        case -EMFILE:
+        case -ENFILE:
+        case -ENOMEM:
+        case -ENOBUFS:
+        case -EAGAIN:
+        case -EINTR:
+        case -EBUSY:
+        case -ETIMEDOUT:
+                return true;
+        default:
+                return false;
+        }
 }
 
 /* Messages carry names from untrusted files and directory entries: keep
@@ -26,7 +64,7 @@ void trigger_printable(const char *in, char *out, size_t outlen)
 int parse_fail(int r, char *err, size_t errlen, const char *file, unsigned line, const char *field,
                const char *fmt, ...)
 {
-        char f[256], fld[72], msg[320];
+        char f[1024], fld[288], msg[512];
         va_list ap;
 
         if (!err || !errlen)
@@ -136,6 +174,168 @@ static void store(char *dst, const char *v, size_t n)
 {
         memcpy(dst, v, n);
         dst[n] = '\0';
+}
+
+/* ---- adapter options ----
+ * What each adapter accepts, so that a bad option refuses the whole file
+ * (naming FILE:LINE: KEY) before anything is attached. Mirrors the checks in
+ * the adapters' open(); test_trigger cross-checks the two. */
+
+enum opt_type { OPT_U64, OPT_WORD, OPT_ABS_PATH, OPT_STRING };
+
+struct opt_spec {
+        const char *key;
+        enum opt_type type;
+        uint64_t min, max, def; /* OPT_U64; max is also the length limit of strings */
+        const char *words;      /* OPT_WORD: "a|b|c" */
+};
+
+struct seam_spec {
+        const char *what; /* for messages */
+        const struct opt_spec *opts;
+        size_t n;
+        bool retry_pair; /* retry_max_ms >= retry_ms */
+};
+
+static const struct opt_spec stub_memctx[] = {
+    {"ram_mib", OPT_U64, 8, 1024, 8, NULL},
+    {"fail_boots", OPT_U64, 0, 1000000, 0, NULL},
+    {"retry_ms", OPT_U64, 1, 60000, 20, NULL},
+};
+static const struct opt_spec stub_input[] = {{"record", OPT_STRING, 1, 4095, 0, NULL}};
+static const struct opt_spec stub_vmhost[] = {
+    {"state", OPT_WORD, 0, 15, 0, "running|paused|shutdown"},
+    {"powerdown_ms", OPT_U64, 1, 600000, 50, NULL},
+};
+/* For the retry pair check, retry_ms comes first, retry_max_ms second. */
+static const struct opt_spec qemu_memctx[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+    {"os", OPT_WORD, 0, 15, 0, "auto|linux|windows"},
+};
+static const struct opt_spec qemu_input[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+    {"uinput", OPT_ABS_PATH, 1, 127, 0, NULL},
+};
+static const struct opt_spec qemu_vmhost[] = {
+    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
+    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+};
+
+#define N_OPTS(a) (sizeof(a) / sizeof((a)[0]))
+static const struct seam_spec seam_specs[2][3] = {
+    [TRIGGER_DRIVER_QEMU] = {{"qemu memctx", qemu_memctx, N_OPTS(qemu_memctx), true},
+                             {"qemu input", qemu_input, N_OPTS(qemu_input), true},
+                             {"qemu vmhost", qemu_vmhost, N_OPTS(qemu_vmhost), true}},
+    [TRIGGER_DRIVER_STUB] = {{"stub memctx", stub_memctx, N_OPTS(stub_memctx), false},
+                             {"stub input", stub_input, N_OPTS(stub_input), false},
+                             {"stub vmhost", stub_vmhost, N_OPTS(stub_vmhost), false}},
+};
+
+static bool parse_u64(const char *v, uint64_t *ret)
+{
+        char *end;
+        unsigned long long x;
+
+        /* As vmsig_option_u64: at most 31 bytes, no sign, C base prefixes. */
+        if (!v[0] || v[0] == '-' || v[0] == '+' || strlen(v) > 31)
+                return false;
+        errno = 0;
+        x = strtoull(v, &end, 0);
+        if (errno || *end)
+                return false;
+        *ret = x;
+        return true;
+}
+
+static bool word_in(const char *v, const char *words)
+{
+        size_t n = strlen(v);
+
+        for (const char *p = words; *p;) {
+                const char *e = strchrnul(p, '|');
+                if ((size_t)(e - p) == n && memcmp(p, v, n) == 0)
+                        return true;
+                p = *e ? e + 1 : e;
+        }
+        return false;
+}
+
+/* opts passed check_options() already. */
+static int check_adapter_options(const char *opts, enum trigger_driver driver, int seam_idx,
+                                 const char *field, const char *filename, unsigned line, char *err,
+                                 size_t errlen)
+{
+        const struct seam_spec *sp = &seam_specs[driver][seam_idx];
+        uint64_t val[8] = {0};
+        bool seen[8] = {false};
+        char known[160] = "";
+
+        for (size_t i = 0; i < sp->n && i < 8; i++) {
+                val[i] = sp->opts[i].def;
+                snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", i ? ", " : "",
+                         sp->opts[i].key);
+        }
+        for (const char *p = opts; *p;) {
+                const char *end = strchrnul(p, ',');
+                const char *eq = memchr(p, '=', (size_t)(end - p));
+                char key[TRIGGER_OPT_MAX + 1], v[TRIGGER_OPT_MAX + 1], pv[4 * TRIGGER_OPT_MAX + 1];
+                const struct opt_spec *o = NULL;
+                size_t i;
+
+                store(key, p, (size_t)(eq - p));
+                store(v, eq + 1, (size_t)(end - eq - 1));
+                p = *end ? end + 1 : end;
+                trigger_printable(v, pv, sizeof(pv));
+                for (i = 0; i < sp->n; i++)
+                        if (strcmp(sp->opts[i].key, key) == 0) {
+                                o = &sp->opts[i];
+                                break;
+                        }
+                if (!o)
+                        return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                          "%s: unknown option for the %s adapter (known: %s)", key, sp->what,
+                                          known);
+                if (seen[i])
+                        return parse_fail(-EINVAL, err, errlen, filename, line, field, "%s: given twice",
+                                          key);
+                seen[i] = true;
+                switch (o->type) {
+                case OPT_U64:
+                        if (!parse_u64(v, &val[i]))
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: '%s' is not a number", key, pv);
+                        if (val[i] < o->min || val[i] > o->max)
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: %s is out of range (%llu..%llu)", key, pv,
+                                                  (unsigned long long)o->min, (unsigned long long)o->max);
+                        if (strcmp(o->key, "ram_mib") == 0 && val[i] % 4)
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: %s is not a multiple of 4", key, pv);
+                        break;
+                case OPT_WORD:
+                        if (!word_in(v, o->words))
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: '%s' is not one of %s", key, pv, o->words);
+                        break;
+                case OPT_ABS_PATH:
+                case OPT_STRING:
+                        if (o->type == OPT_ABS_PATH && v[0] != '/')
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: '%s' is not an absolute path", key, pv);
+                        if (strlen(v) < o->min || strlen(v) > o->max)
+                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                                  "%s: length must be %llu..%llu bytes", key,
+                                                  (unsigned long long)o->min, (unsigned long long)o->max);
+                        break;
+                }
+        }
+        if (sp->retry_pair && val[1] < val[0])
+                return parse_fail(-EINVAL, err, errlen, filename, line, field,
+                                  "retry_max_ms (%llu) is below retry_ms (%llu)", (unsigned long long)val[1],
+                                  (unsigned long long)val[0]);
+        return 0;
 }
 
 int trigger_parse(const char *text, size_t len, const char *filename, struct trigger *ret, char *err,
@@ -269,6 +469,21 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 if (!seen_line[K_RAM])
                         return parse_fail(-EINVAL, err, errlen, filename, 0, "ram",
                                     "required key missing (driver=qemu)");
+        }
+        {
+                static const int opt_keys[3] = {K_MEMCTX_OPT, K_INPUT_OPT, K_VMHOST_OPT};
+                for (int i = 0; i < 3; i++) {
+                        const char *v = i == 0   ? t.memctx_options
+                                        : i == 1 ? t.input_options
+                                                 : t.vmhost_options;
+                        int r;
+                        if (!v[0])
+                                continue;
+                        r = check_adapter_options(v, t.driver, i, key_names[opt_keys[i]], filename,
+                                                  seen_line[opt_keys[i]], err, errlen);
+                        if (r < 0)
+                                return r;
+                }
         }
         *ret = t;
         return 0;

@@ -41,7 +41,10 @@ struct trigger {
 /* Parse len bytes of text (need not be NUL terminated). filename is only
  * used in messages. 0 on success, else -EINVAL (or -EFBIG for an oversized
  * file) with "FILE:LINE: FIELD: reason" (or "FILE: FIELD: reason" for a
- * whole-file problem such as a missing key) in err. ret is written only on
+ * whole-file problem such as a missing key) in err. Adapter options are
+ * checked against what the driver's adapters accept (unknown key, bad value,
+ * out of range: "FILE:LINE: memctx_options: KEY: reason"), so a file that
+ * parses can be attached whole. ret is written only on
  * success. */
 int trigger_parse(const char *text, size_t len, const char *filename, struct trigger *ret, char *err,
                   size_t errlen);
@@ -61,9 +64,15 @@ bool trigger_filename_ignored(const char *filename);
 int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct stat *ret_st, char *err,
                  size_t errlen);
 
-/* Copy in to out, replacing control characters with '?' (for messages that
- * carry untrusted names); truncates to outlen - 1. */
+/* Copy in to out for a log line: control characters, DEL and bytes >= 0x80
+ * become \xHH, a backslash becomes \\ (for messages that carry untrusted
+ * names). Truncates to outlen - 1, never inside an escape. */
 void trigger_printable(const char *in, char *out, size_t outlen);
+
+/* Is a trigger_load() error worth retrying (out of fds or memory, ...)? Parse
+ * errors, refused ownership or type are not: only a change to the file
+ * fixes them. */
+bool trigger_error_transient(int r);
 
 /* Shared by the trigger and config parsers: "FILE:LINE: FIELD: message" (or
  * "FILE: FIELD: message" with line 0) into err, names made printable.

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,9 +49,13 @@ static struct rec *log_add(struct log *l, char type, const char *name, const cha
         return r;
 }
 
-static void on_added(const char *name, const struct trigger *t, const char *filename, void *userdata)
+static int on_added(const char *name, const struct trigger *t, const char *filename, char *why, size_t whylen,
+                    void *userdata)
 {
+        (void)why;
+        (void)whylen;
         log_add(userdata, 'a', name, filename)->trig = *t;
+        return 0;
 }
 
 static void on_changed(const char *name, const struct trigger *t, const char *filename, unsigned flags,
@@ -66,9 +71,17 @@ static void on_removed(const char *name, const char *filename, void *userdata)
         log_add(userdata, 'r', name, filename);
 }
 
-static void on_invalid(const char *filename, const char *error, void *userdata)
+static void on_invalid(const char *filename, const char *error, unsigned flags, void *userdata)
 {
-        snprintf(log_add(userdata, 'i', NULL, filename)->msg, sizeof(((struct rec *)0)->msg), "%s", error);
+        struct rec *r = log_add(userdata, (flags & DISCOVERY_TRANSIENT) ? 't' : 'i', NULL, filename);
+        snprintf(r->msg, sizeof(r->msg), "%s", error);
+}
+
+static void on_dir(enum discovery_dir_state state, const char *why, const struct stat *st, void *userdata)
+{
+        (void)st;
+        if (why[0]) /* not the first arming */
+                log_add(userdata, state == DISCOVERY_DIR_LOST ? 'L' : 'A', why, NULL);
 }
 
 static const struct discovery_callbacks cbs = {
@@ -76,6 +89,7 @@ static const struct discovery_callbacks cbs = {
     .changed = on_changed,
     .removed = on_removed,
     .invalid = on_invalid,
+    .dir = on_dir,
 };
 
 static size_t count(const struct log *l, char type, const char *name)
@@ -531,16 +545,84 @@ static void test_dir_lost(void **state)
         log_reset(&f->log);
         snprintf(moved, sizeof(moved), "%s.moved", f->dir);
         assert_int_equal(rename(f->dir, moved), 0);
-        {
-                struct pollfd p = {.fd = discovery_get_fd(f->d), .events = POLLIN};
-                int r = 0;
-                while (poll(&p, 1, 100) > 0 && (r = discovery_process(f->d)) >= 0)
-                        ;
-                assert_int_equal(r, -ENOENT);
-        }
+        pump(f, 100);
+        /* A missing directory says nothing about the VMs: they stay. */
+        assert_int_equal(count(&f->log, 'L', "moved away"), 1);
+        assert_int_equal(count(&f->log, 'r', "a"), 0);
+        assert_int_equal(discovery_count(f->d), 1);
+        assert_int_equal(discovery_rescan(f->d), -ENOENT);
+
+        /* A new directory at the path: re-armed, rescanned, reconciled. */
+        assert_int_equal(mkdir(f->dir, 0755), 0);
+        close(f->dfd);
+        f->dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        put_vm(f, "b.vm", "b", NULL);
+        pump(f, 200);
+        assert_int_equal(count(&f->log, 'A', "re-armed"), 1);
         assert_int_equal(count(&f->log, 'r', "a"), 1);
-        assert_int_equal(discovery_process(f->d), -ENOENT);
-        assert_int_equal(rename(moved, f->dir), 0);
+        assert_int_equal(count(&f->log, 'a', "b"), 1);
+        assert_int_equal(discovery_count(f->d), 1);
+
+        /* Swapped for another directory holding the same VM: a change at
+         * most, never a departure. */
+        log_reset(&f->log);
+        {
+                char other[96], path[160];
+                snprintf(other, sizeof(other), "%s.other", f->dir);
+                assert_int_equal(mkdir(other, 0755), 0);
+                snprintf(path, sizeof(path), "%s/b.vm", other);
+                FILE *fp = fopen(path, "w");
+                assert_non_null(fp);
+                fprintf(fp, "name=b\ndriver=stub\n");
+                fclose(fp);
+                assert_int_equal(renameat2(AT_FDCWD, other, AT_FDCWD, f->dir, RENAME_EXCHANGE), 0);
+                pump(f, 200);
+                assert_int_equal(count(&f->log, 'L', "replaced by another directory"), 1);
+                assert_int_equal(count(&f->log, 'r', NULL), 0);
+                assert_int_equal(count(&f->log, 'a', NULL), 0);
+                assert_int_equal(discovery_count(f->d), 1);
+                snprintf(path, sizeof(path), "rm -rf '%s'", other);
+                assert_int_equal(system(path), 0);
+        }
+        rmdir(moved);
+        snprintf(moved, sizeof(moved), "rm -rf '%s.moved'", f->dir);
+        assert_int_equal(system(moved), 0);
+}
+
+/* Out of fds when the file shows up: retried by itself once fds are back,
+ * without touching the file; a parse error is not retried. */
+static void test_transient_retry(void **state)
+{
+        struct fx *f = *state;
+        struct rlimit old, low;
+        int fill[64], nfill = 0, top;
+
+        start(f);
+        put_vm(f, ".x.tmp2", "x", NULL); /* ignored name, renamed into place below */
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+        top = dup(0);
+        assert_true(top >= 0);
+        close(top);
+        low = old;
+        low.rlim_cur = (rlim_t)top + 8;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+        while (nfill < 64 && (fill[nfill] = dup(0)) >= 0)
+                nfill++;
+        assert_int_equal(errno, EMFILE);
+        assert_int_equal(renameat(f->dfd, ".x.tmp2", f->dfd, "x.vm"), 0);
+        pump(f, 100);
+        assert_int_equal(count(&f->log, 't', NULL), 1);
+        assert_int_equal(count(&f->log, 'a', "x"), 0);
+        assert_non_null(strstr(find_rec(&f->log, 't', "x.vm")->msg, "transient"));
+        pump(f, 300); /* still out of fds: retried quietly */
+        assert_int_equal(count(&f->log, 't', NULL), 1);
+        while (nfill > 0)
+                close(fill[--nfill]);
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+        pump(f, 600);
+        assert_int_equal(count(&f->log, 'a', "x"), 1);
+        assert_int_equal(count(&f->log, 'i', NULL), 0);
+        assert_int_equal(discovery_count(f->d), 1);
 }
 
 static void test_create_dir(void **state)
@@ -573,6 +655,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
             cmocka_unit_test_setup_teardown(test_duplicate_names, setup, teardown),
             cmocka_unit_test_setup_teardown(test_dir_lost, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_transient_retry, setup, teardown),
             cmocka_unit_test_setup_teardown(test_create_dir, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

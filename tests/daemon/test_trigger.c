@@ -41,7 +41,7 @@ static void test_minimal_qemu(void **state)
                            "qmp=/run/vmsig/qmp/win10.sock\n"
                            "  ram = /dev/shm/win10.ram  \n"
                            "input=uinput\n"
-                           "vmhost_options=powerdown_timeout=30,x=1\n";
+                           "vmhost_options=retry_ms=30,retry_max_ms=0x100\n";
 
         assert_int_equal(parse(text, &t, err, sizeof(err)), 0);
         assert_string_equal(t.name, "win10");
@@ -49,7 +49,7 @@ static void test_minimal_qemu(void **state)
         assert_string_equal(t.qmp, "/run/vmsig/qmp/win10.sock");
         assert_string_equal(t.ram, "/dev/shm/win10.ram");
         assert_string_equal(t.input, "uinput");
-        assert_string_equal(t.vmhost_options, "powerdown_timeout=30,x=1");
+        assert_string_equal(t.vmhost_options, "retry_ms=30,retry_max_ms=0x100");
         assert_string_equal(t.memctx_options, "");
 }
 
@@ -135,7 +135,95 @@ static void test_errors(void **state)
                 char err[256] = "";
                 assert_int_equal(trigger_parse("x", 1, "evil\nname", &t, err, sizeof(err)), -EINVAL);
                 assert_null(strchr(err, '\n'));
-                assert_non_null(strstr(err, "evil?name:1"));
+                assert_non_null(strstr(err, "evil\\x0aname:1"));
+                assert_int_equal(trigger_parse("x", 1, "\x1b[2J\\\xc2\x9b", &t, err, sizeof(err)), -EINVAL);
+                assert_null(strchr(err, 0x1b));
+                assert_non_null(strstr(err, "\\x1b[2J\\\\\\xc2\\x9b:1"));
+        }
+}
+
+/* Adapter options are checked whole-file, per driver, naming FILE:LINE: KEY. */
+static void test_adapter_options(void **state)
+{
+        static const struct {
+                const char *text, *where, *what;
+        } bad[] = {
+            {"name=a\ndriver=stub\nmemctx_options=fail_bootz=1\n", "vm1.vm:3: memctx_options",
+             "fail_bootz: unknown"},
+            {"name=a\nmemctx_options=ram_mib=2048\ndriver=stub\n", "vm1.vm:2: memctx_options",
+             "ram_mib: 2048 is out"},
+            {"name=a\ndriver=stub\nmemctx_options=ram_mib=10\n", "vm1.vm:3: memctx_options", "multiple of 4"},
+            {"name=a\ndriver=stub\nmemctx_options=retry_ms=x\n", "vm1.vm:3: memctx_options", "not a number"},
+            {"name=a\ndriver=stub\nvmhost_options=state=gone\n", "vm1.vm:3: vmhost_options", "state: 'gone'"},
+            {"name=a\ndriver=stub\nvmhost_options=state=paused,state=running\n", "vm1.vm:3: vmhost_options",
+             "twice"},
+            {"name=a\ndriver=stub\ninput_options=uinput=/x\n", "vm1.vm:3: input_options", "uinput: unknown"},
+            {"name=a\nqmp=/q\nram=/r\nvmhost_options=powerdown_timeout=60\n", "vm1.vm:4: vmhost_options",
+             "powerdown_timeout: unknown"},
+            {"name=a\nqmp=/q\nram=/r\nmemctx_options=retry_ms=5000\n", "vm1.vm:4: memctx_options",
+             "retry_max_ms (2000) is below"},
+            {"name=a\nqmp=/q\nram=/r\ninput_options=uinput=rel\n", "vm1.vm:4: input_options", "absolute"},
+            {"name=a\nqmp=/q\nram=/r\nmemctx_options=os=\xc3\xa9\n", "vm1.vm:4: memctx_options",
+             "'\\xc3\\xa9'"},
+        };
+        static const char *const good[] = {
+            "name=a\ndriver=stub\nmemctx_options=ram_mib=16,fail_boots=3,retry_ms=50\n",
+            "name=a\ndriver=stub\nvmhost_options=state=paused,powerdown_ms=10\ninput_options=record=/tmp/x\n",
+            "name=a\nqmp=/q\nram=/r\nmemctx_options=os=linux,retry_ms=5000,retry_max_ms=5000\n",
+            "name=a\nqmp=/q\nram=/r\ninput_options=uinput=/run/u.sock\nvmhost_options=retry_max_ms=100\n",
+        };
+        struct trigger t;
+        char err[512];
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                err[0] = '\0';
+                if (parse(bad[i].text, &t, err, sizeof(err)) != -EINVAL)
+                        fail_msg("case %zu parsed", i);
+                if (!strstr(err, bad[i].where) || !strstr(err, bad[i].what))
+                        fail_msg("case %zu: '%s'", i, err);
+        }
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+                if (parse(good[i], &t, err, sizeof(err)) != 0)
+                        fail_msg("good case %zu: '%s'", i, err);
+}
+
+/* The parser and the stub adapters' open() agree on what they accept. */
+static void test_options_match_stub_adapters(void **state)
+{
+        static const char *const opts[][3] = {
+            {"ram_mib=16", "ram_mib=10", "ram_mib=2048"},
+            {"fail_boots=0x10", "fail_boots=-1", "nope=1"},
+            {"retry_ms=60000", "retry_ms=0", "retry_ms=1,retry_ms=2"},
+            {"ram_mib=8,retry_ms=1", "ram_mib=", "x"},
+        };
+        static const char *const vopts[][3] = {
+            {"state=shutdown", "state=off", "powerdown_ms=0"},
+            {"powerdown_ms=600000", "powerdown_ms=600001", "s=1"},
+        };
+        char text[512], err[512];
+        struct trigger t;
+
+        (void)state;
+        for (int seam = 0; seam < 2; seam++) {
+                size_t n = seam == 0 ? sizeof(opts) / sizeof(opts[0]) : sizeof(vopts) / sizeof(vopts[0]);
+                for (size_t i = 0; i < n; i++)
+                        for (int j = 0; j < 3; j++) {
+                                const char *o = seam == 0 ? opts[i][j] : vopts[i][j];
+                                const struct vmsig_adapter_ops *ops =
+                                    seam == 0 ? vmsig_memctx_stub_ops() : vmsig_vmhost_stub_ops();
+                                struct vmsig_adapter_cfg cfg = {.vm_name = "a", .options = o};
+                                void *inst = NULL;
+                                int ra = ops->open(&cfg, 1, &inst);
+                                if (ra == 0)
+                                        ops->close(inst);
+                                snprintf(text, sizeof(text), "name=a\ndriver=stub\n%s_options=%s\n",
+                                         seam == 0 ? "memctx" : "vmhost", o);
+                                int rp = parse(text, &t, err, sizeof(err));
+                                /* "x" and "ram_mib=" are refused by the syntax check already */
+                                if ((ra == 0) != (rp == 0))
+                                        fail_msg("'%s': adapter %d, parser %d (%s)", o, ra, rp, err);
+                        }
         }
 }
 
@@ -245,9 +333,10 @@ static void test_equal(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_minimal_qemu),  cmocka_unit_test(test_stub_no_paths),
-            cmocka_unit_test(test_errors),        cmocka_unit_test(test_last_line_no_newline_and_blanks),
-            cmocka_unit_test(test_ignored_names), cmocka_unit_test(test_load),
+            cmocka_unit_test(test_adapter_options), cmocka_unit_test(test_options_match_stub_adapters),
+            cmocka_unit_test(test_minimal_qemu),    cmocka_unit_test(test_stub_no_paths),
+            cmocka_unit_test(test_errors),          cmocka_unit_test(test_last_line_no_newline_and_blanks),
+            cmocka_unit_test(test_ignored_names),   cmocka_unit_test(test_load),
             cmocka_unit_test(test_equal),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
