@@ -11,7 +11,8 @@
  *           3 an event (lifecycle events as QEMU sends them, with and
  *             without data, data of the wrong type, foreign events)
  *           4 a CMD_POWER from a control (any op, maybe a bad body)
- *           5 a CMD_STATUS_QUERY
+ *           5 a CMD_STATUS_QUERY (next byte 0xff: instead, time passes:
+ *             the adapter's armed timers expire, e.g. a parked "on")
  *           6 QEMU hangs up
  *           7 a reply to the oldest command with fuzzed JSON as its value
  *
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -72,6 +74,7 @@ static const char *const event_data[] = {
 struct watch {
         int fd;
         uint32_t events;
+        enum vmsig_rdy_shape shape;
         uint64_t cookie;
 };
 
@@ -172,7 +175,7 @@ static int s_watch(const struct vmsig_emit_sink *sink, const struct vmsig_fd_reg
         for (unsigned i = 0; i < S.nw; i++)
                 if (S.w[i].fd == reg->fd)
                         abort();
-        S.w[S.nw++] = (struct watch){reg->fd, reg->epoll_events, reg->cookie};
+        S.w[S.nw++] = (struct watch){reg->fd, reg->epoll_events, reg->shape, reg->cookie};
         return 0;
 }
 
@@ -196,17 +199,24 @@ static void pump(const struct vmsig_adapter_ops *ops, void *inst)
 {
         for (int round = 0; round < 32; round++) {
                 struct pollfd p[MAX_WATCH];
-                uint64_t cookie[MAX_WATCH];
+                struct watch w[MAX_WATCH];
                 unsigned n = S.nw;
                 for (unsigned i = 0; i < n; i++) {
                         p[i] = (struct pollfd){.fd = S.w[i].fd, .events = (short)S.w[i].events};
-                        cookie[i] = S.w[i].cookie;
+                        w[i] = S.w[i];
                 }
                 if (poll(p, n, 0) <= 0)
                         return;
-                for (unsigned i = 0; i < n; i++)
-                        if (p[i].revents)
-                                ops->on_readiness(inst, cookie[i], (uint32_t)p[i].revents);
+                for (unsigned i = 0; i < n; i++) {
+                        if (!p[i].revents)
+                                continue;
+                        uint64_t count;
+                        /* as the core does: the expiry count first */
+                        if (w[i].shape != VMSIG_RDY_FD &&
+                            read(w[i].fd, &count, sizeof(count)) != sizeof(count))
+                                continue;
+                        ops->on_readiness(inst, w[i].cookie, (uint32_t)p[i].revents);
+                }
         }
 }
 
@@ -272,6 +282,21 @@ static void come_up(const struct vmsig_adapter_ops *ops, void *inst)
                         for (unsigned k = 0; k < n; k++)
                                 if (p[k].revents)
                                         ops->on_readiness(inst, cookie[k], (uint32_t)p[k].revents);
+        }
+}
+
+/* The adapter's own timers (vmhost.c COOKIE_ON: a parked "on" waits 10 s
+ * for its RESET) run out now: expire every armed one-shot at once. */
+static void time_passes(void)
+{
+        for (unsigned k = 0; k < S.nw; k++) {
+                struct itimerspec cur, now = {.it_value = {0, 1}};
+                if (S.w[k].shape == VMSIG_RDY_TIMERFD && timerfd_gettime(S.w[k].fd, &cur) == 0 &&
+                    (cur.it_value.tv_sec || cur.it_value.tv_nsec)) {
+                        struct pollfd p = {.fd = S.w[k].fd, .events = POLLIN};
+                        (void)timerfd_settime(S.w[k].fd, 0, &now, NULL);
+                        (void)poll(&p, 1, 100);
+                }
         }
 }
 
@@ -441,7 +466,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         i += 1;
                         break;
                 case 5:
-                        submit(ops, inst, VMSIG_EV_CMD_STATUS_QUERY, a);
+                        if (a == 0xff)
+                                time_passes();
+                        else
+                                submit(ops, inst, VMSIG_EV_CMD_STATUS_QUERY, a);
                         i += 1;
                         break;
                 case 6:

@@ -50,6 +50,7 @@ seeds = {
  'on-from-shutdown': hs + E(0,2) + R(1,SHUT) + P(1) + R(1,SHUT) + E(1,1) + R(0) + R(1,RUN) + R(0),
  'on-reset-parked': hs + E(0,2) + R(1,SHUT) + P(1) + R(1,SHUT) + R(0) + E(1,1) + R(1,RUN) + R(0),
  'on-becomes-shutdown': hs + E(0,2) + R(1,SHUT) + P(1) + R(1,SHUT) + E(0,1) + R(0) + R(1,SHUT),
+ 'on-parked-timeout': hs + E(0,2) + R(1,SHUT) + P(1) + R(1,SHUT) + R(0) + bytes([5, 0xff]),
  'on-suspended-wakeup': hs + E(6) + R(1,SUSP) + P(1) + R(1,SUSP) + R(3),
  'on-already-running': hs + P(1) + R(1,RUN) + P(1) + P(1),
  'on-paused-cont': hs + E(2) + R(1,PAUSED) + P(1) + R(1,PAUSED) + R(0),

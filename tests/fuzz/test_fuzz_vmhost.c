@@ -120,6 +120,9 @@ static void test_on(void **state)
         /* parked for its RESET when QEMU goes */
         RUN(HANDSHAKE, POWER(VMSIG_POWER_ON), REPLY(R_STATUS, ST_SHUTDOWN), REPLY(R_EMPTY, 0), HANGUP);
         expect_ack(0, -ENOTCONN, "on: QEMU not connected");
+        /* ... or when its RESET never comes */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_ON), REPLY(R_STATUS, ST_SHUTDOWN), REPLY(R_EMPTY, 0), 5, 0xff);
+        expect_ack(0, -ETIMEDOUT, "on: no RESET within 10000 ms after system_reset");
         /* and the good path: probe, reset, RESET, cont */
         RUN(HANDSHAKE, POWER(VMSIG_POWER_ON), REPLY(R_STATUS, ST_SHUTDOWN), REPLY(R_EMPTY, 0), EVENT(1, 1),
             REPLY(R_STATUS, ST_RUNNING), REPLY(R_EMPTY, 0));
