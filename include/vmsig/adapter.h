@@ -94,8 +94,13 @@ struct vmsig_adapter_ops {
 /* Option helper: find key in "k=v,k=v". Copies the value into buf (NUL
  * terminated). 0 found, -ENOENT absent, -ENAMETOOLONG value too long. */
 int vmsig_option_get(const char *options, const char *key, char *buf, size_t buflen);
-/* Same, as an unsigned number; -EINVAL if not a number. def if absent. */
+/* Same, as an unsigned number (vmsig_option_parse_u64); -EINVAL if not a
+ * number. def if absent. */
 int vmsig_option_u64(const char *options, const char *key, uint64_t def, uint64_t *ret);
+/* An option value as an unsigned number: decimal digits, or 0x and hex
+ * digits; no sign, no blanks, at most 31 bytes, no overflow. A leading zero
+ * is decimal ("010" is 10), never octal. 0 or -EINVAL. */
+int vmsig_option_parse_u64(const char *text, uint64_t *ret);
 
 /* The real adapters for a QEMU VM (cfg->qmp_path, cfg->ram_path). NULL in a
  * stub-only build (VMSIG_ARMED=OFF). The adapters of one VM share a single

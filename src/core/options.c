@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* "key=value,key=value" adapter options: small enough to parse in place. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +35,32 @@ int vmsig_option_get(const char *options, const char *key, char *buf, size_t buf
         return -ENOENT;
 }
 
+int vmsig_option_parse_u64(const char *text, uint64_t *ret)
+{
+        const char *digits = text;
+        int base = 10;
+        char *end;
+
+        if (!text || strlen(text) > 31)
+                return -EINVAL;
+        if (text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+                digits = text + 2;
+                base = 16;
+        }
+        /* strtoull alone would take blanks, a sign, and 0-prefixed octal. */
+        if (!(base == 16 ? isxdigit((unsigned char)digits[0]) : isdigit((unsigned char)digits[0])))
+                return -EINVAL;
+        errno = 0;
+        unsigned long long v = strtoull(digits, &end, base);
+        if (errno || *end)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
 int vmsig_option_u64(const char *options, const char *key, uint64_t def, uint64_t *ret)
 {
-        char buf[32], *end;
+        char buf[32];
         int r = vmsig_option_get(options, key, buf, sizeof(buf));
 
         if (r == -ENOENT) {
@@ -45,12 +69,5 @@ int vmsig_option_u64(const char *options, const char *key, uint64_t def, uint64_
         }
         if (r < 0)
                 return r;
-        if (!buf[0] || buf[0] == '-')
-                return -EINVAL;
-        errno = 0;
-        unsigned long long v = strtoull(buf, &end, 0);
-        if (errno || *end)
-                return -EINVAL;
-        *ret = v;
-        return 0;
+        return vmsig_option_parse_u64(buf, ret);
 }

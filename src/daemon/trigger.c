@@ -235,18 +235,7 @@ static const struct seam_spec seam_specs[2][3] = {
 
 static bool parse_u64(const char *v, uint64_t *ret)
 {
-        char *end;
-        unsigned long long x;
-
-        /* As vmsig_option_u64: at most 31 bytes, no sign, C base prefixes. */
-        if (!v[0] || v[0] == '-' || v[0] == '+' || strlen(v) > 31)
-                return false;
-        errno = 0;
-        x = strtoull(v, &end, 0);
-        if (errno || *end)
-                return false;
-        *ret = x;
-        return true;
+        return vmsig_option_parse_u64(v, ret) == 0; /* what the adapters read */
 }
 
 static bool word_in(const char *v, const char *words)
