@@ -271,8 +271,8 @@ static void bench_direct(struct dev *d, double *ret_rate, uint64_t *lat, int nla
         }
         vmctl_free(vm);
         if (refused || late || direct_failed || direct_done != N_STREAM + nlat)
-                invalid("direct vmctl: %ld refused, %ld not completed on return, %d failed, %d of %ld done", refused,
-                        late, direct_failed, direct_done, N_STREAM + nlat);
+                invalid("direct vmctl: %ld refused, %ld not completed on return, %d failed, %d of %ld done",
+                        refused, late, direct_failed, direct_done, N_STREAM + nlat);
 }
 
 /* ---- through the bus ---- */
@@ -385,9 +385,10 @@ static int bench_bus(const char *holder_path, double *ret_rate, uint64_t *lat, i
                 }
         }
         if (s.ack_err || s.wrong_corr || s.acks - acks0 != (uint64_t)nlat)
-                invalid("ACKed MOVE_ABS: %llu ACKs for %d commands, %llu with errors, %llu for another command",
-                        (unsigned long long)(s.acks - acks0), nlat, (unsigned long long)s.ack_err,
-                        (unsigned long long)s.wrong_corr);
+                invalid(
+                    "ACKed MOVE_ABS: %llu ACKs for %d commands, %llu with errors, %llu for another command",
+                    (unsigned long long)(s.acks - acks0), nlat, (unsigned long long)s.ack_err,
+                    (unsigned long long)s.wrong_corr);
         if (g_send_failed)
                 invalid("%ld vmsig_control_send calls failed", g_send_failed);
         vmsig_control_close(c);
@@ -610,7 +611,9 @@ static void bench_memwrite(void)
         }
         if (small_ok != N)
                 invalid("8-byte CMD_MEMWRITE: %d of %d ACKed with success (%s)", small_ok, N,
-                        strerror(r < 0 ? -r : res < 0 ? -res : EIO));
+                        strerror(r < 0     ? -r
+                                 : res < 0 ? -res
+                                           : EIO));
         /* wire sizes: EVENT frame 8+56+24 out, ACT_ACK frame 8+56+176 back */
         int raw_ok = raw_pingpong(8 + 56 + 24, 8 + 56 + sizeof(struct vmsig_ack_body), lat_raw, N);
         if (raw_ok != N)
@@ -661,8 +664,8 @@ static void bench_memwrite_print(void)
         printf("%-44s %14.2f %14.2f %8.2f\n", "8-byte MEMWRITE round trip p99 (us)", g_mw.b99, g_mw.r99,
                g_mw.b99 / g_mw.r99);
         printf("%-44s %14s %14s %8s\n", "", "bus tail", "pwrite", "ratio");
-        printf("%-44s %14.0f %14.0f %8.2f\n", "1 MiB MEMWRITE, MB/s (higher is better)", g_mw.bus_mbs, g_mw.pw_mbs,
-               g_mw.pw_mbs > 0 ? g_mw.bus_mbs / g_mw.pw_mbs : 0);
+        printf("%-44s %14.0f %14.0f %8.2f\n", "1 MiB MEMWRITE, MB/s (higher is better)", g_mw.bus_mbs,
+               g_mw.pw_mbs, g_mw.pw_mbs > 0 ? g_mw.bus_mbs / g_mw.pw_mbs : 0);
 }
 
 int main(int argc, char **argv)
@@ -697,24 +700,27 @@ int main(int argc, char **argv)
         bool real = d.real;
         dev_close(&d);
         if (r < 0) {
-                printf("actuate: no real input adapter in this build (%s); nothing to compare\n", strerror(-r));
+                printf("actuate: no real input adapter in this build (%s); nothing to compare\n",
+                       strerror(-r));
                 return 0;
         }
         /* the same commands in the same order: the same device bytes */
         if (!real && w_direct == 0)
                 invalid("the direct path wrote nothing to the device");
         if (!real && w_bus != w_direct)
-                invalid("the bus path wrote %llu bytes to the device, the direct path %llu for the same commands",
-                        w_bus, w_direct);
+                invalid(
+                    "the bus path wrote %llu bytes to the device, the direct path %llu for the same commands",
+                    w_bus, w_direct);
         bench_memwrite();
         if (g_invalid[0]) {
                 printf("INVALID: %s\n", g_invalid);
                 return 1;
         }
         if (g_smoke) {
-                printf("  smoke: valid -- %ld FF + %d ACKed MOVE_ABS, direct and through the bus, all accepted "
-                       "and ACKed with success%s; 8-byte and 1 MiB MEMWRITEs all ACKed with success\n",
-                       N_STREAM, g_n_rtt, real ? "" : ", the same device bytes both ways");
+                printf(
+                    "  smoke: valid -- %ld FF + %d ACKed MOVE_ABS, direct and through the bus, all accepted "
+                    "and ACKed with success%s; 8-byte and 1 MiB MEMWRITEs all ACKed with success\n",
+                    N_STREAM, g_n_rtt, real ? "" : ", the same device bytes both ways");
                 return 0;
         }
         pct(lat_direct, g_n_rtt, &d50, &d99);

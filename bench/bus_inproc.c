@@ -13,11 +13,11 @@
  *   bus_inproc [EVENTS]   default 2000000
  *   bus_inproc --smoke    the checks on a few thousand events, no figures */
 #include <errno.h>
-#include <stdarg.h>
-#include <stdbool.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,8 +443,8 @@ int main(int argc, char **argv)
                 return 2;
         }
         printf("bus_inproc%s: %ld events of %d bytes (header + %d-byte body), worker thread -> loop thread\n",
-               smoke ? " --smoke (checks only, no figures)" : "", n, (int)sizeof(struct vmsig_event_hdr) + EVENT_BODY,
-               EVENT_BODY);
+               smoke ? " --smoke (checks only, no figures)" : "", n,
+               (int)sizeof(struct vmsig_event_hdr) + EVENT_BODY, EVENT_BODY);
         double base = bare_throughput(n);
         double one = bus_throughput(1, n, &growth1);
         double eight = bus_throughput(8, n, &growth8);
@@ -456,7 +456,8 @@ int main(int argc, char **argv)
                 return 1;
         }
         if (smoke) {
-                printf("  smoke: valid -- 1 and 8 controls and the baseline got all %ld events once and in order, "
+                printf("  smoke: valid -- 1 and 8 controls and the baseline got all %ld events once and in "
+                       "order, "
                        "%d paced events delivered, no emit failed, nothing dropped or disconnected\n",
                        n, nlat);
                 return 0;
@@ -471,6 +472,7 @@ int main(int argc, char **argv)
         printf("    baseline eventfd wakeup: p50 %6.1f us  p99 %6.1f us\n", bp50 / 1e3, bp99 / 1e3);
         printf("    bus:                     p50 %6.1f us  p99 %6.1f us  = p50 %.2fx, p99 %.2fx baseline\n",
                p50 / 1e3, p99 / 1e3, (double)p50 / (double)bp50, (double)p99 / (double)bp99);
-        printf("  checks: every control got every event once and in order; no emit failed; nothing dropped\n");
+        printf(
+            "  checks: every control got every event once and in order; no emit failed; nothing dropped\n");
         return 0;
 }

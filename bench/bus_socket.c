@@ -1181,7 +1181,8 @@ int main(int argc, char **argv)
                 return 1;
         }
         if (smoke) {
-                printf("  smoke: valid -- raw and bus streams (1 and 8 readers) got every frame once and in order; "
+                printf("  smoke: valid -- raw and bus streams (1 and 8 readers) got every frame once and in "
+                       "order; "
                        "%ld+%ld STATUS_QUERY and MOVE_ABS round trips each ACKed with success, every query "
                        "answered by a STATUS;%s nothing dropped or disconnected\n",
                        n_rtt, n_rtt,
@@ -1200,16 +1201,18 @@ int main(int argc, char **argv)
                raw1 * DIAG_FRAME / 1e6, n_stream1);
         printf("  bus -> 1 socket control:         %10.0f events/s              = %.2fx raw (goal >= 0.50)\n",
                bus1, bus1 / raw1);
-        printf("  baseline raw stream, 8 sockets:  %10.0f frames/s per socket, %.0f total   [%ld frames each]\n",
-               raw8, raw8 * 8, n_stream8);
-        printf("  bus -> 8 socket controls:        %10.0f events/s, %.0f deliveries/s = %.2fx raw (goal >= 0.50)\n",
+        printf(
+            "  baseline raw stream, 8 sockets:  %10.0f frames/s per socket, %.0f total   [%ld frames each]\n",
+            raw8, raw8 * 8, n_stream8);
+        printf("  bus -> 8 socket controls:        %10.0f events/s, %.0f deliveries/s = %.2fx raw (goal >= "
+               "0.50)\n",
                bus8, bus8 * 8, bus8 / raw8);
         printf("    (one thread per control; producer kept <= %d events ahead of the slowest control)\n",
                STREAM_WINDOW);
 
         printf("\n[2] command -> ACT_ACK round trip over the socket, %ld calls each (after %ld warm-up),\n"
-               "    bus and its raw baseline alternating in %d blocks\n", n_rtt,
-               warm_rtt, RTT_BLOCKS);
+               "    bus and its raw baseline alternating in %d blocks\n",
+               n_rtt, warm_rtt, RTT_BLOCKS);
         printf("  CMD_STATUS_QUERY -> vmhost stub (loop thread) -> STATUS + ACT_ACK back:\n");
         printf("    baseline raw ping-pong %u B -> %u B:  min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)QUERY_FRAME, (unsigned)(STATUS_FRAME + ACK_FRAME), raw_q.min_us, raw_q.p50_us,
@@ -1227,7 +1230,8 @@ int main(int argc, char **argv)
                bus_m.p99_us / raw_m.p99_us);
 
 #ifdef VMSIG_BENCH_DBUS
-        printf("\n[3] the same round trip vs a dbus-daemon method call (private bus, libdbus, %ld calls)\n", n_dbus);
+        printf("\n[3] the same round trip vs a dbus-daemon method call (private bus, libdbus, %ld calls)\n",
+               n_dbus);
         printf("  dbus-daemon Echo(ay[%u]) call:    min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)ECHO_BYTES, db.min_us, db.p50_us, db.p99_us, db.mean_us);
         printf("  bus CMD_STATUS_QUERY round trip: p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= 10)\n",

@@ -688,9 +688,10 @@ int main(int argc, char **argv)
         if (g_smoke)
                 printf("memread --smoke: checks only, no figures\n");
         else
-                printf("memread: perceiving a real QEMU guest (TCG): vmie over the RAM file vs memcpy vs QMP, "
-                       "scale %.2g\n",
-                       g_scale);
+                printf(
+                    "memread: perceiving a real QEMU guest (TCG): vmie over the RAM file vs memcpy vs QMP, "
+                    "scale %.2g\n",
+                    g_scale);
 
         /* ---- guest files and QEMU ---- */
         const char *qemu = getenv("VMSIG_QEMU") ? getenv("VMSIG_QEMU") : "qemu-system-x86_64";
@@ -736,7 +737,7 @@ int main(int argc, char **argv)
         int r = vm_wait_ready(BOOT_TIMEOUT_MS, version, sizeof(version));
         if (r < 0) {
                 return unavailable(r == -ECHILD ? "QEMU exited before the guest was ready"
-                                               : "no " READY_MARKER " on the serial console within 60 s");
+                                                : "no " READY_MARKER " on the serial console within 60 s");
         }
         double boot_s = secs_since(t_boot);
         printf("  guest: %s RAM, ready in %.1f s (guest build/cache check %.1f s)\n  %s\n", mem, boot_s,
@@ -834,8 +835,8 @@ int main(int argc, char **argv)
                 if (hmp(q, rcmd, &text) < 0 || parse_gva2gpa(text, &qpgd) < 0)
                         invalid("QEMU cannot translate swapper_pg_dir (%#" PRIx64 ")", sm.pgd);
                 else if ((qpgd & ~4095ull) != as.root)
-                        invalid("kernel root %#" PRIx64 " is not swapper_pg_dir (QEMU: %#" PRIx64 ")", as.root,
-                                qpgd);
+                        invalid("kernel root %#" PRIx64 " is not swapper_pg_dir (QEMU: %#" PRIx64 ")",
+                                as.root, qpgd);
                 free(text);
                 text = NULL;
         }
@@ -849,7 +850,8 @@ int main(int argc, char **argv)
                 return report_invalid();
         }
         banner[strcspn(banner, "\n")] = 0;
-        printf("  kernel root %#" PRIx64 " = swapper_pg_dir, as memctx publishes it and QEMU agrees (vCPU CR3 "
+        printf("  kernel root %#" PRIx64
+               " = swapper_pg_dir, as memctx publishes it and QEMU agrees (vCPU CR3 "
                "%#" PRIx64 ", %u-level);\n  linux_banner at %#" PRIx64 " reads \"%.40s...\"%s\n",
                as.root, cr3, as.levels, sm.banner, banner,
                strncmp(banner, version, strlen(banner) < strlen(version) ? strlen(banner) : strlen(version))
@@ -900,8 +902,8 @@ int main(int argc, char **argv)
             "    (%zu unmapped skipped; mapped by %zu 4 KiB, %zu 2 MiB, %zu 1 GiB leaves)\n",
             nws, unmapped, n4k, n2m, n1g);
         if (nws < 64) {
-                invalid("only %zu kernel-image addresses map under root %#" PRIx64 " (%zu do not)", nws, as.root,
-                        unmapped);
+                invalid("only %zu kernel-image addresses map under root %#" PRIx64 " (%zu do not)", nws,
+                        as.root, unmapped);
                 qmp_free(q);
                 return report_invalid();
         }
@@ -980,8 +982,8 @@ int main(int argc, char **argv)
         double hit = lookups ? (double)(s1.hits - s0.hits) / (double)lookups : 0;
         double dhit = dlookups ? (double)(d1.hits - d0.hits) / (double)dlookups : 0;
         if (e_walk || e_tlb || e_dtlb)
-                invalid("translation errors during the timed runs: walk %ld, cached %ld, default tlb %ld", e_walk,
-                        e_tlb, e_dtlb);
+                invalid("translation errors during the timed runs: walk %ld, cached %ld, default tlb %ld",
+                        e_walk, e_tlb, e_dtlb);
         /* Direct-mapped and scanned in a fixed cyclic order: an address hits
          * only when no other one shares its slot, about exp(-(n-1)/entries)
          * of them (78% for the 4x-sized cache); the 1 s entry lifetime costs
@@ -990,8 +992,8 @@ int main(int argc, char **argv)
         double want_hit = exp(-(double)(nws - 1) / (double)tlb_entries),
                want_dhit = exp(-(double)(nws - 1) / (double)VMIE_TLB_DEFAULT_ENTRIES);
         if (hit < 0.75 * want_hit || hit > 1)
-                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (expected about %.0f%%)", 100 * hit,
-                        tlb_entries, nws, 100 * want_hit);
+                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (expected about %.0f%%)",
+                        100 * hit, tlb_entries, nws, 100 * want_hit);
         if (dhit < 0.75 * want_dhit || dhit > 1)
                 invalid("hit rate %.2f%% of the default tlb over %zu addresses (expected about %.0f%%)",
                         100 * dhit, nws, 100 * want_dhit);
@@ -999,13 +1001,14 @@ int main(int argc, char **argv)
         size_t x_wrong = 0;
         for (size_t i = 0; i < nws; i++) {
                 struct vmie_xlate xw, xc;
-                if (vmie_walk(&as, ws[i], &xw) < 0 || vmie_translate(&cas, ws[i], &xc) < 0 || xw.gpa != xc.gpa ||
-                    xw.gpa != ws_gpa[i])
+                if (vmie_walk(&as, ws[i], &xw) < 0 || vmie_translate(&cas, ws[i], &xc) < 0 ||
+                    xw.gpa != xc.gpa || xw.gpa != ws_gpa[i])
                         x_wrong++;
         }
         if (x_wrong)
-                invalid("%zu of %zu cached translations differ from a fresh walk or from the start of the run",
-                        x_wrong, nws);
+                invalid(
+                    "%zu of %zu cached translations differ from a fresh walk or from the start of the run",
+                    x_wrong, nws);
         dtlb = vmie_tlb_free(dtlb);
 
         /* ---- 3. the same through QMP ---- */
@@ -1121,8 +1124,9 @@ int main(int argc, char **argv)
         if (hmp_fail)
                 invalid("%zu QMP command(s) failed during the run", hmp_fail);
         if (q_mismatch || q_err)
-                invalid("QEMU gva2gpa disagreed with vmie_walk on %zu of %zu addresses (%zu unparsable replies)",
-                        q_mismatch, q_done, q_err);
+                invalid(
+                    "QEMU gva2gpa disagreed with vmie_walk on %zu of %zu addresses (%zu unparsable replies)",
+                    q_mismatch, q_done, q_err);
         if (x_err || bulk_short)
                 invalid("%zu short xp replies, %zu short bulk xp replies", x_err, bulk_short);
         if (!same)
@@ -1145,11 +1149,12 @@ int main(int argc, char **argv)
         if (rc)
                 goto out;
         if (g_smoke) {
-                printf("  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
-                       "translation or read errors, cached == walked, tlb hit rates as expected; QEMU gva2gpa "
-                       "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
-                       "mode)\n",
-                       nws, q_done, q_done);
+                printf(
+                    "  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
+                    "translation or read errors, cached == walked, tlb hit rates as expected; QEMU gva2gpa "
+                    "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
+                    "mode)\n",
+                    nws, q_done, q_done);
                 goto out;
         }
 
