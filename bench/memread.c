@@ -985,18 +985,20 @@ int main(int argc, char **argv)
                 invalid("translation errors during the timed runs: walk %ld, cached %ld, default tlb %ld",
                         e_walk, e_tlb, e_dtlb);
         /* Direct-mapped and scanned in a fixed cyclic order: an address hits
-         * only when no other one shares its slot, about exp(-(n-1)/entries)
-         * of them (78% for the 4x-sized cache); the 1 s entry lifetime costs
-         * one refill per address per second. Far below that, the cache (or
-         * the root it is keyed by) is broken. */
+         * only when no other one shares its slot. With a random slot per
+         * address that is exp(-(n-1)/entries) of them (78% for the 4x-sized
+         * cache); kernel-image pages are nearly consecutive, so the real
+         * figure is higher. The 1 s entry lifetime costs one refill per
+         * address per second. Well below the random case (a failing walk is
+         * never cached: 0%), the cache or the root it is keyed by is broken. */
         double want_hit = exp(-(double)(nws - 1) / (double)tlb_entries),
                want_dhit = exp(-(double)(nws - 1) / (double)VMIE_TLB_DEFAULT_ENTRIES);
         if (hit < 0.75 * want_hit || hit > 1)
-                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (expected about %.0f%%)",
-                        100 * hit, tlb_entries, nws, 100 * want_hit);
+                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (floor %.0f%%)",
+                        100 * hit, tlb_entries, nws, 75 * want_hit);
         if (dhit < 0.75 * want_dhit || dhit > 1)
-                invalid("hit rate %.2f%% of the default tlb over %zu addresses (expected about %.0f%%)",
-                        100 * dhit, nws, 100 * want_dhit);
+                invalid("hit rate %.2f%% of the default tlb over %zu addresses (floor %.0f%%)",
+                        100 * dhit, nws, 75 * want_dhit);
         /* a cache hit must give what a walk gives */
         size_t x_wrong = 0;
         for (size_t i = 0; i < nws; i++) {
@@ -1151,7 +1153,7 @@ int main(int argc, char **argv)
         if (g_smoke) {
                 printf(
                     "  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
-                    "translation or read errors, cached == walked, tlb hit rates as expected; QEMU gva2gpa "
+                    "translation or read errors, cached == walked, tlb hit rates above their floors; QEMU gva2gpa "
                     "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
                     "mode)\n",
                     nws, q_done, q_done);
@@ -1186,8 +1188,8 @@ int main(int argc, char **argv)
         printf("  cached vmie_translate (tlb %zu entries, hit rate %.2f%%):\n"
                "                                        %12.0f /s  = %.1fx uncached  (goal >= 20 M/s: %s)\n",
                tlb_entries, 100 * hit, cached, cached / walk, goal(cached >= 20e6));
-        printf("    (hit rates expected of a direct-mapped cache scanned cyclically: %.0f%% and %.0f%%)\n",
-               100 * want_hit, 100 * want_dhit);
+        printf("    (checked: hit rates >= %.0f%% and %.0f%%, 3/4 of a random-slot direct-mapped cache's)\n",
+               75 * want_hit, 75 * want_dhit);
         printf("  cached, default tlb (%u entries, hit rate %.2f%%):\n"
                "                                        %12.0f /s  = %.1fx uncached\n",
                VMIE_TLB_DEFAULT_ENTRIES, 100 * dhit, dcached, dcached / walk);
