@@ -994,11 +994,11 @@ int main(int argc, char **argv)
         double want_hit = exp(-(double)(nws - 1) / (double)tlb_entries),
                want_dhit = exp(-(double)(nws - 1) / (double)VMIE_TLB_DEFAULT_ENTRIES);
         if (hit < 0.75 * want_hit || hit > 1)
-                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (floor %.0f%%)",
-                        100 * hit, tlb_entries, nws, 75 * want_hit);
+                invalid("hit rate %.2f%% of a %zu-entry tlb over %zu addresses (floor %.0f%%)", 100 * hit,
+                        tlb_entries, nws, 75 * want_hit);
         if (dhit < 0.75 * want_dhit || dhit > 1)
-                invalid("hit rate %.2f%% of the default tlb over %zu addresses (floor %.0f%%)",
-                        100 * dhit, nws, 75 * want_dhit);
+                invalid("hit rate %.2f%% of the default tlb over %zu addresses (floor %.0f%%)", 100 * dhit,
+                        nws, 75 * want_dhit);
         /* a cache hit must give what a walk gives */
         size_t x_wrong = 0;
         for (size_t i = 0; i < nws; i++) {
@@ -1151,12 +1151,12 @@ int main(int argc, char **argv)
         if (rc)
                 goto out;
         if (g_smoke) {
-                printf(
-                    "  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
-                    "translation or read errors, cached == walked, tlb hit rates above their floors; QEMU gva2gpa "
-                    "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
-                    "mode)\n",
-                    nws, q_done, q_done);
+                printf("  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
+                       "translation or read errors, cached == walked, tlb hit rates above their floors; QEMU "
+                       "gva2gpa "
+                       "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
+                       "mode)\n",
+                       nws, q_done, q_done);
                 goto out;
         }
 
