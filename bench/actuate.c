@@ -11,7 +11,7 @@
  * The device is a real uinput pair where /dev/uinput is usable, else pipes
  * that a thread drains (the same write(2) per command, minus the kernel's
  * input core): the output says which. The adapter gets the devices the way
- * vmsigd does, from a holder socket. Never asserts.
+ * vmsigd does, from a holder socket. It judges validity (below), never speed.
  *
  *   3. CMD_MEMWRITE over the real socket (vmsigd's server and client API,
  *      in-process, to a memctx stub whose RAM is a memfd): the 8-byte

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* bus_socket: the bus behind its unix socket, against baselines measured in
- * the same run. Not a test: it prints figures and ratios, it never judges.
+ * the same run. It prints figures and ratios and judges only their validity.
  *
  *  1. Streaming: a worker thread emits DIAG events (a 232-byte frame on the
  *     wire) through an adapter sink; the bus, on its own loop thread, fans
