@@ -11,15 +11,28 @@
  * The device is a real uinput pair where /dev/uinput is usable, else pipes
  * that a thread drains (the same write(2) per command, minus the kernel's
  * input core): the output says which. The adapter gets the devices the way
- * vmsigd does, from a holder socket. Never asserts.
+ * vmsigd does, from a holder socket. It judges validity (below), never speed.
  *
  *   3. CMD_MEMWRITE over the real socket (vmsigd's server and client API,
  *      in-process, to a memctx stub whose RAM is a memfd): the 8-byte
  *      round trip vs. a raw unix-socket ping-pong of the same frame sizes,
- *      and 1 MiB SRC-tail writes/s vs. pwrite() of the same bytes. */
+ *      and 1 MiB SRC-tail writes/s vs. pwrite() of the same bytes.
+ *
+ * Checked before any figure is printed: every direct vmctl_submit was
+ * accepted and completed before it returned; the input lease was granted;
+ * every ACKed command got its own ACT_ACK with result 0 and no FF command
+ * was refused; with the pipe device, the bus path wrote exactly the bytes
+ * the direct path wrote for the same commands (nothing lost or doubled);
+ * every MEMWRITE was ACKed with success; every raw ping-pong completed; no
+ * wait exceeded 10 s. Otherwise "INVALID: <reason>" and exit 1.
+ *
+ *   actuate            full run
+ *   actuate --smoke    the checks on a few thousand commands, no figures */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +43,7 @@
 #include <unistd.h>
 
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include <vmsig/adapter.h>
@@ -49,9 +63,30 @@ int main(void)
 #else
 #include "vmctl/vmctl.h"
 
-#define N_STREAM 200000
-#define N_RTT    5000
-#define BATCH    512
+#define N_STREAM_FULL 200000
+#define N_RTT         5000 /* array size; g_n_rtt may be smaller */
+#define BATCH         512
+#define WAIT_NS       10000000000ull /* any single wait: longer means broken */
+
+static bool g_smoke;
+static long N_STREAM = N_STREAM_FULL;
+static int g_n_rtt = N_RTT;
+
+static char g_invalid[1024];
+
+static void invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void invalid(const char *fmt, ...)
+{
+        size_t n = strlen(g_invalid);
+        va_list ap;
+        if (n && n + 3 < sizeof(g_invalid)) {
+                memcpy(g_invalid + n, "; ", 3);
+                n += 2;
+        }
+        va_start(ap, fmt);
+        vsnprintf(g_invalid + n, sizeof(g_invalid) - n, fmt, ap);
+        va_end(ap);
+}
 
 static uint64_t now_ns(void)
 {
@@ -68,20 +103,48 @@ static int cmp_u64(const void *a, const void *b)
 
 /* ---- the device: uinput pair or drained pipes ---- */
 
+struct drainer {
+        int fd;
+        atomic_ullong bytes; /* read so far: what the writers wrote */
+};
+
 struct dev {
         struct vmctl_uinput_pair p;
         bool real;
         int rd[2]; /* pipe read ends */
+        struct drainer dr[2];
         pthread_t drainer[2];
 };
 
 static void *drain(void *arg)
 {
-        int fd = *(int *)arg;
+        struct drainer *d = arg;
         char buf[1 << 16];
-        while (read(fd, buf, sizeof(buf)) > 0)
-                ;
+        ssize_t k;
+        while ((k = read(d->fd, buf, sizeof(buf))) > 0)
+                atomic_fetch_add(&d->bytes, (unsigned long long)k);
         return NULL;
+}
+
+/* Bytes written to the pipe device so far, once the drainers caught up
+ * (pipes empty and the count steady); 0 with a real uinput device. */
+static unsigned long long dev_written(struct dev *d)
+{
+        if (d->real)
+                return 0;
+        unsigned long long last = ~0ull;
+        for (uint64_t t0 = now_ns(); now_ns() - t0 < WAIT_NS;) {
+                int q0 = 0, q1 = 0;
+                ioctl(d->rd[0], FIONREAD, &q0);
+                ioctl(d->rd[1], FIONREAD, &q1);
+                unsigned long long v = atomic_load(&d->dr[0].bytes) + atomic_load(&d->dr[1].bytes);
+                if (!q0 && !q1 && v == last)
+                        return v;
+                last = v;
+                usleep(5000);
+        }
+        invalid("the pipe device never drained");
+        return last;
 }
 
 static int dev_open(struct dev *d, char *what, size_t len)
@@ -101,8 +164,10 @@ static int dev_open(struct dev *d, char *what, size_t len)
         d->p.ptr_fd = b[1];
         d->rd[0] = a[0];
         d->rd[1] = b[0];
-        pthread_create(&d->drainer[0], NULL, drain, &d->rd[0]);
-        pthread_create(&d->drainer[1], NULL, drain, &d->rd[1]);
+        d->dr[0].fd = a[0];
+        d->dr[1].fd = b[0];
+        pthread_create(&d->drainer[0], NULL, drain, &d->dr[0]);
+        pthread_create(&d->drainer[1], NULL, drain, &d->dr[1]);
         return 0;
 }
 
@@ -161,10 +226,12 @@ static void holder_stop(struct holder *h)
 
 /* ---- baseline: vmctl directly ---- */
 
-static int direct_done;
+static int direct_done, direct_failed;
 static void count_done(void *ud, void *token, int result, const char *msg)
 {
         direct_done++;
+        if (result < 0 && direct_failed++ == 0)
+                fprintf(stderr, "actuate: direct command failed: %s\n", msg);
 }
 
 static struct vmctl_cmd move(long i)
@@ -184,29 +251,34 @@ static void bench_direct(struct dev *d, double *ret_rate, uint64_t *lat, int nla
         cfg.uinput_ptr_fd = d->p.ptr_fd;
         cfg.done = count_done;
         if (vmctl_open(&cfg, &vm, msg) < 0) {
-                fprintf(stderr, "actuate: vmctl_open: %s\n", msg);
+                printf("INVALID: vmctl_open: %s\n", msg);
                 exit(1);
         }
+        long refused = 0, late = 0;
         uint64_t t0 = now_ns();
         for (long i = 0; i < N_STREAM; i++) {
                 struct vmctl_cmd c = move(i);
-                (void)vmctl_submit(vm, &c, NULL, msg);
+                refused += vmctl_submit(vm, &c, NULL, msg) < 0;
         }
         *ret_rate = N_STREAM / ((double)(now_ns() - t0) / 1e9);
         for (int i = 0; i < nlat; i++) {
                 struct vmctl_cmd c = move(i);
                 int before = direct_done;
                 uint64_t t = now_ns();
-                (void)vmctl_submit(vm, &c, NULL, msg);
-                lat[i] = direct_done > before ? now_ns() - t : 0;
+                refused += vmctl_submit(vm, &c, NULL, msg) < 0;
+                lat[i] = now_ns() - t;
+                late += direct_done == before; /* the baseline must be a completion */
         }
         vmctl_free(vm);
+        if (refused || late || direct_failed || direct_done != N_STREAM + nlat)
+                invalid("direct vmctl: %ld refused, %ld not completed on return, %d failed, %d of %ld done",
+                        refused, late, direct_failed, direct_done, N_STREAM + nlat);
 }
 
 /* ---- through the bus ---- */
 
 struct ctl {
-        uint64_t acks, ack_err, last_corr;
+        uint64_t acks, ack_err, last_corr, wrong_corr, want_corr;
         bool granted;
         char diag[VMSIG_MSG_MAX];
 };
@@ -218,6 +290,8 @@ static int deliver(struct vmsig_control *c, const struct vmsig_event *ev, int *f
                 const struct vmsig_ack_body *a = (const void *)ev->body;
                 s->acks++;
                 s->last_corr = ev->hdr.corr;
+                if (s->want_corr && ev->hdr.corr != s->want_corr)
+                        s->wrong_corr++;
                 if (a->result < 0 && s->ack_err++ == 0)
                         fprintf(stderr, "actuate: ACK error %d %s\n", a->result, a->msg);
         } else if (ev->hdr.kind == VMSIG_EV_LEASE_GRANT) {
@@ -232,6 +306,8 @@ static void closed(struct vmsig_control *c, int reason, const char *msg, void *u
 {
 }
 
+static long g_send_failed;
+
 static void send_move(struct vmsig_control *c, uint32_t ep, long i, bool ff)
 {
         struct vmctl_cmd m = move(i);
@@ -242,7 +318,8 @@ static void send_move(struct vmsig_control *c, uint32_t ep, long i, bool ff)
         if (ff)
                 ev.hdr.flags |= VMSIG_F_FF;
         vmsig_event_set_body(&ev, &in, sizeof(in));
-        (void)vmsig_control_send(c, &ev);
+        if (vmsig_control_send(c, &ev) < 0)
+                g_send_failed++;
 }
 
 static int bench_bus(const char *holder_path, double *ret_rate, uint64_t *lat, int nlat, char *backend,
@@ -271,9 +348,15 @@ static int bench_bus(const char *holder_path, double *ret_rate, uint64_t *lat, i
         vmsig_control_new(bus, &info, deliver, closed, &s, &c);
         vmsig_control_subscribe(c, ep, VMSIG_KINDS_ALL_UP);
         vmsig_control_lease_acquire(c, ep, VMSIG_LEASE_INPUT, 1);
-        for (int i = 0; i < 100 && !s.granted; i++)
+        for (uint64_t t = now_ns(); !s.granted && now_ns() - t < WAIT_NS;)
                 vmsig_bus_run_once(bus, 10);
         snprintf(backend, blen, "%s", s.granted ? s.diag : "input lease not granted");
+        if (!s.granted) {
+                invalid("input lease not granted within 10 s");
+                vmsig_control_close(c);
+                vmsig_bus_free(bus);
+                return 0;
+        }
 
         /* 1. FF stream: queue a batch, run the loop until it is dispatched */
         uint64_t t0 = now_ns();
@@ -285,16 +368,29 @@ static int bench_bus(const char *holder_path, double *ret_rate, uint64_t *lat, i
         }
         *ret_rate = N_STREAM / ((double)(now_ns() - t0) / 1e9);
         if (s.ack_err)
-                fprintf(stderr, "actuate: %llu error ACKs in the FF stream\n", (unsigned long long)s.ack_err);
+                invalid("%llu FF commands refused", (unsigned long long)s.ack_err);
 
         /* 2. ACKed round trips, one at a time */
+        uint64_t acks0 = s.acks;
         for (int i = 0; i < nlat; i++) {
                 uint64_t want = s.acks + 1, t = now_ns();
+                s.want_corr = (uint64_t)i + 1;
                 send_move(c, ep, i, false);
-                while (s.acks < want)
+                while (s.acks < want && now_ns() - t < WAIT_NS)
                         vmsig_bus_run_once(bus, 1);
                 lat[i] = now_ns() - t;
+                if (s.acks < want) {
+                        invalid("no ACT_ACK for MOVE_ABS %d within 10 s", i + 1);
+                        break;
+                }
         }
+        if (s.ack_err || s.wrong_corr || s.acks - acks0 != (uint64_t)nlat)
+                invalid(
+                    "ACKed MOVE_ABS: %llu ACKs for %d commands, %llu with errors, %llu for another command",
+                    (unsigned long long)(s.acks - acks0), nlat, (unsigned long long)s.ack_err,
+                    (unsigned long long)s.wrong_corr);
+        if (g_send_failed)
+                invalid("%ld vmsig_control_send calls failed", g_send_failed);
         vmsig_control_close(c);
         vmsig_bus_free(bus);
         return 0;
@@ -413,18 +509,20 @@ static void *pp_echo(void *arg)
         return NULL;
 }
 
-static void raw_pingpong(size_t req, size_t resp, uint64_t *lat, int n)
+/* Returns how many round trips completed. */
+static int raw_pingpong(size_t req, size_t resp, uint64_t *lat, int n)
 {
         int sv[2];
         uint8_t buf[4096] = {0};
         pthread_t th;
         struct pp p = {.req = req, .resp = resp, .n = n};
 
+        int done = 0;
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-                return;
+                return 0;
         p.fd = sv[1];
         pthread_create(&th, NULL, pp_echo, &p);
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++, done++) {
                 uint64_t t0 = now_ns();
                 size_t got = 0;
                 if (write(sv[0], buf, req) != (ssize_t)req)
@@ -435,17 +533,27 @@ static void raw_pingpong(size_t req, size_t resp, uint64_t *lat, int n)
                                 break;
                         got += (size_t)k;
                 }
+                if (got < resp)
+                        break;
                 lat[i] = now_ns() - t0;
         }
+        shutdown(sv[0], SHUT_RDWR); /* an echo thread still reading gives up */
         pthread_join(th, NULL);
         close(sv[0]);
         close(sv[1]);
+        return done;
 }
+
+/* Figures of part 3, printed only once every check passed. */
+static struct {
+        double b50, b99, r50, r99, bus_mbs, pw_mbs;
+} g_mw;
 
 static void bench_memwrite(void)
 {
-        enum { N = 5000, BIG = 1 << 20, NBIG = 40 };
-        static uint64_t lat_bus[N], lat_raw[N];
+        enum { N_MAX = 5000, BIG = 1 << 20, NBIG_MAX = 40 };
+        const int N = g_smoke ? 200 : N_MAX, NBIG = g_smoke ? 4 : NBIG_MAX;
+        static uint64_t lat_bus[N_MAX], lat_raw[N_MAX];
         struct mwbus b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct vmsig_client *c = NULL;
         uint64_t corr;
@@ -460,13 +568,13 @@ static void bench_memwrite(void)
                 pthread_cond_wait(&b.cv, &b.mu);
         pthread_mutex_unlock(&b.mu);
         if (b.ready < 0) {
-                printf("%-44s %s\n", "CMD_MEMWRITE", strerror(-b.ready));
+                invalid("CMD_MEMWRITE bus: %s", strerror(-b.ready));
                 goto out;
         }
         if (vmsig_client_new(&c) < 0 || vmsig_client_connect(c, b.path, "actuate", 5000) < 0 ||
             vmsig_client_lease_acquire(c, 1, VMSIG_LEASE_MEMWRITE, &corr) < 0 || mw_wait_ack(c, corr, &res) < 0 ||
             res < 0) {
-                printf("%-44s cannot connect or lease\n", "CMD_MEMWRITE");
+                invalid("CMD_MEMWRITE: cannot connect or take the memwrite lease");
                 goto out;
         }
         /* The stub publishes its memctx shortly after attach: wait until a
@@ -476,6 +584,7 @@ static void bench_memwrite(void)
         memcpy(mb.data, "vmsig!!!", 8);
         vmsig_event_init(&ev, VMSIG_EV_CMD_MEMWRITE, 1, VMSIG_SRC_MEMCTX);
         vmsig_event_set_body(&ev, &mb, offsetof(struct vmsig_memwrite_body, data) + 8);
+        res = -EAGAIN;
         for (int tries = 0; tries < 200; tries++) {
                 ev.hdr.corr = 0;
                 if (vmsig_client_send(c, &ev, &corr) < 0 || mw_wait_ack(c, corr, &res) < 0)
@@ -484,18 +593,33 @@ static void bench_memwrite(void)
                         break;
                 usleep(10000);
         }
+        if (res != 0) {
+                invalid("CMD_MEMWRITE never succeeded within 2 s: %s", strerror(res < 0 ? -res : EIO));
+                goto out;
+        }
+        int small_ok = 0;
+        r = 0;
         for (int i = 0; i < N; i++) {
                 uint64_t t0 = now_ns();
                 ev.hdr.corr = 0;
                 if ((r = vmsig_client_send(c, &ev, &corr)) < 0 || (r = mw_wait_ack(c, corr, &res)) < 0)
                         break;
                 lat_bus[i] = now_ns() - t0;
+                if (res != 0)
+                        break;
+                small_ok++;
         }
+        if (small_ok != N)
+                invalid("8-byte CMD_MEMWRITE: %d of %d ACKed with success (%s)", small_ok, N,
+                        strerror(r < 0     ? -r
+                                 : res < 0 ? -res
+                                           : EIO));
         /* wire sizes: EVENT frame 8+56+24 out, ACT_ACK frame 8+56+176 back */
-        raw_pingpong(8 + 56 + 24, 8 + 56 + sizeof(struct vmsig_ack_body), lat_raw, N);
-        double b50, b99, r50, r99;
-        pct(lat_bus, N, &b50, &b99);
-        pct(lat_raw, N, &r50, &r99);
+        int raw_ok = raw_pingpong(8 + 56 + 24, 8 + 56 + sizeof(struct vmsig_ack_body), lat_raw, N);
+        if (raw_ok != N)
+                invalid("raw ping-pong: %d of %d round trips completed", raw_ok, N);
+        pct(lat_bus, N, &g_mw.b50, &g_mw.b99);
+        pct(lat_raw, N, &g_mw.r50, &g_mw.r99);
 
         /* 1 MiB through the SRC tail vs pwrite of the same bytes. */
         uint8_t *big = malloc(BIG);
@@ -512,24 +636,17 @@ static void bench_memwrite(void)
                         break;
                 ok++;
         }
-        double bus_mbs = ok ? (double)ok * BIG / ((double)(now_ns() - t0) / 1e9) / 1e6 : 0;
+        g_mw.bus_mbs = ok ? (double)ok * BIG / ((double)(now_ns() - t0) / 1e9) / 1e6 : 0;
         int mfd = memfd_create("actuate-baseline", MFD_CLOEXEC);
         (void)!ftruncate(mfd, 4 * BIG);
         t0 = now_ns();
         for (int i = 0; i < NBIG; i++)
                 (void)!pwrite(mfd, big, BIG, BIG);
-        double pw_mbs = (double)NBIG * BIG / ((double)(now_ns() - t0) / 1e9) / 1e6;
+        g_mw.pw_mbs = (double)NBIG * BIG / ((double)(now_ns() - t0) / 1e9) / 1e6;
         close(mfd);
         free(big);
-
-        printf("%-44s %14s %14s %8s\n", "", "bus socket", "raw socket", "ratio");
-        printf("%-44s %14.2f %14.2f %8.2f\n", "8-byte MEMWRITE round trip p50 (us)", b50, r50, b50 / r50);
-        printf("%-44s %14.2f %14.2f %8.2f\n", "8-byte MEMWRITE round trip p99 (us)", b99, r99, b99 / r99);
-        printf("%-44s %14s %14s %8s\n", "", "bus tail", "pwrite", "ratio");
-        printf("%-44s %14.0f %14.0f %8.2f\n", "1 MiB MEMWRITE, MB/s (higher is better)", bus_mbs, pw_mbs,
-               pw_mbs > 0 ? bus_mbs / pw_mbs : 0);
         if (ok < NBIG)
-                printf("  (only %d of %d 1 MiB writes succeeded)\n", ok, NBIG);
+                invalid("1 MiB CMD_MEMWRITE: %d of %d ACKed with success", ok, NBIG);
 out:
         vmsig_client_free(c);
         uint64_t one = 1;
@@ -539,7 +656,19 @@ out:
         unlink(b.path);
 }
 
-int main(void)
+static void bench_memwrite_print(void)
+{
+        printf("%-44s %14s %14s %8s\n", "", "bus socket", "raw socket", "ratio");
+        printf("%-44s %14.2f %14.2f %8.2f\n", "8-byte MEMWRITE round trip p50 (us)", g_mw.b50, g_mw.r50,
+               g_mw.b50 / g_mw.r50);
+        printf("%-44s %14.2f %14.2f %8.2f\n", "8-byte MEMWRITE round trip p99 (us)", g_mw.b99, g_mw.r99,
+               g_mw.b99 / g_mw.r99);
+        printf("%-44s %14s %14s %8s\n", "", "bus tail", "pwrite", "ratio");
+        printf("%-44s %14.0f %14.0f %8.2f\n", "1 MiB MEMWRITE, MB/s (higher is better)", g_mw.bus_mbs,
+               g_mw.pw_mbs, g_mw.pw_mbs > 0 ? g_mw.bus_mbs / g_mw.pw_mbs : 0);
+}
+
+int main(int argc, char **argv)
 {
         static uint64_t lat_direct[N_RTT], lat_bus[N_RTT];
         struct dev d;
@@ -547,35 +676,64 @@ int main(void)
         char what[256], backend[VMSIG_MSG_MAX] = "";
         double r_direct = 0, r_bus = 0, d50, d99, b50, b99;
 
+        if (argc > 1 && !strcmp(argv[1], "--smoke")) {
+                g_smoke = true;
+                N_STREAM = 5000;
+                g_n_rtt = 200;
+        }
+        setvbuf(stdout, NULL, _IOLBF, 0);
         if (dev_open(&d, what, sizeof(what)) < 0) {
-                printf("actuate: no device sink\n");
-                return 0;
+                printf("INVALID: no device sink\n");
+                return 1;
         }
-        printf("actuate: device = %s\n", what);
-        bench_direct(&d, &r_direct, lat_direct, N_RTT);
+        printf("actuate%s: device = %s\n", g_smoke ? " --smoke (checks only, no figures)" : "", what);
+        bench_direct(&d, &r_direct, lat_direct, g_n_rtt);
+        unsigned long long w_direct = dev_written(&d);
         if (holder_start(&h, &d) < 0) {
-                printf("actuate: cannot start the holder socket\n");
+                printf("INVALID: cannot start the holder socket\n");
                 dev_close(&d);
-                return 0;
+                return 1;
         }
-        int r = bench_bus(h.path, &r_bus, lat_bus, N_RTT, backend, sizeof(backend));
+        int r = bench_bus(h.path, &r_bus, lat_bus, g_n_rtt, backend, sizeof(backend));
         holder_stop(&h);
+        unsigned long long w_bus = r == 0 ? dev_written(&d) - w_direct : 0;
+        bool real = d.real;
         dev_close(&d);
         if (r < 0) {
-                printf("actuate: no real input adapter in this build (%s); baseline only: %.0f cmds/s\n",
-                       strerror(-r), r_direct);
+                printf("actuate: no real input adapter in this build (%s); nothing to compare\n",
+                       strerror(-r));
                 return 0;
         }
-        pct(lat_direct, N_RTT, &d50, &d99);
-        pct(lat_bus, N_RTT, &b50, &b99);
+        /* the same commands in the same order: the same device bytes */
+        if (!real && w_direct == 0)
+                invalid("the direct path wrote nothing to the device");
+        if (!real && w_bus != w_direct)
+                invalid(
+                    "the bus path wrote %llu bytes to the device, the direct path %llu for the same commands",
+                    w_bus, w_direct);
+        bench_memwrite();
+        if (g_invalid[0]) {
+                printf("INVALID: %s\n", g_invalid);
+                return 1;
+        }
+        if (g_smoke) {
+                printf(
+                    "  smoke: valid -- %ld FF + %d ACKed MOVE_ABS, direct and through the bus, all accepted "
+                    "and ACKed with success%s; 8-byte and 1 MiB MEMWRITEs all ACKed with success\n",
+                    N_STREAM, g_n_rtt, real ? "" : ", the same device bytes both ways");
+                return 0;
+        }
+        pct(lat_direct, g_n_rtt, &d50, &d99);
+        pct(lat_bus, g_n_rtt, &b50, &b99);
         printf("actuate: adapter backend = %s\n", backend);
         printf("%-44s %14s %14s %8s\n", "figure", "bus", "direct vmctl", "ratio");
         printf("%-44s %14.0f %14.0f %8.2f\n", "FF MOVE_ABS commands/s (higher is better)", r_bus, r_direct,
                r_bus / r_direct);
         printf("%-44s %14.2f %14.2f %8.2f\n", "ACKed MOVE_ABS round trip p50 (us)", b50, d50, b50 / d50);
         printf("%-44s %14.2f %14.2f %8.2f\n", "ACKed MOVE_ABS round trip p99 (us)", b99, d99, b99 / d99);
-
-        bench_memwrite();
+        bench_memwrite_print();
+        printf("checks: every command accepted and ACKed with success%s; every MEMWRITE ACKed with success\n",
+               real ? "" : "; the bus wrote the device bytes the direct path wrote");
         return 0;
 }
 #endif

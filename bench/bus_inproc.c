@@ -3,11 +3,21 @@
  * in-process controls, and emit-to-callback latency, each as a ratio to a
  * baseline measured in the same run: the bare hand-off (a mutex-guarded ring
  * + eventfd wakeup + memcpy of the same event size, no bus). Absolute
- * numbers vary with the machine; the ratios are the result. */
+ * numbers vary with the machine; the ratios are the result.
+ *
+ * Checked before any figure is printed: every control (and the baseline's
+ * consumer) received every event exactly once and in order, every emit
+ * succeeded, the bus dropped nothing and disconnected no control, no run
+ * stalled (10 s without progress). Otherwise "INVALID: <reason>", exit 1.
+ *
+ *   bus_inproc [EVENTS]   default 2000000
+ *   bus_inproc --smoke    the checks on a few thousand events, no figures */
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +30,23 @@
 #include <vmsig/bus.h>
 
 #define EVENT_BODY 20 /* an input-sized event: header + 20 bytes */
+#define STALL_NS   10000000000ull /* no progress this long: the run is broken */
+
+static char g_invalid[1024];
+
+static void invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void invalid(const char *fmt, ...)
+{
+        size_t n = strlen(g_invalid);
+        va_list ap;
+        if (n && n + 3 < sizeof(g_invalid)) {
+                memcpy(g_invalid + n, "; ", 3);
+                n += 2;
+        }
+        va_start(ap, fmt);
+        vsnprintf(g_invalid + n, sizeof(g_invalid) - n, fmt, ap);
+        va_end(ap);
+}
 
 static uint64_t now_ns(void)
 {
@@ -44,6 +71,7 @@ struct bare {
         unsigned head, count;
         int efd;
         long n;
+        long misordered;
         volatile uint64_t sink;
 };
 
@@ -93,6 +121,8 @@ static double bare_throughput(long n)
                         b->head = (b->head + 1) % RING;
                         b->count--;
                         b->sink += out.hdr.corr; /* the "callback" */
+                        if (out.hdr.corr != (uint64_t)got)
+                                b->misordered++;
                         got++;
                 }
                 pthread_cond_broadcast(&b->not_full);
@@ -100,6 +130,8 @@ static double bare_throughput(long n)
         }
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
+        if (b->misordered)
+                invalid("baseline consumer saw %ld events out of order", b->misordered);
         close(b->efd);
         free(b);
         return (double)n / secs;
@@ -151,6 +183,8 @@ static void bare_latency(int n, uint64_t *ret_p50, uint64_t *ret_p99)
                         ;
         }
         pthread_join(th, NULL);
+        if (atomic_load(&b.consumed) != n)
+                invalid("baseline latency: %d of %d wakeups consumed", atomic_load(&b.consumed), n);
         qsort(b.lat, (size_t)n, sizeof(uint64_t), cmp_u64);
         *ret_p50 = b.lat[n / 2];
         *ret_p99 = b.lat[(n * 99) / 100];
@@ -200,6 +234,7 @@ static const struct vmsig_adapter_ops src_ops = {.name = "bench-source",
 
 struct counter {
         long got;
+        long misordered; /* corr != number of events delivered before it */
         volatile uint64_t sink;
         uint64_t *lat;
         long nlat;
@@ -211,6 +246,8 @@ static int count_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev
         if (c->lat && c->got < c->nlat)
                 c->lat[c->got] = now_ns() - ev->hdr.ts_ns;
         c->sink += ev->hdr.corr;
+        if (ev->hdr.corr != (uint64_t)c->got)
+                c->misordered++;
         c->got++;
         return 0;
 }
@@ -219,6 +256,8 @@ struct producer {
         long n;
         int paced; /* latency mode: one at a time */
         atomic_long *progress;
+        long emit_errors;
+        atomic_bool abort; /* the consumer gave up: stop waiting */
 };
 
 static void *bus_producer(void *arg)
@@ -236,9 +275,10 @@ static void *bus_producer(void *arg)
                         usleep(50);
                         ev.hdr.ts_ns = now_ns();
                 }
-                the_src->sink->emit(the_src->sink, &ev);
+                if (the_src->sink->emit(the_src->sink, &ev) < 0)
+                        p->emit_errors++;
                 if (p->paced)
-                        while (atomic_load(p->progress) <= i)
+                        while (atomic_load(p->progress) <= i && !atomic_load(&p->abort))
                                 ;
         }
         return NULL;
@@ -260,8 +300,56 @@ static struct vmsig_bus *bus_setup(int ncontrols, struct counter *cs)
         }
         vmsig_bus_run_once(bus, 0);
         for (int i = 0; i < ncontrols; i++)
-                cs[i].got = 0;
+                cs[i].got = cs[i].misordered = 0;
         return bus;
+}
+
+static long min_got(const struct counter *cs, int n)
+{
+        long m = cs[0].got;
+        for (int i = 1; i < n; i++)
+                if (cs[i].got < m)
+                        m = cs[i].got;
+        return m;
+}
+
+/* Runs the loop until every control has `want` events; false if it stalled. */
+static bool run_until(struct vmsig_bus *bus, const struct counter *cs, int n, long want)
+{
+        long last = -1;
+        uint64_t t_progress = now_ns();
+        while (min_got(cs, n) < want) {
+                vmsig_bus_run_once(bus, 100);
+                long m = min_got(cs, n);
+                if (m != last) {
+                        last = m;
+                        t_progress = now_ns();
+                } else if (now_ns() - t_progress > STALL_NS) {
+                        return false;
+                }
+        }
+        return true;
+}
+
+/* What every run must satisfy; where names the run. */
+static void check_run(struct vmsig_bus *bus, const struct counter *cs, int n, long want, bool finished,
+                      const struct producer *p, const char *where)
+{
+        struct vmsig_bus_stats st;
+        vmsig_bus_get_stats(bus, &st);
+        if (!finished)
+                invalid("%s: stalled with %ld of %ld events delivered", where, min_got(cs, n), want);
+        for (int i = 0; i < n; i++) {
+                if (cs[i].got != want)
+                        invalid("%s: control %d got %ld of %ld events", where, i, cs[i].got, want);
+                if (cs[i].misordered)
+                        invalid("%s: control %d got %ld events out of order", where, i, cs[i].misordered);
+        }
+        if (p->emit_errors)
+                invalid("%s: %ld emits failed", where, p->emit_errors);
+        if (st.dropped || st.disconnects)
+                invalid("%s: the bus dropped %llu events and disconnected %llu controls", where,
+                        (unsigned long long)st.dropped, (unsigned long long)st.disconnects);
 }
 
 static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
@@ -274,23 +362,28 @@ static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
         memset(cs, 0, sizeof(cs));
         struct vmsig_bus *bus = bus_setup(ncontrols, cs);
         /* warm the pools, then check steady state allocates nothing */
-        p.n = 50000;
+        char where[64];
+        snprintf(where, sizeof(where), "%d control(s), warm-up", ncontrols);
+        p.n = n < 50000 ? n : 50000;
         pthread_create(&th, NULL, bus_producer, &p);
-        while (cs[0].got < p.n)
-                vmsig_bus_run_once(bus, 100);
+        bool ok = run_until(bus, cs, ncontrols, p.n);
+        atomic_store(&p.abort, true);
         pthread_join(th, NULL);
+        check_run(bus, cs, ncontrols, p.n, ok, &p, where);
         for (int i = 0; i < ncontrols; i++)
                 cs[i].got = 0;
         struct mallinfo2 m0 = mallinfo2();
 
         p.n = n;
+        atomic_store(&p.abort, false);
         t0 = now_ns();
         pthread_create(&th, NULL, bus_producer, &p);
-        while (cs[0].got < n)
-                vmsig_bus_run_once(bus, 100);
+        ok = run_until(bus, cs, ncontrols, n);
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
         struct mallinfo2 m1 = mallinfo2();
+        snprintf(where, sizeof(where), "%d control(s)", ncontrols);
+        check_run(bus, cs, ncontrols, n, ok, &p, where);
         *ret_heap_growth = (long)m1.uordblks - (long)m0.uordblks;
         vmsig_bus_free(bus);
         return (double)n / secs;
@@ -324,11 +417,13 @@ static void bus_latency(int n, uint64_t *ret_p50, uint64_t *ret_p99)
         vmsig_control_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_DIAG));
         vmsig_bus_run_once(bus, 0);
         cnt.got = 0;
+        cnt.misordered = 0;
         atomic_store(&lat_progress, 0);
         pthread_create(&th, NULL, bus_producer, &p);
-        while (cnt.got < n)
-                vmsig_bus_run_once(bus, 100);
+        bool ok = run_until(bus, &cnt, 1, n);
+        atomic_store(&p.abort, true);
         pthread_join(th, NULL);
+        check_run(bus, &cnt, 1, n, ok, &p, "latency");
         qsort(cnt.lat, (size_t)n, sizeof(uint64_t), cmp_u64);
         *ret_p50 = cnt.lat[n / 2];
         *ret_p99 = cnt.lat[(n * 99) / 100];
@@ -338,28 +433,46 @@ static void bus_latency(int n, uint64_t *ret_p50, uint64_t *ret_p99)
 
 int main(int argc, char **argv)
 {
-        long n = argc > 1 ? atol(argv[1]) : 2000000;
-        int nlat = 5000;
+        bool smoke = argc > 1 && !strcmp(argv[1], "--smoke");
+        long n = smoke ? 20000 : argc > 1 ? atol(argv[1]) : 2000000;
+        int nlat = smoke ? 200 : 5000;
         long growth1, growth8;
 
-        printf("bus_inproc: %ld events of %d bytes (header + %d-byte body), worker thread -> loop thread\n", n,
+        if (n < 1) {
+                fprintf(stderr, "bus_inproc: '%s' is not an event count (or --smoke)\n", argv[1]);
+                return 2;
+        }
+        printf("bus_inproc%s: %ld events of %d bytes (header + %d-byte body), worker thread -> loop thread\n",
+               smoke ? " --smoke (checks only, no figures)" : "", n,
                (int)sizeof(struct vmsig_event_hdr) + EVENT_BODY, EVENT_BODY);
         double base = bare_throughput(n);
         double one = bus_throughput(1, n, &growth1);
         double eight = bus_throughput(8, n, &growth8);
+        uint64_t bp50, bp99, p50, p99;
+        bare_latency(nlat, &bp50, &bp99);
+        bus_latency(nlat, &p50, &p99);
+        if (g_invalid[0]) {
+                printf("INVALID: %s\n", g_invalid);
+                return 1;
+        }
+        if (smoke) {
+                printf("  smoke: valid -- 1 and 8 controls and the baseline got all %ld events once and in "
+                       "order, "
+                       "%d paced events delivered, no emit failed, nothing dropped or disconnected\n",
+                       n, nlat);
+                return 0;
+        }
         printf("  baseline bare hand-off (mutex ring + eventfd + memcpy): %10.0f events/s\n", base);
         printf("  bus -> 1 control:   %10.0f events/s  = %.2fx baseline\n", one, one / base);
         printf("  bus -> 8 controls:  %10.0f events/s  = %.2fx baseline (%.0f deliveries/s)\n", eight,
                eight / base, eight * 8);
         printf("  heap growth in steady state: %ld bytes (1 control), %ld bytes (8 controls)\n", growth1,
                growth8);
-
-        uint64_t bp50, bp99, p50, p99;
-        bare_latency(nlat, &bp50, &bp99);
-        bus_latency(nlat, &p50, &p99);
         printf("  emit->callback latency over %d idle wakeups:\n", nlat);
         printf("    baseline eventfd wakeup: p50 %6.1f us  p99 %6.1f us\n", bp50 / 1e3, bp99 / 1e3);
         printf("    bus:                     p50 %6.1f us  p99 %6.1f us  = p50 %.2fx, p99 %.2fx baseline\n",
                p50 / 1e3, p99 / 1e3, (double)p50 / (double)bp50, (double)p99 / (double)bp99);
+        printf(
+            "  checks: every control got every event once and in order; no emit failed; nothing dropped\n");
         return 0;
 }

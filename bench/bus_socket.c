@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* bus_socket: the bus behind its unix socket, against baselines measured in
- * the same run. Not a test: it prints figures and ratios, it never judges.
+ * the same run. It prints figures and ratios and judges only their validity.
  *
  *  1. Streaming: a worker thread emits DIAG events (a 232-byte frame on the
  *     wire) through an adapter sink; the bus, on its own loop thread, fans
@@ -17,9 +17,17 @@
  *     private bus (libdbus; an echo method in a server thread). Goal: >= 10x
  *     faster than dbus-daemon.
  *
+ * Checked before any figure is printed: every stream reader (raw and bus)
+ * got every frame once and in order, every command got its own ACT_ACK with
+ * a success result, every CMD_STATUS_QUERY was answered by a STATUS, every
+ * D-Bus echo came back byte for byte, the bus dropped no event and
+ * disconnected no control, and no I/O took longer than 10 s. Otherwise
+ * "INVALID: <reason>" and exit 1.
+ *
  * Usage: bus_socket [scale]   (scale multiplies every iteration count;
  * default 1, e.g. 0.1 for a quick look). Absolute numbers depend on the
- * machine; the ratios are the result. */
+ * machine; the ratios are the result.
+ *        bus_socket --smoke   the checks at scale 0.01, no figures. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -116,10 +124,13 @@ static void on_fatal_signal(int sig)
         raise(sig);
 }
 
+/* Anything that stops a measurement invalidates the whole run. */
 static void die(const char *what, int err) __attribute__((noreturn));
 static void die(const char *what, int err)
 {
-        fprintf(stderr, "bus_socket: %s: %s\n", what, strerror(err < 0 ? -err : err));
+        fflush(stderr);
+        printf("INVALID: %s: %s\n", what, strerror(err < 0 ? -err : err));
+        fflush(stdout);
         exit(1); /* atexit: cleanup() */
 }
 
@@ -239,7 +250,13 @@ static void *raw_stream_reader(void *arg)
                                 break;
                         uint64_t corr;
                         memcpy(&corr, buf + off + PREFIX_LEN + 16, 8);
-                        got += corr != 0;
+                        if (corr != (uint64_t)got + 1) {
+                                rs->err = -EPROTO; /* lost, repeated or reordered */
+                                rs->got[a->i] = got;
+                                rs->t_end[a->i] = now_ns();
+                                return NULL;
+                        }
+                        got++;
                         off += PREFIX_LEN + plen;
                 }
                 memmove(buf, buf + off, have - off);
@@ -417,6 +434,7 @@ struct busctl {
         bool ready;
         int err;
         const char *err_what;
+        struct vmsig_bus_stats stats; /* when the loop ended */
 };
 
 static int admit_all(void *ud, const struct vmsig_peer *peer, uint32_t *ret_caps, char *why, size_t whylen)
@@ -474,6 +492,7 @@ static void *bus_main(void *arg)
         bus_ready(b, NULL, 0);
         r = vmsig_bus_run(bus);
         what = "vmsig_bus_run";
+        vmsig_bus_get_stats(bus, &b->stats);
 out:
         if (!b->ready)
                 bus_ready(b, what, r);
@@ -594,12 +613,20 @@ static void *stream_client(void *arg)
                 pthread_barrier_wait(&sr->start);
                 if (sr->quit)
                         break;
-                uint64_t got = 0, last = 0;
+                uint64_t got = 0, last = sr->first_corr - 1;
                 int err = 0;
                 while (last < sr->last_corr) {
                         r = vmsig_client_recv(c, &ev, NULL, NULL);
                         if (r == VMSIG_CLIENT_EVENT) {
                                 if (ev.hdr.kind == VMSIG_EV_DIAG && ev.hdr.corr >= sr->first_corr) {
+                                        if (ev.hdr.corr != last + 1) {
+                                                err = -EPROTO;
+                                                snprintf(sr->errmsg[a->i], sizeof(sr->errmsg[a->i]),
+                                                         "event %llu after %llu: lost, repeated or reordered",
+                                                         (unsigned long long)ev.hdr.corr,
+                                                         (unsigned long long)last);
+                                                break;
+                                        }
                                         got++;
                                         last = ev.hdr.corr;
                                         if ((got & 255) == 0)
@@ -626,7 +653,7 @@ static void *stream_client(void *arg)
                 sr->t_end[a->i] = now_ns();
                 sr->got[a->i] = got;
                 sr->err[a->i] = err;
-                if (err)
+                if (err && err != -EPROTO)
                         snprintf(sr->errmsg[a->i], sizeof(sr->errmsg[a->i]), "%s",
                                  vmsig_client_last_error(c)->msg);
                 stream_publish(sr, a->i, UINT64_MAX); /* never hold the producer back again */
@@ -752,6 +779,8 @@ static double bus_stream_rate(const struct busctl *b, int nctl, long warm, long 
 
 /* Send cmd and wait for its ACT_ACK (anything else addressed to us, e.g. the
  * STATUS answering a query, is read on the way). */
+static uint64_t g_status_seen; /* STATUS events read by command_ack */
+
 static void command_ack(struct vmsig_client *c, struct vmsig_event *cmd)
 {
         struct vmsig_event ev;
@@ -760,6 +789,8 @@ static void command_ack(struct vmsig_client *c, struct vmsig_event *cmd)
 
         while (r >= 0) {
                 r = vmsig_client_recv_wait(c, &ev, NULL, NULL, IO_TIMEOUT_MS);
+                if (r == VMSIG_CLIENT_EVENT && ev.hdr.kind == VMSIG_EV_STATUS)
+                        g_status_seen++;
                 if (r == VMSIG_CLIENT_EVENT && ev.hdr.kind == VMSIG_EV_ACT_ACK && ev.hdr.corr == corr) {
                         struct vmsig_ack_body ack;
                         memcpy(&ack, ev.body, sizeof(ack));
@@ -767,7 +798,7 @@ static void command_ack(struct vmsig_client *c, struct vmsig_event *cmd)
                                 ack.msg[sizeof(ack.msg) - 1] = '\0';
                                 fprintf(stderr, "bus_socket: %s refused: %s\n", vmsig_kind_name(cmd->hdr.kind),
                                         ack.msg);
-                                die("command", ack.result);
+                                die("command refused", ack.result);
                         }
                         return;
                 }
@@ -1027,8 +1058,8 @@ static struct lat dbus_rtt(long warm, long n)
                 int len = 0;
                 if (!dbus_message_get_args(r, &err, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, &len,
                                            DBUS_TYPE_INVALID) ||
-                    len != (int)sizeof(payload))
-                        die("dbus echo reply", EPROTO);
+                    len != (int)sizeof(payload) || memcmp(data, payload, sizeof(payload)) != 0)
+                        die("dbus echo reply differs from the call", EPROTO);
                 dbus_message_unref(r);
                 if (i >= warm)
                         v[i - warm] = now_ns() - t0;
@@ -1055,8 +1086,12 @@ static long scaled(double scale, long n)
 int main(int argc, char **argv)
 {
         double scale = 1.0;
+        bool smoke = false;
 
-        if (argc > 1) {
+        if (argc > 1 && !strcmp(argv[1], "--smoke")) {
+                smoke = true;
+                scale = 0.01;
+        } else if (argc > 1) {
                 char *end;
                 double s = strtod(argv[1], &end);
                 if (end != argv[1] && !*end && s > 0 && s <= 1000)
@@ -1069,6 +1104,7 @@ int main(int argc, char **argv)
         long n_rtt = scaled(scale, 40000), n_dbus = scaled(scale, 10000);
         long warm_stream = n_stream8 / 10, warm_rtt = n_rtt / 20 + 1, warm_dbus = n_dbus / 20 + 1;
 
+        setvbuf(stdout, NULL, _IOLBF, 0);
         signal(SIGPIPE, SIG_IGN);
         atexit(cleanup);
         signal(SIGINT, on_fatal_signal);
@@ -1081,7 +1117,8 @@ int main(int argc, char **argv)
         }
         const char *sock = temp_file(0, "vmsig.sock");
 
-        printf("bus_socket: vmsig bus behind its unix socket vs raw unix sockets%s (scale %.3g)\n",
+        printf("bus_socket%s: vmsig bus behind its unix socket vs raw unix sockets%s (scale %.3g)\n",
+               smoke ? " --smoke (checks only, no figures)" : "",
 #ifdef VMSIG_BENCH_DBUS
                " and dbus-daemon",
 #else
@@ -1095,25 +1132,13 @@ int main(int argc, char **argv)
         struct busctl b;
         bus_start(&b, sock);
 
-        /* 1. streaming */
-        printf("\n[1] streaming: DIAG events (%zu-byte frames), worker emit -> bus -> socket -> client API\n",
-               (size_t)DIAG_FRAME);
+        /* 1. streaming (each run dies INVALID unless every frame arrived once, in order) */
         double raw1 = raw_stream_rate(1, n_stream1);
         double bus1 = bus_stream_rate(&b, 1, warm_stream, n_stream1);
         double raw8 = raw_stream_rate(8, n_stream8);
         double bus8 = bus_stream_rate(&b, 8, warm_stream, n_stream8);
-        printf("  baseline raw stream, 1 socket:   %10.0f frames/s (%.0f MB/s)   [%ld frames]\n", raw1,
-               raw1 * DIAG_FRAME / 1e6, n_stream1);
-        printf("  bus -> 1 socket control:         %10.0f events/s              = %.2fx raw (goal >= 0.50)\n",
-               bus1, bus1 / raw1);
-        printf("  baseline raw stream, 8 sockets:  %10.0f frames/s per socket, %.0f total   [%ld frames each]\n",
-               raw8, raw8 * 8, n_stream8);
-        printf("  bus -> 8 socket controls:        %10.0f events/s, %.0f deliveries/s = %.2fx raw (goal >= 0.50)\n",
-               bus8, bus8 * 8, bus8 / raw8);
-        printf("    (one thread per control; producer kept <= %d events ahead of the slowest control)\n",
-               STREAM_WINDOW);
 
-        /* 2. round trips */
+        /* 2. round trips (each dies INVALID unless its own ACT_ACK says success) */
         struct vmsig_client *c = client_open(sock, "bench-rtt");
         struct vmsig_event q, mv;
         struct vmsig_input_body in = {.x = 100, .y = 200};
@@ -1128,13 +1153,66 @@ int main(int argc, char **argv)
                 vmsig_event_set_body(&lease, &lb, sizeof(lb));
                 command_ack(c, &lease);
         }
+        struct lat raw_q, bus_q, raw_m, bus_m;
+        uint64_t status0 = g_status_seen;
+        rtt_compare(c, &q, QUERY_FRAME, STATUS_FRAME + ACK_FRAME, warm_rtt, n_rtt, &raw_q, &bus_q);
+        uint64_t statuses = g_status_seen - status0, queries = (uint64_t)(warm_rtt + n_rtt);
+        rtt_compare(c, &mv, MOVE_FRAME, ACK_FRAME, warm_rtt, n_rtt, &raw_m, &bus_m);
+        vmsig_client_free(c);
+
+#ifdef VMSIG_BENCH_DBUS
+        /* 3. dbus-daemon (dies INVALID unless every echo matches) */
+        struct lat db = dbus_rtt(warm_dbus, n_dbus);
+#else
+        (void)warm_dbus;
+#endif
+        bus_stop(&b);
+
+        /* the answer to a query is STATUS then ACT_ACK; the last STATUS may
+         * still be unread when its ACK was */
+        if (statuses + 1 < queries) {
+                printf("INVALID: %llu CMD_STATUS_QUERY got only %llu STATUS answers\n",
+                       (unsigned long long)queries, (unsigned long long)statuses);
+                return 1;
+        }
+        if (b.stats.dropped || b.stats.disconnects) {
+                printf("INVALID: the bus dropped %llu events and disconnected %llu controls\n",
+                       (unsigned long long)b.stats.dropped, (unsigned long long)b.stats.disconnects);
+                return 1;
+        }
+        if (smoke) {
+                printf("  smoke: valid -- raw and bus streams (1 and 8 readers) got every frame once and in "
+                       "order; "
+                       "%ld+%ld STATUS_QUERY and MOVE_ABS round trips each ACKed with success, every query "
+                       "answered by a STATUS;%s nothing dropped or disconnected\n",
+                       n_rtt, n_rtt,
+#ifdef VMSIG_BENCH_DBUS
+                       " every dbus-daemon echo matched;"
+#else
+                       ""
+#endif
+                );
+                return 0;
+        }
+
+        printf("\n[1] streaming: DIAG events (%zu-byte frames), worker emit -> bus -> socket -> client API\n",
+               (size_t)DIAG_FRAME);
+        printf("  baseline raw stream, 1 socket:   %10.0f frames/s (%.0f MB/s)   [%ld frames]\n", raw1,
+               raw1 * DIAG_FRAME / 1e6, n_stream1);
+        printf("  bus -> 1 socket control:         %10.0f events/s              = %.2fx raw (goal >= 0.50)\n",
+               bus1, bus1 / raw1);
+        printf(
+            "  baseline raw stream, 8 sockets:  %10.0f frames/s per socket, %.0f total   [%ld frames each]\n",
+            raw8, raw8 * 8, n_stream8);
+        printf("  bus -> 8 socket controls:        %10.0f events/s, %.0f deliveries/s = %.2fx raw (goal >= "
+               "0.50)\n",
+               bus8, bus8 * 8, bus8 / raw8);
+        printf("    (one thread per control; producer kept <= %d events ahead of the slowest control)\n",
+               STREAM_WINDOW);
 
         printf("\n[2] command -> ACT_ACK round trip over the socket, %ld calls each (after %ld warm-up),\n"
-               "    bus and its raw baseline alternating in %d blocks\n", n_rtt,
-               warm_rtt, RTT_BLOCKS);
-        struct lat raw_q, bus_q, raw_m, bus_m;
-        rtt_compare(c, &q, QUERY_FRAME, STATUS_FRAME + ACK_FRAME, warm_rtt, n_rtt, &raw_q, &bus_q);
-        rtt_compare(c, &mv, MOVE_FRAME, ACK_FRAME, warm_rtt, n_rtt, &raw_m, &bus_m);
+               "    bus and its raw baseline alternating in %d blocks\n",
+               n_rtt, warm_rtt, RTT_BLOCKS);
         printf("  CMD_STATUS_QUERY -> vmhost stub (loop thread) -> STATUS + ACT_ACK back:\n");
         printf("    baseline raw ping-pong %u B -> %u B:  min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)QUERY_FRAME, (unsigned)(STATUS_FRAME + ACK_FRAME), raw_q.min_us, raw_q.p50_us,
@@ -1150,12 +1228,10 @@ int main(int argc, char **argv)
                "  = p50 %.2fx, p99 %.2fx raw (goal <= 2)\n",
                bus_m.min_us, bus_m.p50_us, bus_m.p99_us, bus_m.mean_us, bus_m.p50_us / raw_m.p50_us,
                bus_m.p99_us / raw_m.p99_us);
-        vmsig_client_free(c);
 
 #ifdef VMSIG_BENCH_DBUS
-        /* 3. dbus-daemon */
-        printf("\n[3] the same round trip vs a dbus-daemon method call (private bus, libdbus, %ld calls)\n", n_dbus);
-        struct lat db = dbus_rtt(warm_dbus, n_dbus);
+        printf("\n[3] the same round trip vs a dbus-daemon method call (private bus, libdbus, %ld calls)\n",
+               n_dbus);
         printf("  dbus-daemon Echo(ay[%u]) call:    min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)ECHO_BYTES, db.min_us, db.p50_us, db.p99_us, db.mean_us);
         printf("  bus CMD_STATUS_QUERY round trip: p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= 10)\n",
@@ -1167,7 +1243,7 @@ int main(int argc, char **argv)
 #else
         printf("\n[3] dbus-daemon comparison not built (libdbus-1 not found at configure time)\n");
 #endif
-
-        bus_stop(&b);
+        printf("\n  checks: every frame arrived once and in order; every command ACKed with success, every "
+               "query answered; nothing dropped or disconnected\n");
         return 0;
 }
