@@ -16,7 +16,10 @@ test:
 # the same run.
 bench: all
 	cmake --build $(BUILD) -j$(JOBS) --target bench_all
-	@for b in $(BUILD)/bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && { echo "== $$b"; "$$b"; }; done
+	@fail=0; for b in $(BUILD)/bench/*; do \
+		[ -x "$$b" ] && [ -f "$$b" ] || continue; \
+		echo "== $$b"; "$$b" || { echo "== $$b: INVALID (exit $$?)"; fail=1; }; \
+	done; exit $$fail
 
 demo:
 	bash scripts/demo.sh
