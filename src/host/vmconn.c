@@ -275,6 +275,11 @@ static void expired_unsent(struct vmconn *c, struct req *r)
 
         snprintf(why, sizeof(why), "QEMU is not answering (waited %u ms): %.40s was not sent and never will be",
                  r->timeout_ms, r->what);
+        if (!c->stall_diag) {
+                c->stall_diag = true;
+                diag(c, -ETIMEDOUT, "VM '%s': QEMU is not answering QMP on %s (%.40s waited %u ms, not sent)",
+                     vm_label(c), c->path, r->what, r->timeout_ms);
+        }
         answer(c, r, -ETIMEDOUT, why);
         if (!r->deferred)
                 req_unlink_free(c, r);
