@@ -253,8 +253,11 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
         /* Ledger before submit: an accepted command must never lose its ACK. */
         bool track = !(cmd->hdr.flags & VMSIG_F_FF);
         if (track && (r = pending_add(att, cmd)) < 0) {
-                bus_ack(bus, cmd, r, "'%s' has %u %s commands in flight: wait for their ACKs", ep->name,
-                        pending_max(), vmsig_source_name((uint8_t)seam));
+                if (r == -ENOBUFS)
+                        bus_ack(bus, cmd, r, "'%s' has %u %s commands in flight: wait for their ACKs", ep->name,
+                                pending_max(), vmsig_source_name((uint8_t)seam));
+                else
+                        bus_ack(bus, cmd, r, "%s on '%s': %s", kname, ep->name, strerror(-r));
                 return;
         }
         r = att->ops->submit(att->inst, cmd, n->payload, n->payload_len);

@@ -93,8 +93,10 @@ int pending_add(struct attachment *att, const struct vmsig_event *cmd)
         }
         if (s->count == s->cap) {
                 int r;
-                if (s->live < s->count && s->cap)
-                        r = set_reshape(s, s->cap); /* tombstones to reclaim: no growth */
+                /* Reclaim tombstones when they are many (or growth is over),
+                 * else grow: either way a compaction is paid for by many adds. */
+                if (s->cap && (s->count - s->live >= s->cap / 4 || (s->cap == PEND_MAX && s->live < s->count)))
+                        r = set_reshape(s, s->cap);
                 else if (s->cap < PEND_MAX)
                         r = set_reshape(s, s->cap ? s->cap * 2 : PEND_MIN);
                 else
@@ -249,9 +251,14 @@ void pending_sweep(struct vmsig_bus *bus, const struct vmsig_event *marker)
 void pending_free_all(struct vmsig_bus *bus)
 {
         bus->pend_final = true;
-        while (bus->pend_draining) {
-                struct pend_set *s = bus->pend_draining;
-                bus->pend_draining = s->next;
-                set_free(s);
+        /* Sets whose adapter is closed already (id set) go now; the others
+         * go with pending_closed() when their adapter is reaped. */
+        for (struct pend_set **pp = &bus->pend_draining, *s; (s = *pp);) {
+                if (s->id) {
+                        *pp = s->next;
+                        set_free(s);
+                } else {
+                        pp = &s->next;
+                }
         }
 }
