@@ -620,7 +620,8 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         if ((uint64_t)(uintptr_t)ud != m->step_gen || m->phase != PH_REGS)
                 return;
         if (r->error) {
-                if (r->error == -EREMOTEIO)
+                /* QEMU refused or did not answer in time: retry after the backoff */
+                if (r->error == -EREMOTEIO || r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
                         failed(m, r->error, "registers", r->reason ? r->reason : "HMP error");
                 return; /* connection loss: gone() restarts everything */
         }
@@ -655,7 +656,7 @@ static void mtree_reply(struct vmconn_listener *l, const struct qmp_reply *r, vo
         if ((uint64_t)(uintptr_t)ud != m->step_gen || m->phase != PH_PROBE)
                 return;
         if (r->error) {
-                if (r->error == -EREMOTEIO)
+                if (r->error == -EREMOTEIO || r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
                         failed(m, r->error, "probe", r->reason ? r->reason : "HMP error");
                 return;
         }
