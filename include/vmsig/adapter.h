@@ -55,7 +55,8 @@ struct vmsig_emit_sink {
 
         void *core_; /* private to the core */
 
-        /* Appended members: check for NULL before use (an older core).
+        /* Members below were appended after core_, so adapters built
+         * against the older layout keep working. NULL if not offered.
          *
          * Loop thread only. Is the issuer of a command still entitled to it?
          * peer: the command's hdr.peer; lease_class: enum vmsig_lease_class,
