@@ -54,6 +54,17 @@ struct vmsig_emit_sink {
         int (*unwatch_fd)(const struct vmsig_emit_sink *sink, int fd);
 
         void *core_; /* private to the core */
+
+        /* Members below were appended after core_, so adapters built
+         * against the older layout keep working. NULL if not offered.
+         *
+         * Loop thread only. Is the issuer of a command still entitled to it?
+         * peer: the command's hdr.peer; lease_class: enum vmsig_lease_class,
+         * or -1 for "still connected" only. 0 yes; -ESRCH the control is
+         * gone; -EPERM it no longer holds that lease on this endpoint (or
+         * the adapter is detached). Adapters ask right before a queued
+         * command takes effect, so a command never outlives its lease. */
+        int (*check_issuer)(const struct vmsig_emit_sink *sink, uint32_t peer, int lease_class);
 };
 
 /* Per-attachment configuration (from a trigger file or a test). */

@@ -14,9 +14,16 @@
  * VMSIG_F_FF a successful command is not acknowledged; a failed one still is
  * (docs/protocol.md 8.2: a refused stream must not look delivered).
  *
+ * Over QMP each command has a deadline (cmd_timeout_ms, default 3000) and is
+ * re-checked right before it is written: its issuer must still hold the input
+ * lease, else -ECANCELED and QEMU never sees it. Results the session makes
+ * itself are in host/vmconn.h (-ETIMEDOUT never sent, -EINPROGRESS sent but
+ * unanswered, -ECANCELED never sent); detaching answers every command still
+ * pending the same way.
+ *
  * Options (input_options): uinput=PATH (the holder socket, default
  * /run/vmsig/uinput/<vm>.sock if present), retry_ms, retry_max_ms (QMP
- * reconnect bounds). */
+ * reconnect bounds), cmd_timeout_ms. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +48,7 @@ struct input {
         uint32_t endpoint;
         char *vm_name, *qmp_path, *uinput_sock;
         struct vmconn_opts copts;
+        uint32_t timeout_ms;
         const struct vmsig_emit_sink *sink;
         struct vmconn_listener l;
         bool conn_attached;
@@ -119,6 +127,23 @@ static void on_reply(struct vmconn_listener *l, const struct qmp_reply *reply, v
         vmctl_qmp_reply(a->vm, token, reply);
 }
 
+/* Right before QEMU gets it: does the issuer still hold the input lease? */
+static int input_admit(struct vmconn_listener *l, void *token, char *why, size_t len)
+{
+        struct input *a = l->userdata;
+        struct pending *p = token;
+        int e;
+
+        if (!a->sink->check_issuer)
+                return 0;
+        e = a->sink->check_issuer(a->sink, p->hdr.peer, VMSIG_LEASE_INPUT);
+        if (e == 0)
+                return 0;
+        snprintf(why, len, "not sent to QEMU: control %u %s", p->hdr.peer,
+                 e == -ESRCH ? "has disconnected" : "no longer holds the input lease");
+        return -ECANCELED;
+}
+
 static int input_qmp_execute(void *ctx, const char *command, struct json_object *args, void *token, char *msg)
 {
         struct input *a = ctx;
@@ -130,7 +155,13 @@ static int input_qmp_execute(void *ctx, const char *command, struct json_object 
                          why ? why : "");
                 return -ENOTCONN;
         }
-        r = vmconn_execute(&a->l, command, args, on_reply, token);
+        /* token NULL: vmctl's own releases, fire-and-forget: they must reach
+         * the guest even after we detach. */
+        struct vmconn_cmd c = {.command = command,
+                               .args = args,
+                               .timeout_ms = a->l.timeout_ms,
+                               .admit = token ? input_admit : NULL};
+        r = vmconn_submit(&a->l, &c, token ? on_reply : NULL, token);
         if (r < 0)
                 snprintf(msg, VMCTL_MSG_MAX, "QMP %s: %s", command, strerror(-r));
         return r;
@@ -162,7 +193,7 @@ static void input_close(void *instance)
         if (a->vm)
                 (void)vmctl_release_all(a->vm); /* nothing stays held in the guest */
         if (a->conn_attached)
-                vmconn_detach(&a->l); /* no reply callback runs after this */
+                vmconn_detach(&a->l); /* answers what is pending (we are closing: the ACKs pass) */
         vmctl_free(a->vm);
         free(a->vm_name);
         free(a->qmp_path);
@@ -172,19 +203,21 @@ static void input_close(void *instance)
 
 static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"uinput", "retry_ms", "retry_max_ms"};
+        static const char *const known[] = {"uinput", "retry_ms", "retry_max_ms", "cmd_timeout_ms"};
         const char *opts = cfg ? cfg->options : NULL;
         char sock[128];
-        uint64_t retry_ms, retry_max_ms;
+        uint64_t retry_ms, retry_max_ms, timeout_ms;
         struct input *a;
         int r;
 
         if (!cfg || !cfg->vm_name || !*cfg->vm_name)
                 return -EINVAL;
-        if (vmconn_options_check(opts, known, 3) < 0 ||
+        if (vmconn_options_check(opts, known, 4) < 0 ||
             vmsig_option_u64(opts, "retry_ms", 100, &retry_ms) < 0 ||
             vmsig_option_u64(opts, "retry_max_ms", 2000, &retry_max_ms) < 0 || retry_ms < 1 ||
-            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000)
+            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000 ||
+            vmsig_option_u64(opts, "cmd_timeout_ms", VMCONN_TIMEOUT_DEFAULT_MS, &timeout_ms) < 0 ||
+            timeout_ms < 10 || timeout_ms > 600000)
                 return -EINVAL;
         r = vmsig_option_get(opts, "uinput", sock, sizeof(sock));
         if (r == -ENAMETOOLONG || (r == 0 && sock[0] != '/'))
@@ -196,6 +229,8 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
         a->endpoint = endpoint;
         a->copts.retry_min_ms = (uint32_t)retry_ms;
         a->copts.retry_max_ms = (uint32_t)retry_max_ms;
+        snprintf(a->copts.vm_name, sizeof(a->copts.vm_name), "%s", cfg->vm_name);
+        a->timeout_ms = (uint32_t)timeout_ms;
         for (unsigned i = POOL_SLOTS; i-- > 0;) {
                 a->pool[i].next_free = a->free_list;
                 a->free_list = &a->pool[i];
@@ -244,7 +279,8 @@ static int input_attach(void *instance, const struct vmsig_emit_sink *sink, stru
                                                 .sink = sink,
                                                 .cookie_qmp = COOKIE_QMP,
                                                 .cookie_timer = COOKIE_RETRY,
-                                                .userdata = a};
+                                                .userdata = a,
+                                                .timeout_ms = a->timeout_ms};
                 r = vmconn_attach(a->qmp_path, &a->copts, &a->l);
                 if (r < 0) {
                         a->sink = NULL;

@@ -2,7 +2,10 @@
 /* input stub: validates input commands like a real driver would, then records
  * them on a worker thread (a count, and with record=PATH one line per command
  * appended with write(2), readable by other processes). The worker stands in
- * for the device write a real driver does; it ACKs via sink->emit. */
+ * for the device write a real driver does; it ACKs via sink->emit. Once the
+ * adapter is detached (an emit says -ESHUTDOWN) the worker keeps that ACK and
+ * starts nothing more; close() sends it and answers every command never
+ * recorded with -ECANCELED (not applied). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -42,6 +45,9 @@ struct input_stub {
         struct input_cmd ring[RING_SLOTS];
 
         uint64_t recorded; /* worker only */
+        /* worker only until the join: the ACK the detach refused */
+        bool gone, has_late;
+        struct vmsig_event late;
 };
 
 static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
@@ -102,9 +108,14 @@ static void *worker_main(void *arg)
                         else
                                 vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, 0, s->recorded, "%s recorded",
                                                vmsig_kind_name(c.hdr.kind));
-                        (void)s->sink->emit(s->sink, &ack);
+                        if (s->sink->emit(s->sink, &ack) == -ESHUTDOWN) {
+                                s->late = ack;
+                                s->has_late = s->gone = true;
+                        }
                 }
                 pthread_mutex_lock(&s->lock);
+                if (s->gone)
+                        break; /* detached: close() answers the rest */
         }
         pthread_mutex_unlock(&s->lock);
         return NULL;
@@ -122,6 +133,18 @@ static void input_close(void *instance)
                 pthread_cond_broadcast(&s->cond);
                 pthread_mutex_unlock(&s->lock);
                 pthread_join(s->worker, NULL);
+        }
+        /* We are closing: these ACKs still pass (loop thread). */
+        if (s->has_late)
+                (void)s->sink->emit(s->sink, &s->late);
+        for (; s->n; s->head = (s->head + 1) % RING_SLOTS, s->n--) {
+                const struct input_cmd *c = &s->ring[s->head];
+                struct vmsig_event cmd, ack;
+                cmd.hdr = c->hdr;
+                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, -ECANCELED, s->recorded,
+                               "%s not applied: the VM's input adapter was detached first",
+                               vmsig_kind_name(c->hdr.kind));
+                (void)s->sink->emit(s->sink, &ack);
         }
         if (s->record_fd >= 0)
                 close(s->record_fd);

@@ -52,6 +52,7 @@
 #define COOKIE_BOOT  3u /* worker -> loop */
 #define COOKIE_KICK  4u /* our bootstrap backoff */
 #define JOBS_MAX     32u
+#define HMP_TIMEOUT_MS 10000u /* our own pipeline steps: nobody waits on them */
 #define PAGE_4K      UINT64_C(4096)
 #define SIZE_2M      (UINT64_C(2) << 20)
 /* Linux maps its image in [-2 GiB, -1 GiB); an IDT still in there means the
@@ -133,6 +134,7 @@ struct memctx {
                 unsigned levels;          /* of the last registers seen */
                 uint64_t unsettled_since; /* monotonic ns; 0 = not waiting for swapper */
         } w;
+        struct mw_late late; /* the worker's, read by close() after the join */
 };
 
 static uint64_t now_ns(void)
@@ -179,7 +181,7 @@ static void ack(struct memctx *m, const struct vmsig_event_hdr *hdr, int result,
         va_end(ap);
         cmd.hdr = *hdr;
         vmsig_ack_init(&ev, &cmd, VMSIG_SRC_MEMCTX, result, value, "%s", msg);
-        (void)m->sink->emit(m->sink, &ev); /* -ESHUTDOWN while detaching: nobody to tell */
+        late_or_emit(m->sink, &ev, &m->late);
 }
 
 /* ---- worker: guest RAM ---- */
@@ -492,8 +494,8 @@ static void *worker_main(void *arg)
                 m->busy = false;
                 while (!m->stop && !m->boot_pending && !m->head)
                         pthread_cond_wait(&m->cond, &m->lock);
-                if (m->stop)
-                        break;
+                if (m->stop || m->late.gone)
+                        break; /* detached: start nothing more, close() answers the rest */
                 m->busy = true;
                 /* what the loop invalidated since we last looked */
                 uint64_t ram_gen = m->ram_gen, root_gen = m->root_gen;
@@ -618,7 +620,8 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         if ((uint64_t)(uintptr_t)ud != m->step_gen || m->phase != PH_REGS)
                 return;
         if (r->error) {
-                if (r->error == -EREMOTEIO)
+                /* QEMU refused or did not answer in time: retry after the backoff */
+                if (r->error == -EREMOTEIO || r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
                         failed(m, r->error, "registers", r->reason ? r->reason : "HMP error");
                 return; /* connection loss: gone() restarts everything */
         }
@@ -653,7 +656,7 @@ static void mtree_reply(struct vmconn_listener *l, const struct qmp_reply *r, vo
         if ((uint64_t)(uintptr_t)ud != m->step_gen || m->phase != PH_PROBE)
                 return;
         if (r->error) {
-                if (r->error == -EREMOTEIO)
+                if (r->error == -EREMOTEIO || r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
                         failed(m, r->error, "probe", r->reason ? r->reason : "HMP error");
                 return;
         }
@@ -798,9 +801,14 @@ static void memctx_close(void *instance)
                 pthread_mutex_unlock(&m->lock);
                 pthread_join(m->worker, NULL);
         }
-        while (m->head) { /* the endpoint is going away */
+        /* The ACK the worker could not deliver, then "not applied" for
+         * every write it never started (we are closing: the ACKs pass). */
+        mw_late_flush(m->sink, &m->late);
+        while (m->head) {
                 struct mw_job *j = m->head;
                 m->head = j->next;
+                if (m->sink)
+                        ack(m, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
                 free(j);
         }
         if (m->res_pending && m->res.fd >= 0)
@@ -850,6 +858,7 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         m->os = mode;
         m->copts.retry_min_ms = (uint32_t)retry_ms;
         m->copts.retry_max_ms = (uint32_t)retry_max_ms;
+        snprintf(m->copts.vm_name, sizeof(m->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
         m->evfd = m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
@@ -893,7 +902,8 @@ static int memctx_attach(void *instance, const struct vmsig_emit_sink *sink, str
                                         .sink = sink,
                                         .cookie_qmp = COOKIE_QMP,
                                         .cookie_timer = COOKIE_RETRY,
-                                        .userdata = m};
+                                        .userdata = m,
+                                        .timeout_ms = HMP_TIMEOUT_MS};
         r = vmconn_attach(m->qmp_path, &m->copts, &m->l);
         if (r < 0)
                 return r; /* close() joins the worker */

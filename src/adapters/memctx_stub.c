@@ -66,7 +66,8 @@ struct memctx_stub {
         int result_fd; /* read-only reopen on success */
         char result_msg[VMSIG_MSG_MAX];
 
-        /* worker only */
+        /* worker only (late: read by close() after the join) */
+        struct mw_late late;
         unsigned attempts;
         bool image_built;
 
@@ -270,7 +271,7 @@ static void ack(struct memctx_stub *s, const struct vmsig_event_hdr *hdr, int re
                 return;
         cmd.hdr = *hdr;
         vmsig_ack_init(&ev, &cmd, VMSIG_SRC_MEMCTX, result, value, "%s", msg);
-        (void)s->sink->emit(s->sink, &ev); /* -ESHUTDOWN while detaching: nobody to tell */
+        late_or_emit(s->sink, &ev, &s->late);
 }
 
 /* Resolve the whole extent into file segments, checking every page before a
@@ -386,8 +387,8 @@ static void *worker_main(void *arg)
         for (;;) {
                 while (!s->stop && !s->boot_requested && !s->head)
                         pthread_cond_wait(&s->cond, &s->lock);
-                if (s->stop)
-                        break;
+                if (s->stop || s->late.gone)
+                        break; /* detached: start nothing more, close() answers the rest */
                 if (s->boot_requested) {
                         char msg[VMSIG_MSG_MAX] = "";
                         int fd = -1, r;
@@ -441,10 +442,14 @@ static void memctx_close(void *instance)
                 pthread_mutex_unlock(&s->lock);
                 pthread_join(s->worker, NULL);
         }
-        /* queued writes are dropped: the endpoint is going away */
+        /* The ACK the worker could not deliver, then "not applied" for
+         * every write it never started (we are closing: the ACKs pass). */
+        mw_late_flush(s->sink, &s->late);
         while (s->head) {
                 struct mw_job *j = s->head;
                 s->head = j->next;
+                if (s->sink)
+                        ack(s, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
                 free(j);
         }
         if (s->result_fd >= 0)

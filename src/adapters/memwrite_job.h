@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdbool.h>
+
+#include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
 /* Writes up to this size run inline in submit() when the worker is idle and
@@ -51,6 +54,36 @@ static inline struct mw_job *mw_job_new(const struct vmsig_event *ev, const void
         j->flags = req.flags;
         memcpy(j->data, req.src, req.len);
         return j;
+}
+
+/* An ACK the worker could not emit because the adapter was detached
+ * meanwhile (-ESHUTDOWN). The worker keeps it and starts nothing more;
+ * close() emits it after joining the worker (the core lets a closing
+ * adapter's ACT_ACKs through on the loop thread), so a write that did
+ * happen is reported as done, not as lost. Worker-owned until the join. */
+struct mw_late {
+        bool gone;
+        bool has;
+        struct vmsig_event ev;
+};
+
+static inline void late_or_emit(const struct vmsig_emit_sink *sink, const struct vmsig_event *ev,
+                                struct mw_late *late)
+{
+        if (sink->emit(sink, ev) != -ESHUTDOWN)
+                return;
+        late->gone = true;
+        if (!late->has) {
+                late->ev = *ev;
+                late->has = true;
+        }
+}
+
+static inline void mw_late_flush(const struct vmsig_emit_sink *sink, struct mw_late *late)
+{
+        if (sink && late->has)
+                (void)sink->emit(sink, &late->ev);
+        late->has = false;
 }
 
 #endif

@@ -19,8 +19,15 @@
  *   resume    cont
  *   powerdown system_powerdown: an ACPI request the guest may ignore.
  * Every service command gets exactly one ACT_ACK carrying QEMU's result
- * (error class and description) or "QEMU not connected". Everything runs on
- * the loop thread: QMP is non-blocking, so no worker is needed. */
+ * (error class and description) or "QEMU not connected". Commands have a
+ * deadline (option cmd_timeout_ms, default 3000): -ETIMEDOUT if QEMU was not
+ * answering and the command was never sent, -EINPROGRESS if it was sent and
+ * QEMU did not answer in time (it may still take effect). Right before a
+ * command is written to QEMU its issuer must still hold the power lease
+ * (CMD_STATUS_QUERY: still be connected), else -ECANCELED, never sent. On
+ * detach, commands still queued are answered -ECANCELED (not applied) and a
+ * command QEMU has not answered -EINPROGRESS. Everything runs on the loop
+ * thread: QMP is non-blocking, so no worker is needed. */
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -73,6 +80,7 @@ struct vmhost {
         const struct vmsig_emit_sink *sink;
         struct vmconn_listener l;
         bool attached;
+        uint32_t timeout_ms; /* per command */
         uint8_t state;  /* last emitted enum vmsig_run_state */
         bool announced; /* a STATUS went out */
         struct op ops;  /* list head */
@@ -168,7 +176,12 @@ static int reply_error(const struct qmp_reply *r, char *buf, size_t len)
                         return -EOPNOTSUPP;
                 return -EREMOTEIO;
         }
-        if (r->error == -EPIPE || r->error == -ECONNRESET || r->error == -ECANCELED) {
+        /* The session's own verdicts (vmconn.h) say what happened to it. */
+        if (r->error == -ETIMEDOUT || r->error == -EINPROGRESS || r->error == -ECANCELED) {
+                snprintf(buf, len, "%s", r->reason ? r->reason : strerror(-r->error));
+                return r->error;
+        }
+        if (r->error == -EPIPE || r->error == -ECONNRESET) {
                 snprintf(buf, len, "QEMU not connected: %s", r->reason ? r->reason : "connection lost");
                 return -ENOTCONN;
         }
@@ -204,9 +217,38 @@ static void op_free(struct op *o)
 
 static void on_reply(struct vmconn_listener *l, const struct qmp_reply *r, void *ud);
 
+/* Right before QEMU gets a control's command: is its issuer still entitled? */
+static int op_admit(struct vmconn_listener *l, void *ud, char *why, size_t len)
+{
+        struct op *o = ud;
+        struct vmhost *h = o->h;
+        bool power = o->cmd.hdr.kind == VMSIG_EV_CMD_POWER;
+        int e;
+
+        if (!h->sink->check_issuer)
+                return 0;
+        e = h->sink->check_issuer(h->sink, o->cmd.hdr.peer, power ? VMSIG_LEASE_POWER : -1);
+        if (e == 0)
+                return 0;
+        snprintf(why, len, "not sent to QEMU: control %u %s", o->cmd.hdr.peer,
+                 e == -ESRCH ? "has disconnected" : "no longer holds the power lease");
+        return -ECANCELED;
+}
+
+/* Every QMP request of an op; a control's command is re-checked before it
+ * is written (internal status queries are not). */
+static int op_exec(struct vmhost *h, struct op *o, const char *command)
+{
+        struct vmconn_cmd c = {.command = command,
+                               .timeout_ms = h->l.timeout_ms,
+                               .admit = o->what == Q_STATUS ? NULL : op_admit};
+
+        return vmconn_submit(&h->l, &c, on_reply, o);
+}
+
 static int send_op(struct vmhost *h, struct op *o, const char *command)
 {
-        int r = vmconn_execute(&h->l, command, NULL, on_reply, o);
+        int r = op_exec(h, o, command);
 
         if (r < 0)
                 op_free(o);
@@ -273,7 +315,7 @@ static void on_finish(struct vmhost *h, struct op *o, int result, const char *fm
 static void on_continue(struct vmhost *h, struct op *o, const char *command)
 {
         o->what = Q_ON_CONT;
-        int r = vmconn_execute(&h->l, command, NULL, on_reply, o);
+        int r = op_exec(h, o, command);
         if (r < 0)
                 on_finish(h, o, r == -ENOTCONN ? -ENOTCONN : r, "%s: %s", command,
                           r == -ENOTCONN ? not_connected(h) : strerror(-r));
@@ -342,7 +384,7 @@ static void on_reply(struct vmconn_listener *l, const struct qmp_reply *r, void 
                         /* needs a reset before it may continue */
                         o->what = Q_ON_RESET;
                         h->on_reset_seen = h->on_shutdown_seen = false;
-                        int rr = vmconn_execute(&h->l, "system_reset", NULL, on_reply, o);
+                        int rr = op_exec(h, o, "system_reset");
                         if (rr < 0)
                                 on_finish(h, o, rr, "system_reset: %s",
                                           rr == -ENOTCONN ? not_connected(h) : strerror(-rr));
@@ -467,9 +509,18 @@ static void vmhost_close(void *instance)
 
         if (!h)
                 return;
-        vmconn_detach(&h->l); /* no reply callback runs after this */
-        while (h->ops.next != &h->ops)
-                op_free(h->ops.next);
+        /* Answers what the session still holds (the ACKs pass: we are
+         * closing); no reply callback runs after this. */
+        vmconn_detach(&h->l);
+        if (h->on && h->on->what == Q_ON_PARKED)
+                on_finish(h, h->on, -EINPROGRESS,
+                          "system_reset done, but the VM's adapter left before cont: the VM may stay stopped");
+        while (h->ops.next != &h->ops) {
+                struct op *o = h->ops.next;
+                if (o->what != Q_STATUS)
+                        ack(h, &o->cmd, -ECANCELED, "not sent to QEMU: the VM's vmhost adapter was detached");
+                op_free(o);
+        }
         if (h->on_tfd >= 0)
                 close(h->on_tfd);
         free(h->qmp_path);
@@ -478,17 +529,19 @@ static void vmhost_close(void *instance)
 
 static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"retry_ms", "retry_max_ms"};
+        static const char *const known[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms"};
         const char *opts = cfg ? cfg->options : NULL;
-        uint64_t retry_ms, retry_max_ms;
+        uint64_t retry_ms, retry_max_ms, timeout_ms;
         struct vmhost *h;
 
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path)
                 return -EINVAL;
-        if (vmconn_options_check(opts, known, 2) < 0 ||
+        if (vmconn_options_check(opts, known, 3) < 0 ||
             vmsig_option_u64(opts, "retry_ms", 100, &retry_ms) < 0 ||
             vmsig_option_u64(opts, "retry_max_ms", 2000, &retry_max_ms) < 0 || retry_ms < 1 ||
-            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000)
+            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000 ||
+            vmsig_option_u64(opts, "cmd_timeout_ms", VMCONN_TIMEOUT_DEFAULT_MS, &timeout_ms) < 0 ||
+            timeout_ms < 10 || timeout_ms > 600000)
                 return -EINVAL;
         h = calloc(1, sizeof(*h));
         if (!h)
@@ -497,6 +550,8 @@ static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         h->ops.next = h->ops.prev = &h->ops;
         h->copts.retry_min_ms = (uint32_t)retry_ms;
         h->copts.retry_max_ms = (uint32_t)retry_max_ms;
+        snprintf(h->copts.vm_name, sizeof(h->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
+        h->timeout_ms = (uint32_t)timeout_ms;
         h->qmp_path = strdup(cfg->qmp_path);
         h->on_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (!h->qmp_path || h->on_tfd < 0) {
@@ -524,7 +579,8 @@ static int vmhost_attach(void *instance, const struct vmsig_emit_sink *sink, str
                                         .sink = sink,
                                         .cookie_qmp = COOKIE_QMP,
                                         .cookie_timer = COOKIE_RETRY,
-                                        .userdata = h};
+                                        .userdata = h,
+                                        .timeout_ms = h->timeout_ms};
         r = vmconn_attach(h->qmp_path, &h->copts, &h->l);
         if (r < 0)
                 return r;
@@ -582,7 +638,7 @@ static int submit_power(struct vmhost *h, const struct vmsig_event *ev, uint32_t
                 o = op_new(h, Q_ON_PROBE, ev);
                 if (!o)
                         return -ENOMEM;
-                r = vmconn_execute(&h->l, "query-status", NULL, on_reply, o);
+                r = op_exec(h, o, "query-status");
                 if (r < 0) {
                         op_free(o);
                         ack(h, ev, r, "on: query-status: %s", strerror(-r));

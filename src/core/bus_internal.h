@@ -94,6 +94,7 @@ void ctlq_pop(struct ctlq *q); /* closes the front entry's fd if still set */
 enum watch_type { WATCH_HANDOFF, WATCH_ADAPTER, WATCH_IO };
 
 struct attachment;
+struct pend_set;
 
 /* Everything registered with epoll is a watch; epoll data points at it. A
  * dead watch stays allocated until the batch ends, so a stale epoll entry in
@@ -126,6 +127,8 @@ struct attachment {
         struct watch *watches[VMSIG_FD_REG_MAX];
         unsigned nwatches;
         atomic_bool dead; /* read by worker threads in emit */
+        bool closing;     /* in close(): loop-thread ACT_ACK emits still pass */
+        struct pend_set *pend; /* pending.c: accepted commands awaiting an ACK */
         struct attachment *next_dead;
 };
 
@@ -220,6 +223,10 @@ struct vmsig_bus {
         vmsig_audit_fn audit;
         void *audit_ud;
 
+        struct pend_set *pend_draining; /* pending.c: closed adapters' sets */
+        uint64_t pend_next_id;
+        bool pend_final; /* the bus is being freed: nobody to answer */
+
         uint64_t dispatched, delivered, dropped, disconnects;
 };
 
@@ -270,5 +277,16 @@ void lease_describe_holder(const struct lease *l, char *buf, size_t len);
 void dispatch_one(struct vmsig_bus *bus, struct qnode *n);
 void bus_ack(struct vmsig_bus *bus, const struct vmsig_event *cmd, int32_t result, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
+
+/* pending.c: one ACT_ACK per accepted command, whatever happens to the VM */
+#define PENDING_EV_SWEEP 0xfff0 /* internal kind, never on the wire */
+int pending_add(struct attachment *att, const struct vmsig_event *cmd); /* -ENOBUFS when full */
+void pending_drop_last(struct attachment *att); /* the adapter did not accept it after all */
+unsigned pending_max(void);
+void pending_on_ack(struct vmsig_bus *bus, const struct vmsig_event *ack);
+void pending_detached(struct attachment *att); /* its ACKs may still come */
+void pending_closed(struct attachment *att); /* after close(): answer what stays unanswered */
+void pending_sweep(struct vmsig_bus *bus, const struct vmsig_event *marker);
+void pending_free_all(struct vmsig_bus *bus);
 
 #endif

@@ -86,6 +86,8 @@ static void dispatch_up(struct vmsig_bus *bus, struct qnode *n)
         if (!(ev->hdr.flags & VMSIG_F_HAS_FD))
                 fd = -1;
 
+        if (ev->hdr.kind == VMSIG_EV_ACT_ACK)
+                pending_on_ack(bus, ev);
         if (ev->hdr.peer) {
                 struct vmsig_control *c = control_get(bus, ev->hdr.peer);
                 if (c)
@@ -245,7 +247,19 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
                 bus_ack(bus, cmd, -ENODEV, "'%s' has no %s adapter", ep->name, vmsig_source_name((uint8_t)seam));
                 return;
         }
+        /* Ledger before submit: an accepted command must never lose its ACK. */
+        bool track = !(cmd->hdr.flags & VMSIG_F_FF);
+        if (track && (r = pending_add(att, cmd)) < 0) {
+                if (r == -ENOBUFS)
+                        bus_ack(bus, cmd, r, "'%s' has %u %s commands in flight: wait for their ACKs", ep->name,
+                                pending_max(), vmsig_source_name((uint8_t)seam));
+                else
+                        bus_ack(bus, cmd, r, "%s on '%s': %s", kname, ep->name, strerror(-r));
+                return;
+        }
         r = att->ops->submit(att->inst, cmd, n->payload, n->payload_len);
+        if (track && r != VMSIG_SUBMIT_ACCEPTED)
+                pending_drop_last(att);
         if (destructive(cmd->hdr.kind))
                 bus_audit(bus, VMSIG_AUDIT_COMMAND, ctl, cmd, r < 0 ? r : 0,
                           r == VMSIG_SUBMIT_ACCEPTED ? "accepted" : "refused by adapter");
@@ -263,4 +277,6 @@ void dispatch_one(struct vmsig_bus *bus, struct qnode *n)
                 dispatch_up(bus, n);
         else if (vmsig_kind_is_down(n->ev.hdr.kind))
                 dispatch_down(bus, n);
+        else if (n->ev.hdr.kind == PENDING_EV_SWEEP)
+                pending_sweep(bus, &n->ev);
 }

@@ -160,6 +160,7 @@ void endpoint_finalize(struct vmsig_bus *bus, uint32_t id)
 
 void endpoints_free_all(struct vmsig_bus *bus)
 {
+        pending_free_all(bus);
         for (unsigned i = 0; i < bus->lim.max_endpoints; i++) {
                 struct endpoint *ep = bus->eps[i];
                 if (!ep)
@@ -181,7 +182,9 @@ static int sink_emit(const struct vmsig_emit_sink *sink, const struct vmsig_even
         struct attachment *att = sink->core_;
         struct vmsig_bus *bus = att->bus;
 
-        if (atomic_load(&att->dead))
+        /* In close() an adapter may still answer its commands (loop thread). */
+        if (atomic_load(&att->dead) &&
+            !(bus_on_loop_thread(bus) && att->closing && ev && ev->hdr.kind == VMSIG_EV_ACT_ACK))
                 return -ESHUTDOWN;
         if (!ev || !vmsig_kind_is_up(ev->hdr.kind) || ev->hdr.kind == VMSIG_EV_MEMCTX)
                 return -EINVAL; /* MEMCTX goes through register_memctx */
@@ -338,6 +341,21 @@ static int sink_unwatch_fd(const struct vmsig_emit_sink *sink, int fd)
         return -ENOENT;
 }
 
+static int sink_check_issuer(const struct vmsig_emit_sink *sink, uint32_t peer, int lease_class)
+{
+        struct attachment *att = sink->core_;
+
+        if (!bus_on_loop_thread(att->bus))
+                return -EPERM;
+        if (!control_get(att->bus, peer))
+                return -ESRCH;
+        if (lease_class < 0)
+                return 0;
+        if (lease_class >= VMSIG_LEASE_CLASS_COUNT || !att->ep || att->ep->lease[lease_class].holder != peer)
+                return -EPERM;
+        return 0;
+}
+
 /* ---- attach / detach ---- */
 
 int vmsig_bus_attach(struct vmsig_bus *bus, uint32_t endpoint, const struct vmsig_adapter_ops *ops,
@@ -376,6 +394,7 @@ int vmsig_bus_attach(struct vmsig_bus *bus, uint32_t endpoint, const struct vmsi
         }
         att->sink.watch_fd = sink_watch_fd;
         att->sink.unwatch_fd = sink_unwatch_fd;
+        att->sink.check_issuer = sink_check_issuer;
         att->sink.core_ = att;
 
         struct vmsig_adapter_cfg empty = {0};
@@ -417,6 +436,7 @@ void attachment_detach(struct attachment *att)
                 bus_watch_kill(bus, att->watches[i]);
         att->nwatches = 0;
         ep->att[att->seam - 1] = NULL;
+        pending_detached(att);
         if (att->seam == VMSIG_SRC_MEMCTX)
                 invalidate_memctx(att);
         if (!ep->removing)
@@ -428,7 +448,10 @@ void attachment_detach(struct attachment *att)
 
 void attachment_reap(struct attachment *att)
 {
+        att->closing = true;
         att->ops->close(att->inst); /* joins workers, closes the adapter's fds */
+        att->closing = false;
+        pending_closed(att); /* the core answers what the adapter left unanswered */
         free(att);
 }
 

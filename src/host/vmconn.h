@@ -15,7 +15,27 @@
  * same readiness, so processing is idempotent (a spare wakeup reads EAGAIN).
  * When the session reconnects the QMP dups are replaced (unwatch + close +
  * dup + watch) in every listener. Detaching one listener only drops its dups
- * and orphans its pending commands (their replies are discarded).
+ * and answers its pending commands (see vmconn_detach).
+ *
+ * Commands: the session writes ONE command at a time to QEMU and the next
+ * only when QEMU has answered, so a QEMU that stops answering (SIGSTOPped,
+ * stuck) holds at most one command it may still run later; everything behind
+ * it waits in the session and is never written once its deadline passed.
+ * Before writing a command after QEMU has been quiet for a while (over
+ * VMCONN_LIVE_MS), the session first asks query-status as a liveness probe,
+ * so even a lone command is not left in a frozen QEMU's socket. Reply
+ * errors the session makes itself (reply->reason says which command and why):
+ *   -ETIMEDOUT   the deadline passed before the command was written: it was
+ *                dropped, QEMU never sees it (not applied);
+ *   -EINPROGRESS the command was written but QEMU did not answer before the
+ *                deadline (or before the listener detached): it may still
+ *                take effect (outcome unknown); its late reply is discarded;
+ *   -ECANCELED   never written: the listener detached, or its admit check
+ *                refused (admit's own error is passed on instead if < 0).
+ * A handshake (greeting + capabilities) that does not finish within
+ * handshake_ms counts as a failed connect: the session closes it, reports a
+ * DIAG once per outage through a listener's sink, and retries with backoff.
+ * So does (once per stall) a written command outliving its deadline.
  *
  * Threads: loop thread only (the thread that owns the listeners' bus). */
 #pragma once
@@ -54,6 +74,7 @@ struct vmconn_listener {
         uint64_t cookie_qmp;
         uint64_t cookie_timer;
         void *userdata;
+        uint32_t timeout_ms; /* deadline of vmconn_execute/hmp commands; 0: VMCONN_TIMEOUT_DEFAULT_MS */
 
         /* Private to vmconn. */
         struct vmconn *conn_;
@@ -64,9 +85,15 @@ struct vmconn_listener {
         uint64_t qmp_gen_;
 };
 
+#define VMCONN_TIMEOUT_DEFAULT_MS   3000u /* well under vmsigctl's 5 s wait */
+#define VMCONN_HANDSHAKE_DEFAULT_MS 5000u
+#define VMCONN_LIVE_MS              20u   /* QEMU answered this recently: no probe */
+
 struct vmconn_opts {
         uint32_t retry_min_ms; /* 0: 100 */
         uint32_t retry_max_ms; /* 0: 5000 */
+        uint32_t handshake_ms; /* 0: VMCONN_HANDSHAKE_DEFAULT_MS */
+        char vm_name[64];      /* for DIAG messages; "" if unknown */
 };
 
 /* Join (or create) the session for qmp_path and watch its fds through
@@ -76,8 +103,11 @@ struct vmconn_opts {
  * the attach that created the session win. -EINVAL, -ENAMETOOLONG, -ENOMEM,
  * or a watch_fd error. */
 int vmconn_attach(const char *qmp_path, const struct vmconn_opts *opts, struct vmconn_listener *l);
-/* Leave: unwatch and close this listener's dups, orphan its pending
- * commands, free the session with its last listener. NULL-safe, idempotent. */
+/* Leave: unwatch and close this listener's dups and answer its pending
+ * commands now (their callbacks run inside this call): -ECANCELED if never
+ * written, -EINPROGRESS if written and unanswered. Commands issued without
+ * a callback (fire-and-forget, e.g. key releases) are still written later.
+ * Frees the session with its last listener. NULL-safe, idempotent. */
 void vmconn_detach(struct vmconn_listener *l);
 
 /* Forward readiness of a cookie. Returns true if the cookie was one of the
@@ -87,13 +117,26 @@ bool vmconn_on_readiness(struct vmconn_listener *l, uint64_t cookie, uint32_t ev
 /* Current state; ret_reason (optional) gets why it is down ("" otherwise). */
 enum vmconn_state vmconn_get_state(const struct vmconn_listener *l, const char **ret_reason);
 
-/* Commands through the shared client. cb runs once (loop thread) unless the
- * listener detached first. -ENOTCONN when not READY, else qmp_execute()'s
- * errors. */
+/* Commands through the shared client. cb (may be NULL) runs exactly once,
+ * on the loop thread, never inside the call that queued it. -ENOTCONN when
+ * not READY, -ENOBUFS over QMP_MAX_PENDING queued, -ENOMEM. The deadline is
+ * l->timeout_ms. */
 typedef void (*vmconn_reply_fn)(struct vmconn_listener *l, const struct qmp_reply *reply, void *userdata);
 int vmconn_execute(struct vmconn_listener *l, const char *command, struct json_object *args,
                    vmconn_reply_fn cb, void *userdata);
 int vmconn_hmp(struct vmconn_listener *l, const char *command_line, vmconn_reply_fn cb, void *userdata);
+
+/* The general form. admit (optional) runs right before the command is
+ * written to QEMU: < 0 drops it unsent and cb gets that error with why as the
+ * reason (e.g. the issuer lost its lease meanwhile). */
+struct vmconn_cmd {
+        const char *command;      /* QMP command, or the HMP command line with hmp */
+        struct json_object *args; /* QMP arguments or NULL; a reference is kept */
+        bool hmp;
+        uint32_t timeout_ms; /* 0: no deadline */
+        int (*admit)(struct vmconn_listener *l, void *userdata, char *why, size_t why_len);
+};
+int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmconn_reply_fn cb, void *userdata);
 
 /* Strict "k=v,k=v" check for the real adapters: every key in known[] (at
  * most 64), each once, none empty. 0 or -EINVAL. */

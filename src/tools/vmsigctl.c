@@ -700,10 +700,13 @@ static int cmd_write(struct vmsig_client *c, int argc, char **argv, bool phys, c
         free(data);
         if (r)
                 return r;
-        if (ack.result < 0)
-                return fail(exit_for(ack.result), "write to '%s' at 0x%" PRIx64 ": %s (nothing was written)",
-                            argv[0], addr, ESC(ack.msg));
-        printf("%s: %s\n", argv[0], ESC(ack.msg));
+        if (ack.result < 0) /* -EINPROGRESS / -ECONNABORTED: the outcome is unknown */
+                return fail(exit_for(ack.result), "write to '%s' at 0x%" PRIx64 ": %s (%s)", argv[0], addr,
+                            ESC(ack.msg),
+                            ack.result == -EINPROGRESS || ack.result == -ECONNABORTED ? "it may have been written"
+                                                                                      : "nothing was written");
+        printf("%s: %s
+", argv[0], ESC(ack.msg));
         return 0;
 }
 
