@@ -279,7 +279,9 @@ static const char *status_string(const struct qmp_reply *r)
 {
         struct json_object *v;
 
-        if (r->error || !json_object_object_get_ex(r->value, "status", &v))
+        /* json_object_get_string would turn a number into text. */
+        if (r->error || !json_object_object_get_ex(r->value, "status", &v) ||
+            !json_object_is_type(v, json_type_string))
                 return NULL;
         return json_object_get_string(v);
 }

@@ -22,6 +22,7 @@
 #define R_STATUS    1 /* query-status with run_states[a] */
 #define R_GENERIC   3 /* GenericError */
 #define R_NOTFOUND  4 /* CommandNotFound */
+#define R_NUMSTATUS 5 /* {"return": {"status": a}}: a number */
 #define R_NOCLASS   6 /* {"error": {}} */
 #define R_LIST      7 /* {"return": ["status"]} */
 #define ST_RUNNING  0
@@ -62,6 +63,10 @@ static void test_query_malformed(void **state)
         RUN(HANDSHAKE, QUERY, REPLY(R_EMPTY, 0));
         expect_ack(0, -EPROTO, "query-status: malformed reply");
         assert_int_equal(S.nstatus, 2); /* connect, then QEMU gone at the end */
+        /* a status that is not a string is no answer either (fuzz_vmhost) */
+        RUN(HANDSHAKE, QUERY, REPLY(R_NUMSTATUS, 3));
+        expect_ack(0, -EPROTO, "query-status: malformed reply");
+        assert_int_equal(S.nstatus, 2);
 }
 
 static void test_qmp_errors(void **state)
