@@ -217,10 +217,12 @@ static const struct opt_spec qemu_input[] = {
     {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
     {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
     {"uinput", OPT_ABS_PATH, 1, 127, 0, NULL},
+    {"cmd_timeout_ms", OPT_U64, 10, 600000, 3000, NULL},
 };
 static const struct opt_spec qemu_vmhost[] = {
     {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
     {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
+    {"cmd_timeout_ms", OPT_U64, 10, 600000, 3000, NULL},
 };
 
 #define N_OPTS(a) (sizeof(a) / sizeof((a)[0]))

@@ -227,6 +227,46 @@ static void test_options_match_stub_adapters(void **state)
         }
 }
 
+/* The same for the real QEMU adapters: open() connects nothing yet. */
+static void test_options_match_qemu_adapters(void **state)
+{
+        static const struct {
+                const char *key; /* trigger key */
+                const struct vmsig_adapter_ops *(*ops)(void);
+                const char *opt;
+        } cases[] = {
+            {"vmhost", vmsig_vmhost_ops, "cmd_timeout_ms=10"},
+            {"vmhost", vmsig_vmhost_ops, "cmd_timeout_ms=9"},
+            {"vmhost", vmsig_vmhost_ops, "cmd_timeout_ms=600001"},
+            {"vmhost", vmsig_vmhost_ops, "retry_ms=100,retry_max_ms=50"},
+            {"vmhost", vmsig_vmhost_ops, "powerdown_timeout=60"},
+            {"input", vmsig_input_ops, "cmd_timeout_ms=250,retry_ms=5"},
+            {"input", vmsig_input_ops, "cmd_timeout_ms=+250"},
+            {"memctx", vmsig_memctx_ops, "os=windows,retry_max_ms=600000"},
+            {"memctx", vmsig_memctx_ops, "os=bsd"},
+            {"memctx", vmsig_memctx_ops, "cmd_timeout_ms=100"},
+        };
+        char text[512], err[512];
+        struct trigger t;
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                const struct vmsig_adapter_ops *ops = cases[i].ops();
+                if (!ops)
+                        skip(); /* a stub-only build has no real adapters */
+                struct vmsig_adapter_cfg cfg = {
+                    .vm_name = "a", .qmp_path = "/nonexistent/q", .ram_path = "/nonexistent/r", .options = cases[i].opt};
+                void *inst = NULL;
+                int ra = ops->open(&cfg, 1, &inst);
+                if (ra == 0)
+                        ops->close(inst);
+                snprintf(text, sizeof(text), "name=a\nqmp=/q\nram=/r\n%s_options=%s\n", cases[i].key, cases[i].opt);
+                int rp = parse(text, &t, err, sizeof(err));
+                if ((ra == 0) != (rp == 0))
+                        fail_msg("%s '%s': adapter %d, parser %d (%s)", cases[i].key, cases[i].opt, ra, rp, err);
+        }
+}
+
 static void test_last_line_no_newline_and_blanks(void **state)
 {
         struct trigger t;
@@ -334,6 +374,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_adapter_options), cmocka_unit_test(test_options_match_stub_adapters),
+            cmocka_unit_test(test_options_match_qemu_adapters),
             cmocka_unit_test(test_minimal_qemu),    cmocka_unit_test(test_stub_no_paths),
             cmocka_unit_test(test_errors),          cmocka_unit_test(test_last_line_no_newline_and_blanks),
             cmocka_unit_test(test_ignored_names),   cmocka_unit_test(test_load),

@@ -35,15 +35,15 @@ struct known_set {
 
 /* The known lists of the adapters (src/adapters/), plus edge cases of
  * the checker itself (empty list, a key that is a prefix of another). */
-static const char *const k_vmhost[] = {"retry_ms", "retry_max_ms"};
+static const char *const k_vmhost[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms"};
 static const char *const k_memctx[] = {"retry_ms", "retry_max_ms", "os"};
-static const char *const k_input[] = {"uinput", "retry_ms", "retry_max_ms"};
+static const char *const k_input[] = {"uinput", "retry_ms", "retry_max_ms", "cmd_timeout_ms"};
 static const char *const k_memctx_stub[] = {"ram_mib", "fail_boots", "retry_ms"};
 static const char *const k_vmhost_stub[] = {"state", "powerdown_ms"};
 static const char *const k_input_stub[] = {"record"};
 static const char *const k_prefix[] = {"a", "ab", "abc", ""};
 static const struct known_set sets[] = {
-    {k_vmhost, 2},      {k_memctx, 3},     {k_input, 3},  {k_memctx_stub, 3},
+    {k_vmhost, 3},      {k_memctx, 3},     {k_input, 4},  {k_memctx_stub, 3},
     {k_vmhost_stub, 2}, {k_input_stub, 1}, {k_prefix, 4}, {NULL, 0},
 };
 
@@ -156,10 +156,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         abort();
         }
         /* NULL means no options */
-        if (vmconn_options_check(NULL, k_vmhost, 2) || vmsig_stub_options_check(NULL, k_vmhost, 2))
+        if (vmconn_options_check(NULL, k_vmhost, 3) || vmsig_stub_options_check(NULL, k_vmhost, 3))
                 abort();
 
-        static const char *const probe[] = {"retry_ms",   "retry_max_ms", "os",     "uinput", "ram_mib",
+        static const char *const probe[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms", "os", "uinput", "ram_mib",
                                             "fail_boots", "state",        "record", "a",      "ab"};
         for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++)
                 check_get(opts, it, n, probe[i]);
