@@ -143,6 +143,7 @@ struct memctx {
                 bool root_ok;
                 uint64_t root;
                 unsigned levels;          /* of the last registers seen */
+                char why[VMSIG_MSG_MAX];  /* why ram is NULL: "" = QEMU not connected */
                 uint64_t unsettled_since; /* monotonic ns; 0 = not waiting for swapper */
         } w;
 };
@@ -319,9 +320,11 @@ static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qe
                 goto fail;
         }
         m->w.layout = *lay;
+        m->w.why[0] = '\0';
         return 0;
 fail:
         w_close_ram(m);
+        snprintf(m->w.why, sizeof(m->w.why), "%s", msg);
         return r;
 }
 
@@ -411,6 +414,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
             memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0) {
                 r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
                 if (r < 0) {
+                        m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
                         res->refused = r == -EPERM || r == -EINVAL || r == -ELOOP || r == -EXDEV ||
                                        r == -ESTALE;
                         return r;
@@ -538,7 +542,8 @@ static void w_memwrite(struct memctx *m, const struct mw_job *j)
         int r;
 
         if (!m->w.ram) {
-                ack(m, &j->hdr, -ENOTCONN, 0, "guest RAM not available (QEMU not connected)");
+                ack(m, &j->hdr, -ENOTCONN, 0, "guest RAM not available (%s)",
+                    m->w.why[0] ? m->w.why : "QEMU not connected");
                 return;
         }
         if (!phys && !j->hdr.cr3 && !m->w.root_ok) {
@@ -641,6 +646,8 @@ static void *worker_main(void *arg)
                 pthread_mutex_unlock(&m->lock);
                 if (ram_gen != m->w.ram_gen && m->w.ram)
                         w_close_ram(m); /* QEMU gone: the file may be deleted */
+                if (ram_gen != m->w.ram_gen)
+                        m->w.why[0] = '\0'; /* a refusal was about the old QEMU */
                 if (root_gen != m->w.root_gen)
                         m->w.root_ok = false;
                 m->w.root_gen = root_gen;
