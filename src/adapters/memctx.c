@@ -219,9 +219,10 @@ static int open_untrusted(const char *path, int acc)
         struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
 
         fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+        /* fall back on ENOSYS (older kernel) and EPERM (a seccomp filter
+         * that does not know openat2) */
         if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
                 return fd < 0 ? -errno : fd;
-        /* ENOSYS: older kernel; EPERM: a seccomp filter that does not know it */
 #endif
         fd = open(path, flags);
         return fd < 0 ? -errno : fd;
