@@ -88,7 +88,7 @@ struct boot_req {
         uint64_t ram_gen, root_gen;
         struct mtree_layout layout;
         struct regs regs;
-        int uid_err;   /* 0, or why QEMU's uid is unknown */
+        int uid_err;    /* 0, or why QEMU's uid is unknown */
         uid_t qemu_uid; /* SO_PEERCRED of the QMP socket: owns the RAM file */
 };
 
@@ -216,7 +216,8 @@ static int open_untrusted(const char *path, int acc)
         const int flags = acc | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
         int fd;
 #ifdef SYS_openat2
-        struct open_how how = {.flags = (uint64_t)flags, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+        struct open_how how = {.flags = (uint64_t)flags,
+                               .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
 
         fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
         /* fall back on ENOSYS (older kernel) and EPERM (a seccomp filter
@@ -231,12 +232,18 @@ static int open_untrusted(const char *path, int acc)
 static const char *file_type(mode_t mode)
 {
         switch (mode & S_IFMT) {
-        case S_IFIFO: return "a FIFO";
-        case S_IFSOCK: return "a socket";
-        case S_IFCHR: return "a character device";
-        case S_IFBLK: return "a block device";
-        case S_IFDIR: return "a directory";
-        default: return "not a regular file";
+        case S_IFIFO:
+                return "a FIFO";
+        case S_IFSOCK:
+                return "a socket";
+        case S_IFCHR:
+                return "a character device";
+        case S_IFBLK:
+                return "a block device";
+        case S_IFDIR:
+                return "a directory";
+        default:
+                return "not a regular file";
         }
 }
 
@@ -416,8 +423,8 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                 r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
                 if (r < 0) {
                         m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
-                        res->refused = r == -EPERM || r == -EINVAL || r == -ELOOP || r == -EXDEV ||
-                                       r == -ESTALE;
+                        res->refused =
+                            r == -EPERM || r == -EINVAL || r == -ELOOP || r == -EXDEV || r == -ESTALE;
                         return r;
                 }
                 m->w.ram_gen = q->ram_gen;
@@ -583,13 +590,15 @@ static void w_memwrite(struct memctx *m, const struct mw_job *j)
                 /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63
                  * are not part of the root (same rule as the stub) */
                 if (j->hdr.cr3 && vmie_ram_gpa_to_offset(m->w.ram, as.root, NULL, NULL) < 0) {
-                        ack(m, &j->hdr, -EINVAL, 0, "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM",
-                            j->hdr.cr3, as.root);
+                        ack(m, &j->hdr, -EINVAL, 0,
+                            "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM", j->hdr.cr3,
+                            as.root);
                         goto out;
                 }
                 r = vmie_extent_plan(&as, j->addr, j->len, VMIE_EXTENT_WRITABLE, ch, cap, &n, &bad);
                 if (r < 0 && w_shrunk(m, &fsize)) {
-                        ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path, fsize);
+                        ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path,
+                            fsize);
                         goto out;
                 }
                 if (r < 0) {

@@ -16,7 +16,8 @@
 
 /* A MEMCTX of endpoint ep: subscribe and wait for a valid one; its fd (the
  * caller closes it) or a negative errno. */
-static VH_UNUSED int ram_memctx_fd(struct vmsig_client *c, uint32_t ep, struct vmsig_memctx *ctx, int timeout_ms)
+static VH_UNUSED int ram_memctx_fd(struct vmsig_client *c, uint32_t ep, struct vmsig_memctx *ctx,
+                                   int timeout_ms)
 {
         uint64_t deadline = vh_now_ms() + (uint64_t)timeout_ms;
         uint64_t corr = 0;
@@ -32,8 +33,8 @@ static VH_UNUSED int ram_memctx_fd(struct vmsig_client *c, uint32_t ep, struct v
                         continue;
                 if (r < 0)
                         return r;
-                if (r == VMSIG_CLIENT_EVENT && ev.hdr.kind == VMSIG_EV_MEMCTX && ev.hdr.endpoint == ep && fd >= 0 &&
-                    vmsig_memctx_from_event(&ev, fd, ctx) == 0 && ctx->fd >= 0)
+                if (r == VMSIG_CLIENT_EVENT && ev.hdr.kind == VMSIG_EV_MEMCTX && ev.hdr.endpoint == ep &&
+                    fd >= 0 && vmsig_memctx_from_event(&ev, fd, ctx) == 0 && ctx->fd >= 0)
                         return fd;
                 if (fd >= 0)
                         close(fd);
@@ -87,8 +88,8 @@ static VH_UNUSED void ram_try_writes(int fd, const char *tag, struct ram_routes 
         ram_note(o, what, ftruncate(fd, grew ? st.st_size : st.st_size - 4096) == 0, 1);
         errno = 0;
         snprintf(what, sizeof(what), "%s fallocate punch", tag);
-        ram_note(o, what, fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size - 4096, 4096) == 0,
-                 1);
+        ram_note(o, what,
+                 fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size - 4096, 4096) == 0, 1);
         errno = 0;
         snprintf(what, sizeof(what), "%s fallocate grow", tag);
         ram_note(o, what, fallocate(fd, 0, st.st_size, 4096) == 0, 1);
@@ -176,8 +177,8 @@ static VH_UNUSED void ram_child_routes(void *ud, void *out, size_t outlen)
  * set when a valid MEMCTX of ep arrives first (then the wait stops too).
  * 0 found, -ETIMEDOUT, -EEXIST (MEMCTX first) or a connection error. The
  * text lands in msg. */
-static VH_UNUSED int ram_wait_diag(struct vmsig_client *c, uint32_t ep, const char *needle, char *msg, size_t msglen,
-                                   int timeout_ms)
+static VH_UNUSED int ram_wait_diag(struct vmsig_client *c, uint32_t ep, const char *needle, char *msg,
+                                   size_t msglen, int timeout_ms)
 {
         uint64_t deadline = vh_now_ms() + (uint64_t)timeout_ms;
 

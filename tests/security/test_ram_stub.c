@@ -13,8 +13,8 @@
 
 #include <inttypes.h>
 
-#include "daemon/vmsigd_harness.h"
 #include "adapters/stub_internal.h"
+#include "daemon/vmsigd_harness.h"
 #include "test_ram_common.h"
 
 static struct vh H;
@@ -75,7 +75,8 @@ static void test_stub_fd_never_writable(void **state)
         /* the daemon itself still writes (through its own mapping) */
         char out[4096], addr[32];
         snprintf(addr, sizeof(addr), "0x%" PRIx64, VMSIG_STUB_KERNEL_BASE + 0x50000);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "stub1", addr, "52414d21", (char *)NULL), 0);
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "stub1", addr, "52414d21", (char *)NULL), 0);
         char got[4];
         assert_int_equal(pread(fd, got, 4, 0x50000), 4);
         assert_memory_equal(got, "RAM!", 4);
@@ -108,7 +109,8 @@ static void test_stub_cr3_with_pcid(void **state)
 
         /* a root outside guest RAM is refused by name, PCID or not */
         snprintf(cr3, sizeof(cr3), "0x%" PRIx64, UINT64_C(0x80000000) | 0x5);
-        code = vh_vmsigctl(&H, -1, out, sizeof(out), "--cr3", cr3, "write", "stub1", addr, "00", (char *)NULL);
+        code =
+            vh_vmsigctl(&H, -1, out, sizeof(out), "--cr3", cr3, "write", "stub1", addr, "00", (char *)NULL);
         printf("# cr3 %s: exit %d: %s", cr3, code, out);
         assert_int_equal(code, 1);
         assert_non_null(strstr(out, "outside guest RAM"));
@@ -119,8 +121,8 @@ static void test_stub_cr3_with_pcid(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_stub_fd_never_writable, teardown),
-                cmocka_unit_test_teardown(test_stub_cr3_with_pcid, teardown),
+            cmocka_unit_test_teardown(test_stub_fd_never_writable, teardown),
+            cmocka_unit_test_teardown(test_stub_cr3_with_pcid, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,9 +15,9 @@
 #include <inttypes.h>
 
 #include "daemon/vmsigd_harness.h"
+#include "test_ram_common.h"
 #include "vm/vm_bus.h"
 #include "vm/vm_guest.h"
-#include "test_ram_common.h"
 
 #define BOOT_MS 60000 /* first memctx on a loaded box */
 #define DIAG_MS 30000
@@ -33,8 +33,8 @@ static int group_setup(void **state)
         struct vm_guest_opts o = {.mem = "256M"};
         struct stat st;
 
-        if (vm_guest_start(&G, "ramvm", &o) < 0 || vm_guest_wait_serial(&G, "VMSIG-GUEST-READY", 120000) < 0 ||
-            stat(G.shm, &st) < 0) {
+        if (vm_guest_start(&G, "ramvm", &o) < 0 ||
+            vm_guest_wait_serial(&G, "VMSIG-GUEST-READY", 120000) < 0 || stat(G.shm, &st) < 0) {
                 fprintf(stderr, "the test guest did not boot\n");
                 vm_guest_stop(&G);
                 return -1;
@@ -110,7 +110,7 @@ static struct vmsig_client *start_daemon(void)
         assert_non_null(c);
         assert_int_equal(vh_subscribe(c, 0,
                                       VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_DIAG) |
-                                              VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) | VMSIG_KIND_BIT(VMSIG_EV_STATUS),
+                                          VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) | VMSIG_KIND_BIT(VMSIG_EV_STATUS),
                                       NULL, NULL),
                          0);
         return c;
@@ -374,12 +374,12 @@ static void test_vm_shrink_no_sigbus(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_vm_fd_routes_and_mode, teardown),
-                cmocka_unit_test_teardown(test_vm_cr3_with_pcid, teardown),
-                cmocka_unit_test_teardown(test_vm_symlink_swap, teardown),
-                cmocka_unit_test_teardown(test_vm_fifo_swap, teardown),
-                cmocka_unit_test_teardown(test_vm_wrong_owner, teardown),
-                cmocka_unit_test_teardown(test_vm_shrink_no_sigbus, teardown),
+            cmocka_unit_test_teardown(test_vm_fd_routes_and_mode, teardown),
+            cmocka_unit_test_teardown(test_vm_cr3_with_pcid, teardown),
+            cmocka_unit_test_teardown(test_vm_symlink_swap, teardown),
+            cmocka_unit_test_teardown(test_vm_fifo_swap, teardown),
+            cmocka_unit_test_teardown(test_vm_wrong_owner, teardown),
+            cmocka_unit_test_teardown(test_vm_shrink_no_sigbus, teardown),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
