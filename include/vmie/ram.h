@@ -5,7 +5,23 @@
 /* Guest RAM: a read-only view of the RAM backing file (QEMU
  * memory-backend-file,share=on) plus the layout that says which guest-physical
  * ranges live at which file offsets. A vmie_ram is immutable once opened, so
- * one instance may be shared by any number of threads. */
+ * one instance may be shared by any number of threads.
+ *
+ * Trusting the file: the RAM file belongs to the QEMU user, who can shrink it
+ * (ftruncate) at any time. A read through a MAP_SHARED mapping of a page that
+ * no longer exists raises SIGBUS and kills the reader. Two modes:
+ *   - mapped (default): fastest, zero-copy (vmie_ram_peek). Use it only when
+ *     the file cannot shrink under you (a sealed memfd, a snapshot, a file
+ *     you own) or when dying with the file's owner is acceptable.
+ *   - safe, VMIE_RAM_NO_MMAP: every access is a pread(2). Safe against a file
+ *     that shrinks: a read of bytes that are gone returns -EIO (a page walk
+ *     through them -ENXIO), never a signal; the same vmie_ram keeps working
+ *     if the file grows back. Costs one system call per page-table entry on a
+ *     walk, so put a vmie_tlb in front of repeated translations.
+ * vmsigd always opens the RAM file in safe mode. A control reading the fd of
+ * a MEMCTX faces the same file: use VMIE_RAM_NO_MMAP unless the control is
+ * willing to be killed by the QEMU user (or contains SIGBUS itself; libvmie
+ * installs no signal handlers). */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +42,9 @@ struct vmie_range {
 };
 
 enum vmie_ram_flags {
-        /* Never mmap; every access is a pread. For callers that must not fault
+        /* Safe mode: never mmap; every access is a pread, so a file that
+         * shrinks makes reads fail with -EIO instead of raising SIGBUS (see
+         * the top of this file). Also for callers that must not fault
          * tmpfs/hugetlbfs holes into existence through a mapping. */
         VMIE_RAM_NO_MMAP = 1u << 0,
         /* Allow two ranges to share file bytes (a genuine alias in the flat
@@ -44,7 +62,8 @@ struct vmie_ram;
  * Ranges may be given in any order; unknown flags are -EINVAL. The file is
  * mapped PROT_READ/MAP_SHARED; if mapping fails, reads fall back to pread.
  * The RAM file must not shrink while mapped (reads would raise SIGBUS, as
- * with any mapping); use VMIE_RAM_NO_MMAP where that cannot be ruled out. */
+ * with any mapping); use VMIE_RAM_NO_MMAP (safe mode) where that cannot be
+ * ruled out, e.g. for any file another user owns. */
 int vmie_ram_open_path(const char *path, const struct vmie_range *ranges, size_t nranges, unsigned flags,
                        struct vmie_ram **ret);
 
@@ -69,7 +88,8 @@ int vmie_ram_gpa_to_offset(const struct vmie_ram *ram, uint64_t gpa, uint64_t *r
 
 /* Read len bytes of guest-physical memory, crossing range boundaries as
  * needed. Whole or error: -EFAULT if any byte falls in a hole (holes are never
- * read as zeros), -EIO if the file is shorter than it was at open. */
+ * read as zeros), -EIO if the file is shorter than it was at open (safe mode;
+ * a mapped ram gets SIGBUS there instead). */
 int vmie_ram_read(const struct vmie_ram *ram, uint64_t gpa, void *buf, size_t len);
 
 /* Zero-copy access: a pointer to len bytes at gpa inside the read-only

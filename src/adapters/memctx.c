@@ -16,6 +16,11 @@
  *
  * fds: the read-only RAM fd is the only one handed out; the worker writes
  * guest memory through a separate O_RDWR fd that never leaves the adapter.
+ * The RAM file belongs to the QEMU user, who may swap or shrink it: it is
+ * opened without following symlinks or blocking, must be a regular file
+ * owned by QEMU's uid and not writable by group/others, and is read with
+ * pread only (libvmie's safe mode), so a shrunk file fails reads, never
+ * raises SIGBUS (docs/architecture.md, "Trusting the RAM file").
  * Threads: the loop owns the session, the pipeline and registration; the
  * worker owns the RAM (vmie_ram + RW fd) and the kernel root used by
  * MEMWRITE. Generations (ram_gen, root_gen) tell the worker what the loop
@@ -33,9 +38,12 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include <vmie/vmie.h>
 #include <vmsig/adapter.h>
@@ -81,11 +89,14 @@ struct boot_req {
         uint64_t ram_gen, root_gen;
         struct mtree_layout layout;
         struct regs regs;
+        int uid_err;    /* 0, or why QEMU's uid is unknown */
+        uid_t qemu_uid; /* SO_PEERCRED of the QMP socket: owns the RAM file */
 };
 
 struct boot_res {
         uint64_t root_gen;
         int r;
+        bool refused; /* the RAM file failed a trust check (not transient) */
         char msg[VMSIG_MSG_MAX];
         struct vmie_kroot kr;
         int fd; /* read-only RAM fd on success */
@@ -108,6 +119,7 @@ struct memctx {
         struct mtree_layout layout;
         struct vmsig_backoff backoff;
         int evfd;
+        char refused[VMSIG_MSG_MAX]; /* last refusal reported, "" after a success */
 
         /* shared, under lock */
         pthread_t worker;
@@ -132,6 +144,7 @@ struct memctx {
                 bool root_ok;
                 uint64_t root;
                 unsigned levels;          /* of the last registers seen */
+                char why[VMSIG_MSG_MAX];  /* why ram is NULL: "" = QEMU not connected */
                 uint64_t unsettled_since; /* monotonic ns; 0 = not waiting for swapper */
         } w;
         struct mw_late late; /* the worker's, read by close() after the join */
@@ -197,45 +210,157 @@ static void w_close_ram(struct memctx *m)
         m->w.root_ok = false;
 }
 
-static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, char *msg, size_t len)
+/* Open the RAM file the QEMU user controls: no symlink anywhere in the path
+ * (openat2 where the kernel has it, else O_NOFOLLOW on the last component),
+ * and O_NONBLOCK so a FIFO swapped in cannot block us in open(). */
+static int open_untrusted(const char *path, int acc)
+{
+        const int flags = acc | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+        int fd;
+#ifdef SYS_openat2
+        struct open_how how = {.flags = (uint64_t)flags,
+                               .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+
+        fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+        /* fall back on ENOSYS (older kernel) and EPERM (a seccomp filter
+         * that does not know openat2) */
+        if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+                return fd < 0 ? -errno : fd;
+#endif
+        fd = open(path, flags);
+        return fd < 0 ? -errno : fd;
+}
+
+static const char *file_type(mode_t mode)
+{
+        switch (mode & S_IFMT) {
+        case S_IFIFO:
+                return "a FIFO";
+        case S_IFSOCK:
+                return "a socket";
+        case S_IFCHR:
+                return "a character device";
+        case S_IFBLK:
+                return "a block device";
+        case S_IFDIR:
+                return "a directory";
+        default:
+                return "not a regular file";
+        }
+}
+
+/* The trust checks, on what an fd refers to (never on the path). 0, or a
+ * negative errno with the reason in msg. */
+static int check_ram_stat(const char *path, const struct stat *st, uid_t qemu_uid, uint64_t need, char *msg,
+                          size_t len)
+{
+        if (!S_ISREG(st->st_mode)) {
+                snprintf(msg, len, "guest RAM %s: refused: %s", path, file_type(st->st_mode));
+                return -EINVAL;
+        }
+        if (st->st_uid != qemu_uid) {
+                snprintf(msg, len, "guest RAM %s: refused: owned by uid %u, QEMU runs as uid %u", path,
+                         (unsigned)st->st_uid, (unsigned)qemu_uid);
+                return -EPERM;
+        }
+        /* A control could reopen its read-only fd through /proc for writing
+         * with whatever the inode allows, even where it cannot reach the
+         * path. The group bits also carry an ACL's mask. */
+        if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+                snprintf(msg, len, "guest RAM %s: refused: writable by group/others (mode %04o)", path,
+                         (unsigned)(st->st_mode & 07777));
+                return -EPERM;
+        }
+        if ((uint64_t)st->st_size < need) {
+                snprintf(msg, len, "guest RAM %s: %" PRIu64 " bytes, the layout needs %" PRIu64, path,
+                         (uint64_t)st->st_size, need);
+                return -ERANGE;
+        }
+        return 0;
+}
+
+static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qemu_uid, char *msg, size_t len)
 {
         struct vmie_range rr[MTREE_MAX_RANGES];
-        struct stat st;
+        struct stat st, st2;
         int r;
 
         w_close_ram(m);
-        m->w.ro_fd = open(m->ram_path, O_RDONLY | O_CLOEXEC);
-        if (m->w.ro_fd < 0 || fstat(m->w.ro_fd, &st) < 0) {
+        r = open_untrusted(m->ram_path, O_RDONLY);
+        if (r < 0) {
+                if (r == -ELOOP || r == -EXDEV)
+                        snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->ram_path);
+                else
+                        snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                goto fail;
+        }
+        m->w.ro_fd = r;
+        if (fstat(m->w.ro_fd, &st) < 0) {
                 r = -errno;
                 snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
                 goto fail;
         }
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < lay->file_end) {
-                r = -ERANGE;
-                snprintf(msg, len, "guest RAM %s: %" PRIu64 " bytes, the layout needs %" PRIu64, m->ram_path,
-                         (uint64_t)st.st_size, lay->file_end);
+        r = check_ram_stat(m->ram_path, &st, qemu_uid, lay->file_end, msg, len);
+        if (r < 0)
+                goto fail;
+        /* handed out: no O_NONBLOCK surprise for controls */
+        (void)fcntl(m->w.ro_fd, F_SETFL, fcntl(m->w.ro_fd, F_GETFL) & ~O_NONBLOCK);
+        /* never handed out: the only way guest memory gets written. Opened
+         * the same way; it must be the very file just checked. */
+        r = open_untrusted(m->ram_path, O_RDWR);
+        if (r >= 0)
+                m->w.rw_fd = r;
+        if (r < 0 || fstat(m->w.rw_fd, &st2) < 0) {
+                r = r < 0 ? r : -errno;
+                snprintf(msg, len, "guest RAM %s (read-write): %s", m->ram_path, strerror(-r));
                 goto fail;
         }
-        /* never handed out: the only way guest memory gets written */
-        m->w.rw_fd = open(m->ram_path, O_RDWR | O_CLOEXEC);
-        if (m->w.rw_fd < 0) {
-                r = -errno;
-                snprintf(msg, len, "guest RAM %s (read-write): %s", m->ram_path, strerror(-r));
+        if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
+                r = -ESTALE;
+                snprintf(msg, len, "guest RAM %s: refused: replaced while being opened", m->ram_path);
                 goto fail;
         }
         for (size_t i = 0; i < lay->n_ranges; i++)
                 rr[i] =
                     (struct vmie_range){lay->ranges[i].gpa, lay->ranges[i].len, lay->ranges[i].file_offset};
-        r = vmie_ram_open_fd(m->w.ro_fd, rr, lay->n_ranges, 0, &m->w.ram);
+        /* safe mode: the QEMU user can shrink the file at any time */
+        r = vmie_ram_open_fd(m->w.ro_fd, rr, lay->n_ranges, VMIE_RAM_NO_MMAP, &m->w.ram);
         if (r < 0) {
                 snprintf(msg, len, "guest RAM layout rejected: %s", strerror(-r));
                 goto fail;
         }
         m->w.layout = *lay;
+        m->w.why[0] = '\0';
         return 0;
 fail:
         w_close_ram(m);
+        snprintf(m->w.why, sizeof(m->w.why), "%s", msg);
         return r;
+}
+
+/* Before each publication: the checks again (the QEMU user may have changed
+ * the mode or shrunk the file since it was opened). */
+static int w_recheck_ram(struct memctx *m, uid_t qemu_uid, char *msg, size_t len)
+{
+        struct stat st;
+
+        if (fstat(m->w.ro_fd, &st) < 0) {
+                int r = -errno;
+                snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                return r;
+        }
+        return check_ram_stat(m->ram_path, &st, qemu_uid, m->w.layout.file_end, msg, len);
+}
+
+/* The RAM file is shorter than the layout: the QEMU user shrank it. */
+static bool w_shrunk(const struct memctx *m, uint64_t *ret_size)
+{
+        struct stat st;
+
+        if (fstat(m->w.ro_fd, &st) < 0)
+                return false;
+        *ret_size = (uint64_t)st.st_size;
+        return (uint64_t)st.st_size < m->w.layout.file_end;
 }
 
 static bool page_matches(const struct vmie_ram *ram, uint64_t pa, const uint64_t *cand)
@@ -290,12 +415,24 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
         unsigned levels = (g->cr4 & (UINT64_C(1) << 12)) ? 5 : 4;
         int r;
 
+        if (q->uid_err) {
+                snprintf(msg, len, "guest RAM %s: who runs QEMU (QMP peer): %s", m->ram_path,
+                         strerror(-q->uid_err));
+                return q->uid_err;
+        }
         if (q->ram_gen != m->w.ram_gen || !m->w.ram ||
             memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0) {
-                r = w_open_ram(m, &q->layout, msg, len);
-                if (r < 0)
+                r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
+                if (r < 0) {
+                        m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
+                        res->refused =
+                            r == -EPERM || r == -EINVAL || r == -ELOOP || r == -EXDEV || r == -ESTALE;
                         return r;
+                }
                 m->w.ram_gen = q->ram_gen;
+        } else if ((r = w_recheck_ram(m, q->qemu_uid, msg, len)) < 0) {
+                res->refused = r != -ERANGE;
+                return r;
         }
         m->w.levels = levels;
         if (!(g->cr0 & (UINT64_C(1) << 31)) || vmie_cr3_root(g->cr3, 0) == 0) {
@@ -411,11 +548,12 @@ static void w_memwrite(struct memctx *m, const struct mw_job *j)
         const bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
         size_t cap = j->len / PAGE_4K + 2 + MTREE_MAX_RANGES, n = 0;
         struct vmie_chunk *ch;
-        uint64_t bad = 0;
+        uint64_t bad = 0, fsize = 0;
         int r;
 
         if (!m->w.ram) {
-                ack(m, &j->hdr, -ENOTCONN, 0, "guest RAM not available (QEMU not connected)");
+                ack(m, &j->hdr, -ENOTCONN, 0, "guest RAM not available (%s)",
+                    m->w.why[0] ? m->w.why : "QEMU not connected");
                 return;
         }
         if (!phys && !j->hdr.cr3 && !m->w.root_ok) {
@@ -451,7 +589,20 @@ static void w_memwrite(struct memctx *m, const struct mw_job *j)
                 struct vmie_as as = {.ram = m->w.ram,
                                      .root = j->hdr.cr3 ? vmie_cr3_root(j->hdr.cr3, 0) : m->w.root,
                                      .levels = (uint8_t)m->w.levels};
+                /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63
+                 * are not part of the root (same rule as the stub) */
+                if (j->hdr.cr3 && vmie_ram_gpa_to_offset(m->w.ram, as.root, NULL, NULL) < 0) {
+                        ack(m, &j->hdr, -EINVAL, 0,
+                            "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM", j->hdr.cr3,
+                            as.root);
+                        goto out;
+                }
                 r = vmie_extent_plan(&as, j->addr, j->len, VMIE_EXTENT_WRITABLE, ch, cap, &n, &bad);
+                if (r < 0 && w_shrunk(m, &fsize)) {
+                        ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path,
+                            fsize);
+                        goto out;
+                }
                 if (r < 0) {
                         struct vmie_xlate x;
                         uint64_t page = bad & ~(PAGE_4K - 1);
@@ -471,6 +622,11 @@ static void w_memwrite(struct memctx *m, const struct mw_job *j)
                                 ack(m, &j->hdr, r, 0, "planning the write failed: %s", strerror(-r));
                         goto out;
                 }
+        }
+        /* pwrite past a shrunk end would grow the QEMU user's file */
+        if (w_shrunk(m, &fsize)) {
+                ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path, fsize);
+                goto out;
         }
         const uint8_t *p = j->data;
         for (size_t i = 0; i < n; p += ch[i].len, i++) {
@@ -502,6 +658,8 @@ static void *worker_main(void *arg)
                 pthread_mutex_unlock(&m->lock);
                 if (ram_gen != m->w.ram_gen && m->w.ram)
                         w_close_ram(m); /* QEMU gone: the file may be deleted */
+                if (ram_gen != m->w.ram_gen)
+                        m->w.why[0] = '\0'; /* a refusal was about the old QEMU */
                 if (root_gen != m->w.root_gen)
                         m->w.root_ok = false;
                 m->w.root_gen = root_gen;
@@ -629,11 +787,15 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
                 failed(m, -EBADMSG, "registers", "no CR0/CR3/CR4/IDT in `info registers`");
                 return;
         }
+        uid_t uid = 0;
+        int ue = vmconn_peer_uid(&m->l, &uid);
         pthread_mutex_lock(&m->lock);
         m->req.ram_gen = m->ram_gen;
         m->req.root_gen = m->root_gen;
         m->req.layout = m->layout;
         m->req.regs = g;
+        m->req.uid_err = ue;
+        m->req.qemu_uid = uid;
         m->boot_pending = true;
         pthread_cond_signal(&m->cond);
         pthread_mutex_unlock(&m->lock);
@@ -701,10 +863,22 @@ static void boot_done(struct memctx *m)
                         close(res.fd);
                 return;
         }
+        if (res.r < 0 && res.refused) {
+                /* not a booting guest: say it whenever the reason changes */
+                int first = vmsig_backoff_failed(&m->backoff);
+                if (first < 0)
+                        emit_diag(m, first, "memctx: bootstrap retry timer failed: %s", strerror(-first));
+                if (strcmp(m->refused, res.msg) != 0) {
+                        snprintf(m->refused, sizeof(m->refused), "%s", res.msg);
+                        emit_diag(m, res.r, "memctx: %s", res.msg);
+                }
+                return;
+        }
         if (res.r < 0) {
                 failed(m, res.r, "bootstrap", res.msg);
                 return;
         }
+        m->refused[0] = '\0';
         struct vmsig_memctx ctx;
         memset(&ctx, 0, sizeof(ctx));
         ctx.endpoint = m->endpoint;

@@ -3,8 +3,16 @@
  * tables (layout in stub_internal.h), a self-healing bootstrap on a worker
  * thread (fail_boots=N) and CMD_MEMWRITE through the adapter's own RW fd.
  *
+ * RAM: a memfd with mode 0400, sealed at open (F_SEAL_SHRINK, F_SEAL_GROW,
+ * F_SEAL_FUTURE_WRITE, F_SEAL_SEAL) after the adapter mapped it shared and
+ * writable: that mapping is the only way the guest image is ever written.
+ * No route turns the read-only fd a control receives into write access:
+ * a reopen through /proc needs the mode (root gets an fd, but write(),
+ * ftruncate, fallocate and writable shared mappings fail on the seals), and
+ * the size can never change, so nobody's mapping can fault.
+ *
  * Threads: the loop thread owns registration and the backoff timer; the
- * worker owns the RW memfd for guest writes. Boot results cross to the loop
+ * worker owns the RAM for guest writes. Boot results cross to the loop
  * through an eventfd (VMSIG_RDY_EVENTFD); MEMWRITE ACKs go out via sink->emit. */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <vmsig/adapter.h>
@@ -46,7 +55,9 @@ struct memctx_stub {
         uint32_t fail_boots;
         struct vmsig_memctx layout; /* ranges, kernel_root; fd unused */
 
-        int ram_fd; /* RW; written only by the worker after attach */
+        int ram_fd;   /* sealed; only reopened read-only for controls */
+        uint8_t *ram; /* shared writable mapping of it, made before sealing */
+        size_t ram_len;
         int evfd;   /* worker -> loop: a boot attempt finished */
         struct vmsig_backoff backoff;
         const struct vmsig_emit_sink *sink;
@@ -82,41 +93,36 @@ static int gpa_to_off(const struct memctx_stub *s, uint64_t gpa, uint64_t *ret_o
         return vmsig_memctx_gpa_to_offset(&s->layout, gpa, ret_off, ret_avail);
 }
 
-static int write_full(int fd, const void *buf, size_t len, uint64_t off)
+/* Guest RAM bytes [off, off+len) of the file, checked against its size. */
+static uint8_t *ram_at(const struct memctx_stub *s, uint64_t off, uint64_t len)
 {
-        const uint8_t *p = buf;
+        return off <= s->ram_len && len <= s->ram_len - off ? s->ram + off : NULL;
+}
 
-        while (len) {
-                ssize_t n = pwrite(fd, p, len, (off_t)off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                len -= (size_t)n;
-                off += (uint64_t)n;
-        }
+static int write_full(struct memctx_stub *s, const void *buf, size_t len, uint64_t off)
+{
+        uint8_t *p = ram_at(s, off, len);
+
+        if (!p)
+                return -EIO;
+        memcpy(p, buf, len);
         return 0;
 }
 
 static int read_pte(const struct memctx_stub *s, uint64_t gpa, uint64_t *ret)
 {
         uint64_t off;
+        const uint8_t *p;
 
-        if (gpa_to_off(s, gpa, &off, NULL) < 0)
+        if (gpa_to_off(s, gpa, &off, NULL) < 0 || !(p = ram_at(s, off, sizeof(*ret))))
                 return -EFAULT;
-        ssize_t n = pread(s->ram_fd, ret, sizeof(*ret), (off_t)off);
-        if (n < 0)
-                return -errno;
-        return n == sizeof(*ret) ? 0 : -EIO;
+        memcpy(ret, p, sizeof(*ret));
+        return 0;
 }
 
 static int write_table(struct memctx_stub *s, uint64_t gpa, const uint64_t *t)
 {
-        return write_full(s->ram_fd, t, 512 * sizeof(uint64_t), gpa); /* tables live in low RAM: off == gpa */
+        return write_full(s, t, 512 * sizeof(uint64_t), gpa); /* tables live in low RAM: off == gpa */
 }
 
 /* Lay the synthetic guest's page tables and banner into RAM (see
@@ -173,7 +179,7 @@ static int build_image(struct memctx_stub *s)
         if ((r = write_table(s, 0x9000, t)) < 0)
                 return r;
 
-        return write_full(s->ram_fd, VMSIG_STUB_BANNER, sizeof(VMSIG_STUB_BANNER), VMSIG_STUB_BANNER_GPA);
+        return write_full(s, VMSIG_STUB_BANNER, sizeof(VMSIG_STUB_BANNER), VMSIG_STUB_BANNER_GPA);
 }
 
 /* Walk va under root. ret_gpa: the physical address; ret_left: bytes to the
@@ -238,8 +244,10 @@ static int boot_attempt(struct memctx_stub *s, int *ret_fd, char *msg, size_t ms
         r = walk(s, VMSIG_STUB_KERNEL_ROOT, VMSIG_STUB_BANNER_VA, &gpa, &left, &rw);
         if (r == 0)
                 r = gpa_to_off(s, gpa, &off, NULL);
-        if (r == 0 && pread(s->ram_fd, banner, sizeof(banner), (off_t)off) != (ssize_t)sizeof(banner))
+        if (r == 0 && !ram_at(s, off, sizeof(banner)))
                 r = -EIO;
+        if (r == 0)
+                memcpy(banner, s->ram + off, sizeof(banner));
         if (r == 0 && memcmp(banner, VMSIG_STUB_BANNER, sizeof(banner)) != 0)
                 r = -EBADMSG;
         if (r < 0) {
@@ -280,7 +288,9 @@ static int plan_write(const struct memctx_stub *s, const struct mw_job *j, struc
                       char *msg, size_t msglen)
 {
         bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
-        uint64_t root = j->hdr.cr3 ? j->hdr.cr3 : s->layout.kernel_root;
+        /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63 are not
+         * part of the root (same rule as the real adapter, vmie_cr3_root) */
+        uint64_t root = j->hdr.cr3 ? j->hdr.cr3 & VMSIG_STUB_PTE_ADDR : s->layout.kernel_root;
         size_t n = 0;
 
         if (j->addr + j->len < j->addr) {
@@ -289,12 +299,9 @@ static int plan_write(const struct memctx_stub *s, const struct mw_job *j, struc
         }
         if (!phys && j->hdr.cr3) {
                 uint64_t off;
-                if (root & (PAGE_4K - 1)) {
-                        snprintf(msg, msglen, "bad cr3 0x%" PRIx64 ": not page-aligned", root);
-                        return -EINVAL;
-                }
                 if (gpa_to_off(s, root, &off, NULL) < 0) {
-                        snprintf(msg, msglen, "bad cr3 0x%" PRIx64 ": outside guest RAM", root);
+                        snprintf(msg, msglen, "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM",
+                                 j->hdr.cr3, root);
                         return -EINVAL;
                 }
         }
@@ -368,7 +375,7 @@ static void do_memwrite(struct memctx_stub *s, const struct mw_job *j, bool boot
         if (r == 0) {
                 const uint8_t *p = j->data;
                 for (size_t i = 0; i < n && r == 0; p += segs[i].len, i++)
-                        r = write_full(s->ram_fd, p, segs[i].len, segs[i].off);
+                        r = write_full(s, p, segs[i].len, segs[i].off);
                 if (r < 0)
                         snprintf(msg, sizeof(msg), "writing guest RAM failed: %s", strerror(-r));
                 else
@@ -457,11 +464,32 @@ static void memctx_close(void *instance)
         vmsig_backoff_done(&s->backoff);
         if (s->evfd >= 0)
                 close(s->evfd);
+        if (s->ram)
+                munmap(s->ram, s->ram_len);
         if (s->ram_fd >= 0)
                 close(s->ram_fd);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
+}
+
+/* The memfd and our writable mapping of it; then mode and seals, so that
+ * the mapping stays the only way in (see the top of this file). */
+static int ram_create(struct memctx_stub *s)
+{
+        const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL;
+
+        s->ram_len = (size_t)(2 * s->low);
+        s->ram_fd = memfd_create("vmsig-stub-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (s->ram_fd < 0 || ftruncate(s->ram_fd, (off_t)s->ram_len) < 0 || fchmod(s->ram_fd, 0400) < 0)
+                return -errno;
+        void *p = mmap(NULL, s->ram_len, PROT_READ | PROT_WRITE, MAP_SHARED, s->ram_fd, 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        s->ram = p;
+        if (fcntl(s->ram_fd, F_ADD_SEALS, seals) < 0)
+                return -errno;
+        return 0;
 }
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
@@ -501,11 +529,9 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         s->layout.ranges[1] = (struct vmsig_ram_range){VMSIG_STUB_HIGH_GPA, s->low, s->low};
         s->layout.fd = -1;
 
-        s->ram_fd = memfd_create("vmsig-stub-ram", MFD_CLOEXEC);
-        if (s->ram_fd < 0 || ftruncate(s->ram_fd, (off_t)(2 * s->low)) < 0) {
-                r = -errno;
+        r = ram_create(s);
+        if (r < 0)
                 goto fail;
-        }
         s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (s->evfd < 0) {
                 r = -errno;

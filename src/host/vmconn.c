@@ -844,3 +844,24 @@ int vmconn_options_check(const char *opts, const char *const *known, unsigned nk
                 p = end + 1;
         }
 }
+
+/* ---- peer credentials ---- */
+
+#include <sys/socket.h>
+
+int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid)
+{
+        const struct vmconn *c = l ? l->conn_ : NULL;
+        struct ucred cr;
+        socklen_t len = sizeof(cr);
+        int fd = c && c->q ? qmp_fd(c->q) : -1;
+
+        if (!ret_uid)
+                return -EINVAL;
+        if (fd < 0)
+                return -ENOTCONN;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+                return -errno;
+        *ret_uid = cr.uid;
+        return 0;
+}

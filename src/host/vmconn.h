@@ -141,3 +141,9 @@ int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmcon
 /* Strict "k=v,k=v" check for the real adapters: every key in known[] (at
  * most 64), each once, none empty. 0 or -EINVAL. */
 int vmconn_options_check(const char *options, const char *const *known, unsigned nknown);
+
+/* The uid of the process on the other end of the QMP socket (SO_PEERCRED:
+ * whoever listen()ed on it, i.e. QEMU as it was when it created the socket).
+ * -ENOTCONN without a connection. */
+#include <sys/types.h>
+int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid);

@@ -45,7 +45,9 @@ static int setup(void **state)
                 return -1;
         snprintf(f->qmp, sizeof(f->qmp), "%s/qmp.sock", f->dir);
         snprintf(f->side, sizeof(f->side), "%s/side.sock", f->dir);
-        snprintf(f->ram, sizeof(f->ram), "%s/ram", f->dir);
+        /* beside the RAM file (a hard link cannot cross filesystems), named
+         * so that vm_guest's sweep removes it after a crash */
+        snprintf(f->ram, sizeof(f->ram), "/dev/shm/" VM_GUEST_SHM_PREFIX "memctxlink-%d-0", (int)getpid());
         snprintf(f->a_qmp, sizeof(f->a_qmp), "unix:%s,server=on,wait=off", f->qmp);
         snprintf(f->a_side, sizeof(f->a_side), "unix:%s,server=on,wait=off", f->side);
         f->t0 = vm_guest_now_ms();
@@ -75,8 +77,9 @@ static int teardown(void **state)
         return 0;
 }
 
-/* The RAM path handed to the adapter is a symlink to the harness's
- * per-start /dev/shm file, so a restarted QEMU keeps "the same" path. */
+/* The RAM path handed to the adapter is a hard link to the harness's
+ * per-start /dev/shm file, so a restarted QEMU keeps "the same" path (not a
+ * symlink: the adapter refuses those, see docs/architecture.md). */
 static void start_qemu(struct fx *f, const char *mem, const char *const *more)
 {
         const char *extra[16] = {"-qmp", f->a_qmp, "-qmp", f->a_side, "-action", "reboot=reset"};
@@ -88,7 +91,11 @@ static void start_qemu(struct fx *f, const char *mem, const char *const *more)
         vm_guest_stop(&f->g);
         assert_int_equal(vm_guest_start(&f->g, "memctx", &o), 0);
         unlink(f->ram);
-        assert_int_equal(symlink(f->g.shm, f->ram), 0);
+        /* QEMU may open its QMP socket before it creates the RAM file */
+        struct stat st;
+        for (long deadline = vm_guest_now_ms() + 15000; stat(f->g.shm, &st) < 0 && vm_guest_now_ms() < deadline;)
+                usleep(10000);
+        assert_int_equal(link(f->g.shm, f->ram), 0);
 }
 
 static void attach_both(struct fx *f)

@@ -614,6 +614,41 @@ static void test_extent_plan(void **state)
         fx_close(&f);
 }
 
+/* Safe mode (VMIE_RAM_NO_MMAP) against a file its owner shrinks: walks,
+ * virtual reads and write plans fail with an error, never a signal, and work
+ * again once the bytes are back. */
+static void test_safe_mode_file_shrinks(void **state)
+{
+        (void)state;
+        struct fx f;
+        build_basic(&f, 4);
+        fx_open(&f, VMIE_RAM_NO_MMAP);
+        assert_int_equal(vmie_ram_is_mapped(f.ram), 0);
+        struct vmie_as as = fx_as(&f, 4);
+        struct vmie_xlate x;
+        struct vmie_chunk ch[4];
+        size_t n = 0;
+        uint8_t b[16];
+
+        assert_int_equal(vmie_walk(&as, KVA, &x), 0);
+        assert_int_equal(ftruncate(f.fd, 0), 0);
+        assert_int_equal(vmie_walk(&as, KVA, &x), -ENXIO);
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), -ENXIO);
+        assert_int_equal(vmie_extent_plan(&as, KVA, 8, VMIE_EXTENT_WRITABLE, ch, 4, &n, NULL), -ENXIO);
+        assert_int_equal(n, 0);
+        assert_int_equal(vmie_ram_read(f.ram, 0x300000, b, sizeof(b)), -EIO);
+
+        /* Half the file back: tables below, data above the new end. */
+        assert_int_equal(ftruncate(f.fd, 0x300000 + 8), 0);
+        assert_int_equal(pwrite(f.fd, f.im.buf, 0x300000, 0), 0x300000);
+        assert_int_equal(vmie_walk(&as, KVA, &x), 0);
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), -EIO);
+        assert_int_equal(pwrite(f.fd, f.im.buf, 8 * MIB, 0), (ssize_t)(8 * MIB));
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), 0);
+        assert_int_equal(b[0], 1);
+        fx_close(&f);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -630,6 +665,7 @@ int main(void)
             cmocka_unit_test(test_tlb_lifetime),
             cmocka_unit_test(test_tlb_bounded),
             cmocka_unit_test(test_extent_plan),
+            cmocka_unit_test(test_safe_mode_file_shrinks),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
