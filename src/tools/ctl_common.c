@@ -107,7 +107,8 @@ int ctl_connection_lost(const struct ctl *ctl, int r)
                 return ctl_fail(EXIT_FAILED, "no answer from vmsigd within %d ms", ctl->timeout_ms);
         if (e->from_daemon)
                 return ctl_fail(EXIT_CONNECT, "vmsigd closed the connection: %s", ESC(e->msg));
-        return ctl_fail(EXIT_CONNECT, "connection to vmsigd lost: %s", e->msg[0] ? ESC(e->msg) : strerror(-r));
+        return ctl_fail(EXIT_CONNECT, "connection to vmsigd lost: %s",
+                        e->msg[0] ? ESC(e->msg) : strerror(-r));
 }
 
 int ctl_wait_for(struct ctl *ctl, struct ctl_waiter *w, int ms)
@@ -168,10 +169,11 @@ int ctl_send_and_wait(struct ctl *ctl, struct vmsig_event *ev, const void *paylo
                         : vmsig_client_send(ctl->client, ev, &w.corr);
 
         if (r < 0)
-                return ctl_fail(EXIT_FAILED, "cannot send %s: %s", vmsig_kind_name(ev->hdr.kind), strerror(-r));
+                return ctl_fail(EXIT_FAILED, "cannot send %s: %s", vmsig_kind_name(ev->hdr.kind),
+                                strerror(-r));
         if (ev->hdr.flags & VMSIG_F_FF)
                 return vmsig_client_flush(ctl->client, ctl->timeout_ms) < 0 ? ctl_connection_lost(ctl, -EPIPE)
-                                                                             : 0;
+                                                                            : 0;
         r = ctl_wait_for(ctl, &w, ctl->timeout_ms);
         if (r < 0)
                 return ctl_connection_lost(ctl, r);

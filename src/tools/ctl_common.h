@@ -22,8 +22,8 @@ struct ctl;
 struct ctl_command {
         const char *name;
         int (*run)(struct ctl *ctl, int argc, char **argv); /* an exit code */
-        bool offline;        /* runs without connecting to vmsigd */
-        const char *args;    /* --help: "VM OP" */
+        bool offline;                                       /* runs without connecting to vmsigd */
+        const char *args;                                   /* --help: "VM OP" */
         const char *summary; /* --help: one line; NULL keeps it out of --help */
         const char *usage;   /* usage errors: "vmsigctl NAME <usage>"; NULL if none */
 };
@@ -34,9 +34,9 @@ struct ctl {
         struct vmsig_client *client;
         const char *socket_path;
         int timeout_ms;
-        bool json;  /* -j */
-        bool phys;  /* --phys */
-        bool ff;    /* --ff */
+        bool json;        /* -j */
+        bool phys;        /* --phys */
+        bool ff;          /* --ff */
         const char *cr3;  /* --cr3, unparsed */
         const char *file; /* --file */
 };
@@ -46,10 +46,10 @@ int ctl_cmd_list(struct ctl *ctl, int argc, char **argv);   /* ctl_roster.c */
 int ctl_cmd_watch(struct ctl *ctl, int argc, char **argv);  /* ctl_watch.c */
 int ctl_cmd_status(struct ctl *ctl, int argc, char **argv); /* ctl_power.c */
 int ctl_cmd_power(struct ctl *ctl, int argc, char **argv);
-int ctl_cmd_lease(struct ctl *ctl, int argc, char **argv);  /* ctl_lease.c */
-int ctl_cmd_read(struct ctl *ctl, int argc, char **argv);   /* ctl_mem.c */
+int ctl_cmd_lease(struct ctl *ctl, int argc, char **argv); /* ctl_lease.c */
+int ctl_cmd_read(struct ctl *ctl, int argc, char **argv);  /* ctl_mem.c */
 int ctl_cmd_write(struct ctl *ctl, int argc, char **argv);
-int ctl_cmd_input(struct ctl *ctl, int argc, char **argv);  /* ctl_input.c */
+int ctl_cmd_input(struct ctl *ctl, int argc, char **argv); /* ctl_input.c */
 
 /* ---- output ---- */
 
@@ -85,7 +85,7 @@ int ctl_connection_lost(const struct ctl *ctl, int r);
 struct ctl_waiter {
         uint64_t corr;
         bool want_reply;
-        struct vmsig_ack_body ack;     /* filled when found */
+        struct vmsig_ack_body ack; /* filled when found */
         struct vmsig_client_reply reply;
         void (*each)(const struct vmsig_event *ev, int fd, void *ud);
         void *ud;

@@ -23,7 +23,7 @@ static int input_send(struct ctl *ctl, uint32_t ep, uint16_t kind, int32_t x, in
                 return r;
         if (!ctl->ff && ack.result < 0)
                 return ctl_fail(ctl_exit_for(ack.result), "%s on '%s': %s", vmsig_kind_name(kind), vmname,
-                            ESC(ack.msg));
+                                ESC(ack.msg));
         return 0;
 }
 
@@ -52,12 +52,13 @@ int ctl_cmd_input(struct ctl *ctl, int argc, char **argv)
         if (!strcmp(what, "move") || !strcmp(what, "rel")) {
                 if (argc != 4 || parse_i32(argv[2], &x) < 0 || parse_i32(argv[3], &y) < 0)
                         return ctl_usage_error(ctl);
-                return input_send(ctl, ep, what[0] == 'm' ? VMSIG_EV_MOVE_ABS : VMSIG_EV_MOVE_REL, x, y, 0, 0, vm);
+                return input_send(ctl, ep, what[0] == 'm' ? VMSIG_EV_MOVE_ABS : VMSIG_EV_MOVE_REL, x, y, 0, 0,
+                                  vm);
         }
         if (!strcmp(what, "click")) {
                 uint32_t btn = VMSIG_BTN_LEFT;
                 if (argc == 3)
-                        btn = !strcmp(argv[2], "right") ? VMSIG_BTN_RIGHT
+                        btn = !strcmp(argv[2], "right")    ? VMSIG_BTN_RIGHT
                               : !strcmp(argv[2], "middle") ? VMSIG_BTN_MIDDLE
                               : !strcmp(argv[2], "left")   ? VMSIG_BTN_LEFT
                                                            : 0;
@@ -80,8 +81,9 @@ int ctl_cmd_input(struct ctl *ctl, int argc, char **argv)
                         return ctl_fail(EXIT_USAGE, "key takes 1..16 key names");
                 for (int i = 0; i < n; i++)
                         if (!(codes[i] = keymap_by_name(argv[2 + i])))
-                                return ctl_fail(EXIT_USAGE, "unknown key '%s' (e.g. a, enter, f5, leftctrl, KEY_A, 30)",
-                                            argv[2 + i]);
+                                return ctl_fail(EXIT_USAGE,
+                                                "unknown key '%s' (e.g. a, enter, f5, leftctrl, KEY_A, 30)",
+                                                argv[2 + i]);
                 for (int i = 0; i < n; i++)
                         if ((r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, codes[i], 1, vm)))
                                 return r;
@@ -98,8 +100,9 @@ int ctl_cmd_input(struct ctl *ctl, int argc, char **argv)
                         bool shift;
                         if (!keymap_by_char(*p, &code, &shift))
                                 return ctl_fail(EXIT_USAGE, "cannot type character 0x%02x on a US layout",
-                                            (unsigned char)*p);
-                        if ((shift && (r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, KEYMAP_LEFTSHIFT, 1, vm))) ||
+                                                (unsigned char)*p);
+                        if ((shift &&
+                             (r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, KEYMAP_LEFTSHIFT, 1, vm))) ||
                             (r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, code, 1, vm)) ||
                             (r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, code, 0, vm)) ||
                             (shift && (r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, KEYMAP_LEFTSHIFT, 0, vm))))

@@ -15,7 +15,8 @@ int ctl_acquire(struct ctl *ctl, uint32_t ep, uint8_t cls)
         if (r < 0)
                 return ctl_connection_lost(ctl, r);
         if (w.ack.result < 0)
-                return ctl_fail(ctl_exit_for(w.ack.result), "%s", ESC(w.ack.msg)); /* names class, VM and holder */
+                return ctl_fail(ctl_exit_for(w.ack.result), "%s",
+                                ESC(w.ack.msg)); /* names class, VM and holder */
         return 0;
 }
 

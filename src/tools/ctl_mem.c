@@ -80,8 +80,8 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
         if (argc != 3)
                 return ctl_usage_error(ctl);
         if (parse_u64(argv[1], &addr) < 0 || parse_u64(argv[2], &len) < 0 || len == 0 || len > (16u << 20))
-                return ctl_fail(EXIT_USAGE, "ADDR and LEN must be numbers (LEN 1..16 MiB), got '%s' '%s'", argv[1],
-                            argv[2]);
+                return ctl_fail(EXIT_USAGE, "ADDR and LEN must be numbers (LEN 1..16 MiB), got '%s' '%s'",
+                                argv[1], argv[2]);
         if (ctl->cr3 && parse_u64(ctl->cr3, &cr3) < 0)
                 return ctl_fail(EXIT_USAGE, "--cr3 must be a number, got '%s'", ctl->cr3);
         if (!(vmsig_client_get_info(ctl->client)->caps & VMSIG_CAP_MEMCTX))
@@ -92,8 +92,9 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
         if (r < 0)
                 return r == -ENOENT ? ctl_fail(EXIT_NOVM, "no endpoint %u", ep) : ctl_connection_lost(ctl, r);
         if (!m.got)
-                return ctl_fail(EXIT_FAILED, "'%s' has no valid address-space context yet (guest still booting?)",
-                            argv[0]);
+                return ctl_fail(EXIT_FAILED,
+                                "'%s' has no valid address-space context yet (guest still booting?)",
+                                argv[0]);
         for (uint32_t i = 0; i < m.ctx.nranges; i++) {
                 ranges[i].gpa = m.ctx.ranges[i].gpa;
                 ranges[i].len = m.ctx.ranges[i].len;
@@ -111,16 +112,19 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
         if (ctl->phys) {
                 r = vmie_ram_read(ram, addr, buf, len);
                 if (r < 0)
-                        ctl_fail(EXIT_FAILED, "guest-physical 0x%" PRIx64 "+%" PRIu64 " of '%s': %s", addr, len, argv[0],
-                             r == -EFAULT ? "not RAM (a hole)" : strerror(-r));
+                        ctl_fail(EXIT_FAILED, "guest-physical 0x%" PRIx64 "+%" PRIu64 " of '%s': %s", addr,
+                                 len, argv[0], r == -EFAULT ? "not RAM (a hole)" : strerror(-r));
         } else {
-                struct vmie_as as = {.ram = ram, .root = cr3 ? cr3 : m.ctx.kernel_root,
+                struct vmie_as as = {.ram = ram,
+                                     .root = cr3 ? cr3 : m.ctx.kernel_root,
                                      .levels = (uint8_t)(m.ctx.paging == VMSIG_PAGING_5LEVEL ? 5 : 4)};
                 size_t done = 0;
                 r = vmie_read_virt(&as, addr, buf, len, &done);
                 if (r < 0)
-                        ctl_fail(EXIT_FAILED, "virtual 0x%" PRIx64 " under root 0x%" PRIx64 " of '%s': %s at 0x%" PRIx64,
-                             addr, as.root, argv[0], r == -EFAULT ? "not mapped" : strerror(-r), addr + done);
+                        ctl_fail(EXIT_FAILED,
+                                 "virtual 0x%" PRIx64 " under root 0x%" PRIx64 " of '%s': %s at 0x%" PRIx64,
+                                 addr, as.root, argv[0], r == -EFAULT ? "not mapped" : strerror(-r),
+                                 addr + done);
         }
         if (r == 0)
                 hexdump(addr, buf, len);
@@ -217,10 +221,11 @@ int ctl_cmd_write(struct ctl *ctl, int argc, char **argv)
         r = ctl->file ? read_file(ctl->file, &data, &len) : parse_hex(argv[2], &data, &len);
         if (r < 0)
                 return ctl->file ? ctl_fail(EXIT_USAGE, "cannot read %s: %s", ctl->file, strerror(-r))
-                            : ctl_fail(EXIT_USAGE, "'%s' is not an even number of hex digits", argv[2]);
+                                 : ctl_fail(EXIT_USAGE, "'%s' is not an even number of hex digits", argv[2]);
         if (len == 0 || len > vmsig_client_get_info(ctl->client)->tail_max) {
                 free(data);
-                return ctl_fail(EXIT_USAGE, "%zu bytes: must be 1..%u", len, vmsig_client_get_info(ctl->client)->tail_max);
+                return ctl_fail(EXIT_USAGE, "%zu bytes: must be 1..%u", len,
+                                vmsig_client_get_info(ctl->client)->tail_max);
         }
         if ((r = ctl_resolve_vm(ctl, argv[0], &ep)) || (r = ctl_acquire(ctl, ep, VMSIG_LEASE_MEMWRITE))) {
                 free(data);
@@ -244,10 +249,11 @@ int ctl_cmd_write(struct ctl *ctl, int argc, char **argv)
         if (r)
                 return r;
         if (ack.result < 0) /* -EINPROGRESS / -ECONNABORTED: the outcome is unknown */
-                return ctl_fail(ctl_exit_for(ack.result), "write to '%s' at 0x%" PRIx64 ": %s (%s)", argv[0], addr,
-                            ESC(ack.msg),
-                            ack.result == -EINPROGRESS || ack.result == -ECONNABORTED ? "it may have been written"
-                                                                                      : "nothing was written");
+                return ctl_fail(ctl_exit_for(ack.result), "write to '%s' at 0x%" PRIx64 ": %s (%s)", argv[0],
+                                addr, ESC(ack.msg),
+                                ack.result == -EINPROGRESS || ack.result == -ECONNABORTED
+                                    ? "it may have been written"
+                                    : "nothing was written");
         printf("%s: %s\n", argv[0], ESC(ack.msg));
         return 0;
 }

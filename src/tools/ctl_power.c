@@ -64,7 +64,8 @@ int ctl_cmd_power(struct ctl *ctl, int argc, char **argv)
         if ((r = ctl_send_and_wait(ctl, &ev, NULL, 0, &ack)))
                 return r;
         if (ack.result < 0)
-                return ctl_fail(ctl_exit_for(ack.result), "power %s on '%s': %s", argv[1], argv[0], ESC(ack.msg));
+                return ctl_fail(ctl_exit_for(ack.result), "power %s on '%s': %s", argv[1], argv[0],
+                                ESC(ack.msg));
         printf("%s: %s\n", argv[0], ESC(ack.msg));
         return 0;
 }

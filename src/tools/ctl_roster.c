@@ -72,7 +72,8 @@ static int load_roster(struct ctl *ctl, struct roster *ro)
         int r;
 
         if (!(info->caps & VMSIG_CAP_ROSTER))
-                return ctl_fail(EXIT_DENIED, "your uid lacks the roster capability (ask for it in vmsigd.conf)");
+                return ctl_fail(EXIT_DENIED,
+                                "your uid lacks the roster capability (ask for it in vmsigd.conf)");
         if (info->caps & VMSIG_CAP_STATUS)
                 kinds |= VMSIG_KIND_BIT(VMSIG_EV_STATUS);
         r = ctl_subscribe_sync(ctl, 0, kinds, &w);

@@ -21,25 +21,43 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv);
 /* In --help order. args and summary make the --help line; usage (after
  * "usage: vmsigctl NAME ") is what a command prints for wrong arguments. */
 static const struct ctl_command commands[] = {
-        {.name = "list", .run = ctl_cmd_list, .summary = "the VMs vmsigd knows, their adapters and run state"},
-        {.name = "watch", .run = ctl_cmd_watch, .args = "[VM]",
-         .summary = "print events as they happen (Ctrl-C to stop)"},
-        {.name = "status", .run = ctl_cmd_status, .args = "VM", .summary = "ask the VM's run state", .usage = "VM"},
-        {.name = "power", .run = ctl_cmd_power, .args = "VM OP",
-         .summary = "on | off | reset | pause | resume | powerdown",
-         .usage = "VM on|off|reset|pause|resume|powerdown"},
-        {.name = "lease", .run = ctl_cmd_lease, .args = "VM CLASS",
-         .summary = "hold the input, power or memwrite lease until interrupted", .usage = "VM input|power|memwrite"},
-        {.name = "read", .run = ctl_cmd_read, .args = "VM ADDR LEN",
-         .summary = "hexdump guest memory (kernel virtual address by default)",
-         .usage = "[--phys] [--cr3 ROOT] VM ADDR LEN"},
-        {.name = "write", .run = ctl_cmd_write, .args = "VM ADDR HEXBYTES",
-         .summary = "write guest memory under the memwrite lease (--file F instead)",
-         .usage = "[--phys] [--cr3 ROOT] VM ADDR HEXBYTES | --file F VM ADDR"},
-        {.name = "input", .run = ctl_cmd_input, .args = "VM ACTION ...",
-         .summary = "move X Y | rel DX DY | click [BTN] | key KEY... | type TEXT | wheel N",
-         .usage = "[--ff] VM move X Y | rel DX DY | click [left|right|middle] | key KEY... | type TEXT | wheel N"},
-        {.name = "help", .run = cmd_help, .offline = true}, /* same as --help; not listed */
+    {.name = "list", .run = ctl_cmd_list, .summary = "the VMs vmsigd knows, their adapters and run state"},
+    {.name = "watch",
+     .run = ctl_cmd_watch,
+     .args = "[VM]",
+     .summary = "print events as they happen (Ctrl-C to stop)"},
+    {.name = "status",
+     .run = ctl_cmd_status,
+     .args = "VM",
+     .summary = "ask the VM's run state",
+     .usage = "VM"},
+    {.name = "power",
+     .run = ctl_cmd_power,
+     .args = "VM OP",
+     .summary = "on | off | reset | pause | resume | powerdown",
+     .usage = "VM on|off|reset|pause|resume|powerdown"},
+    {.name = "lease",
+     .run = ctl_cmd_lease,
+     .args = "VM CLASS",
+     .summary = "hold the input, power or memwrite lease until interrupted",
+     .usage = "VM input|power|memwrite"},
+    {.name = "read",
+     .run = ctl_cmd_read,
+     .args = "VM ADDR LEN",
+     .summary = "hexdump guest memory (kernel virtual address by default)",
+     .usage = "[--phys] [--cr3 ROOT] VM ADDR LEN"},
+    {.name = "write",
+     .run = ctl_cmd_write,
+     .args = "VM ADDR HEXBYTES",
+     .summary = "write guest memory under the memwrite lease (--file F instead)",
+     .usage = "[--phys] [--cr3 ROOT] VM ADDR HEXBYTES | --file F VM ADDR"},
+    {.name = "input",
+     .run = ctl_cmd_input,
+     .args = "VM ACTION ...",
+     .summary = "move X Y | rel DX DY | click [BTN] | key KEY... | type TEXT | wheel N",
+     .usage =
+         "[--ff] VM move X Y | rel DX DY | click [left|right|middle] | key KEY... | type TEXT | wheel N"},
+    {.name = "help", .run = cmd_help, .offline = true}, /* same as --help; not listed */
 };
 
 static const struct ctl_command *command_find(const char *name)
@@ -90,12 +108,15 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
 }
 
 enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF };
-static const struct option cli_opts[] = {
-        {"socket", required_argument, NULL, 's'}, {"timeout", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},         {"phys", no_argument, NULL, OPT_PHYS},
-        {"cr3", required_argument, NULL, OPT_CR3}, {"file", required_argument, NULL, OPT_FILE},
-        {"ff", no_argument, NULL, OPT_FF},        {"help", no_argument, NULL, 'h'},
-        {0}};
+static const struct option cli_opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"phys", no_argument, NULL, OPT_PHYS},
+                                         {"cr3", required_argument, NULL, OPT_CR3},
+                                         {"file", required_argument, NULL, OPT_FILE},
+                                         {"ff", no_argument, NULL, OPT_FF},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
 
 /* Options before and after the command, parsed the same way: '+' stops at
  * the first operand so "input VM rel -5 3" keeps its -5. Returns -1 when
@@ -112,7 +133,8 @@ static int parse_options(int argc, char **argv, struct ctl *ctl)
                 case 't':
                         ctl->timeout_ms = atoi(optarg);
                         if (ctl->timeout_ms <= 0)
-                                return ctl_fail(EXIT_USAGE, "--timeout must be a positive number of milliseconds");
+                                return ctl_fail(EXIT_USAGE,
+                                                "--timeout must be a positive number of milliseconds");
                         break;
                 case 'j':
                         ctl->json = true;
