@@ -35,7 +35,10 @@ int ctl_fail(int code, const char *fmt, ...)
 
 int ctl_usage_error(const struct ctl *ctl)
 {
-        return ctl_fail(EXIT_USAGE, "usage: vmsigctl %s %s", ctl->cmd->name, ctl->cmd->usage);
+        const struct ctl_command *cmd = ctl->cmd;
+        const char *u = cmd->usage ? cmd->usage : cmd->args ? cmd->args : "";
+
+        return ctl_fail(EXIT_USAGE, "usage: vmsigctl %s%s%s", cmd->name, *u ? " " : "", u);
 }
 
 /* The core answers -EPERM (capability, lease) and -EBUSY (lease held) for

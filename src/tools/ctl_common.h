@@ -25,7 +25,7 @@ struct ctl_command {
         bool offline;                                       /* runs without connecting to vmsigd */
         const char *args;                                   /* --help: "VM OP" */
         const char *summary; /* --help: one line; NULL keeps it out of --help */
-        const char *usage;   /* usage errors: "vmsigctl NAME <usage>"; NULL if none */
+        const char *usage;   /* usage errors: "vmsigctl NAME <usage>"; NULL: args */
 };
 
 /* One invocation: the options and the connection. */
