@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <vmsig/stub_guest.h> /* VMSIG_STUB_BANNER{,_VA,_GPA}: public */
+
 /* ---- the synthetic guest built by the memctx stub ----
  *
  * RAM (option ram_mib, default 8, a multiple of 4 in 8..1024) is one memfd
@@ -40,9 +42,6 @@
 #define VMSIG_STUB_HIGH_GPA        UINT64_C(0x100000000)
 #define VMSIG_STUB_KERNEL_ROOT     UINT64_C(0x1000)
 #define VMSIG_STUB_KERNEL_BASE     UINT64_C(0xffffffff80000000)
-#define VMSIG_STUB_BANNER          "vmsig synthetic guest 1.0"
-#define VMSIG_STUB_BANNER_VA       UINT64_C(0xffffffff80200100)
-#define VMSIG_STUB_BANNER_GPA      UINT64_C(0x200100)
 #define VMSIG_STUB_RO_VA           UINT64_C(0xffffffff80030000)
 #define VMSIG_STUB_NP_VA           UINT64_C(0xffffffff80031000)
 #define VMSIG_STUB_HIGH_VA         UINT64_C(0xffffffffa0000000)

@@ -10,11 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmsig/adapter.h>
 #include <vmsig/bus.h>
 #include <vmsig/memctx.h>
-
-/* The stub's synthetic kernel banner (see src/adapters/stub_internal.h). */
-#include "adapters/stub_internal.h"
+#include <vmsig/stub_guest.h> /* where the stub guest's kernel banner is */
 
 static int deliver_print(struct vmsig_control *ctl, const struct vmsig_event *ev, int *fd, void *ud)
 {
