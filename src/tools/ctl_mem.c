@@ -100,10 +100,12 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
                 ranges[i].len = m.ctx.ranges[i].len;
                 ranges[i].file_offset = m.ctx.ranges[i].file_offset;
         }
-        r = vmie_ram_open_fd(m.ctx.fd, ranges, m.ctx.nranges, 0, &ram);
+        /* Safe mode: the QEMU user may shrink the file under us, and a
+         * read through a mapping would then kill vmsigctl with SIGBUS. */
+        r = vmie_ram_open_fd(m.ctx.fd, ranges, m.ctx.nranges, VMIE_RAM_NO_MMAP, &ram);
         close(m.ctx.fd);
         if (r < 0)
-                return ctl_fail(EXIT_FAILED, "cannot map guest RAM of '%s': %s", argv[0], strerror(-r));
+                return ctl_fail(EXIT_FAILED, "cannot open guest RAM of '%s': %s", argv[0], strerror(-r));
         buf = malloc(len);
         if (!buf) {
                 vmie_ram_free(ram);
