@@ -52,17 +52,17 @@ enum vmsig_kind {
  * vmsig_control_subscribe takes). A new kind gets its bit here and its row
  * in the kind table (src/core/kinds.c), which checks both at build time. */
 #define VMSIG_KIND_BIT(k) (UINT64_C(1) << (k))
-#define VMSIG_KINDS_ALL_UP                                                                        \
-        (VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |                      \
-         VMSIG_KIND_BIT(VMSIG_EV_STATUS) | VMSIG_KIND_BIT(VMSIG_EV_ACT_ACK) |                     \
-         VMSIG_KIND_BIT(VMSIG_EV_DIAG) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |                   \
+#define VMSIG_KINDS_ALL_UP                                                                                   \
+        (VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |                                 \
+         VMSIG_KIND_BIT(VMSIG_EV_STATUS) | VMSIG_KIND_BIT(VMSIG_EV_ACT_ACK) |                                \
+         VMSIG_KIND_BIT(VMSIG_EV_DIAG) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |                              \
          VMSIG_KIND_BIT(VMSIG_EV_LEASE_DENY) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_REVOKE))
-#define VMSIG_KINDS_ALL_DOWN                                                                      \
-        (VMSIG_KIND_BIT(VMSIG_EV_MOVE_ABS) | VMSIG_KIND_BIT(VMSIG_EV_MOVE_REL) |                  \
-         VMSIG_KIND_BIT(VMSIG_EV_BUTTON) | VMSIG_KIND_BIT(VMSIG_EV_KEY) |                         \
-         VMSIG_KIND_BIT(VMSIG_EV_WHEEL) | VMSIG_KIND_BIT(VMSIG_EV_CMD_POWER) |                    \
-         VMSIG_KIND_BIT(VMSIG_EV_CMD_STATUS_QUERY) | VMSIG_KIND_BIT(VMSIG_EV_CMD_MEMWRITE) |      \
-         VMSIG_KIND_BIT(VMSIG_EV_LEASE_ACQUIRE) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_RELEASE))
+#define VMSIG_KINDS_ALL_DOWN                                                                                 \
+        (VMSIG_KIND_BIT(VMSIG_EV_MOVE_ABS) | VMSIG_KIND_BIT(VMSIG_EV_MOVE_REL) |                             \
+         VMSIG_KIND_BIT(VMSIG_EV_BUTTON) | VMSIG_KIND_BIT(VMSIG_EV_KEY) | VMSIG_KIND_BIT(VMSIG_EV_WHEEL) |   \
+         VMSIG_KIND_BIT(VMSIG_EV_CMD_POWER) | VMSIG_KIND_BIT(VMSIG_EV_CMD_STATUS_QUERY) |                    \
+         VMSIG_KIND_BIT(VMSIG_EV_CMD_MEMWRITE) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_ACQUIRE) |                    \
+         VMSIG_KIND_BIT(VMSIG_EV_LEASE_RELEASE))
 
 /* Seam roles: who an UP event comes from / which adapter a DOWN event is for. */
 enum vmsig_source {

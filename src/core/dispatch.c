@@ -168,7 +168,8 @@ static int check_extent(struct vmsig_bus *bus, const struct qnode *n, const stru
                 return -EMSGSIZE;
         case MW_E_SIZE:
                 if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD)
-                        snprintf(why, len, "CMD_MEMWRITE says %u bytes but %zu arrived", mw_len, n->payload_len);
+                        snprintf(why, len, "CMD_MEMWRITE says %u bytes but %zu arrived", mw_len,
+                                 n->payload_len);
                 else
                         snprintf(why, len, "CMD_MEMWRITE says %u bytes but carries %zu inline", mw_len,
                                  (size_t)ev->hdr.body_len - head);
@@ -177,8 +178,9 @@ static int check_extent(struct vmsig_bus *bus, const struct qnode *n, const stru
                 snprintf(why, len, "CMD_MEMWRITE of 0 bytes");
                 return -EINVAL;
         case MW_E_TAIL:
-                snprintf(why, len, (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) ? "CMD_MEMWRITE source tail missing"
-                                                                          : "CMD_MEMWRITE tail without SRC_PAYLOAD");
+                snprintf(why, len,
+                         (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) ? "CMD_MEMWRITE source tail missing"
+                                                               : "CMD_MEMWRITE tail without SRC_PAYLOAD");
                 return -EINVAL;
         }
         return -EINVAL;

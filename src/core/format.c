@@ -3,8 +3,8 @@
  * only when their length matches the kind, so a malformed event from a
  * socket prints as such instead of as garbage. */
 #include <inttypes.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,7 +68,8 @@ struct kind_fmt {
 static void describe(struct out *o, const struct vmsig_event *ev, bool json)
 {
         const struct kind_info *k = kind_info(ev->hdr.kind);
-        struct kind_fmt f = {o, json, json ? "\"" : "", json ? ", " : " ", json ? "\": " : "=", json ? "\"" : ""};
+        struct kind_fmt f = {
+            o, json, json ? "\"" : "", json ? ", " : " ", json ? "\": " : "=", json ? "\"" : ""};
 
         if (k && ev->hdr.body_len >= k->body->min && ev->hdr.body_len <= k->body->size) {
                 k->body->format(&f, ev);
@@ -148,9 +149,10 @@ void kind_format_memctx(struct kind_fmt *f, const struct vmsig_event *ev)
         FMT_LOCALS(f);
         struct vmsig_memctx_body b;
         memcpy(&b, ev->body, sizeof(b));
-        put(o, "%svalid%s%s%s%sepoch%s%" PRIu64 "%s%skernel_root%s%s0x%" PRIx64 "%s%s%spaging%s%u%s%sranges%s%u", k0,
-            eq, b.valid ? "true" : "false", sep, k0, eq, b.epoch, sep, k0, eq, q, b.kernel_root, q, sep, k0, eq,
-            b.paging, sep, k0, eq, b.nranges);
+        put(o,
+            "%svalid%s%s%s%sepoch%s%" PRIu64 "%s%skernel_root%s%s0x%" PRIx64 "%s%s%spaging%s%u%s%sranges%s%u",
+            k0, eq, b.valid ? "true" : "false", sep, k0, eq, b.epoch, sep, k0, eq, q, b.kernel_root, q, sep,
+            k0, eq, b.paging, sep, k0, eq, b.nranges);
 }
 
 void kind_format_input(struct kind_fmt *f, const struct vmsig_event *ev)
@@ -158,8 +160,8 @@ void kind_format_input(struct kind_fmt *f, const struct vmsig_event *ev)
         FMT_LOCALS(f);
         struct vmsig_input_body b;
         memcpy(&b, ev->body, sizeof(b));
-        put(o, "%sx%s%d%s%sy%s%d%s%scode%s%u%s%svalue%s%d", k0, eq, b.x, sep, k0, eq, b.y, sep, k0, eq, b.code,
-            sep, k0, eq, b.value);
+        put(o, "%sx%s%d%s%sy%s%d%s%scode%s%u%s%svalue%s%d", k0, eq, b.x, sep, k0, eq, b.y, sep, k0, eq,
+            b.code, sep, k0, eq, b.value);
 }
 
 void kind_format_power(struct kind_fmt *f, const struct vmsig_event *ev)

@@ -22,84 +22,79 @@
 #define NFIELDS(a) ((uint8_t)(sizeof(a) / sizeof((a)[0])))
 
 static const struct kind_field roster_fields[] = {
-        FIELD(vmsig_roster_body, change, 0, KC_NONE),
-        FIELD(vmsig_roster_body, seams, 0, KC_NONE),
-        FIELD(vmsig_roster_body, run_state, 0, KC_NONE),
-        FIELD(vmsig_roster_body, reserved, 0, KC_ZERO),
-        FIELD(vmsig_roster_body, reserved2, 4, KC_ZERO),
-        FIELD(vmsig_roster_body, name, 0, KC_STRING),
+    FIELD(vmsig_roster_body, change, 0, KC_NONE),    FIELD(vmsig_roster_body, seams, 0, KC_NONE),
+    FIELD(vmsig_roster_body, run_state, 0, KC_NONE), FIELD(vmsig_roster_body, reserved, 0, KC_ZERO),
+    FIELD(vmsig_roster_body, reserved2, 4, KC_ZERO), FIELD(vmsig_roster_body, name, 0, KC_STRING),
 };
 
 static const struct kind_field memctx_fields[] = {
-        FIELD(vmsig_memctx_body, epoch, 8, KC_NONE),
-        FIELD(vmsig_memctx_body, kernel_root, 8, KC_NONE),
-        FIELD(vmsig_memctx_body, valid, 0, KC_NONE),
-        FIELD(vmsig_memctx_body, paging, 0, KC_NONE),
-        FIELD(vmsig_memctx_body, os_kind, 0, KC_NONE),
-        FIELD(vmsig_memctx_body, nranges, 0, KC_BELOW, .arg = VMSIG_MEMCTX_MAX_RANGES + 1),
-        FIELD(vmsig_memctx_body, reserved, 4, KC_ZERO),
-        /* gpa, len, file_offset: u64s; entries from nranges on are reserved */
-        FIELD(vmsig_memctx_body, ranges, 8, KC_UNUSED, .arg = sizeof(struct vmsig_ram_range),
-              .arg2 = offsetof(struct vmsig_memctx_body, nranges)),
+    FIELD(vmsig_memctx_body, epoch, 8, KC_NONE),
+    FIELD(vmsig_memctx_body, kernel_root, 8, KC_NONE),
+    FIELD(vmsig_memctx_body, valid, 0, KC_NONE),
+    FIELD(vmsig_memctx_body, paging, 0, KC_NONE),
+    FIELD(vmsig_memctx_body, os_kind, 0, KC_NONE),
+    FIELD(vmsig_memctx_body, nranges, 0, KC_BELOW, .arg = VMSIG_MEMCTX_MAX_RANGES + 1),
+    FIELD(vmsig_memctx_body, reserved, 4, KC_ZERO),
+    /* gpa, len, file_offset: u64s; entries from nranges on are reserved */
+    FIELD(vmsig_memctx_body, ranges, 8, KC_UNUSED, .arg = sizeof(struct vmsig_ram_range),
+          .arg2 = offsetof(struct vmsig_memctx_body, nranges)),
 };
 
 static const struct kind_field status_fields[] = {
-        FIELD(vmsig_status_body, run_state, 0, KC_NONE),
-        FIELD(vmsig_status_body, reserved, 0, KC_ZERO),
-        FIELD(vmsig_status_body, reason, 0, KC_STRING),
+    FIELD(vmsig_status_body, run_state, 0, KC_NONE),
+    FIELD(vmsig_status_body, reserved, 0, KC_ZERO),
+    FIELD(vmsig_status_body, reason, 0, KC_STRING),
 };
 
 static const struct kind_field ack_fields[] = {
-        FIELD(vmsig_ack_body, result, 4, KC_ERRNO),
-        FIELD(vmsig_ack_body, cmd_kind, 2, KC_NONE),
-        FIELD(vmsig_ack_body, reserved, 2, KC_ZERO),
-        FIELD(vmsig_ack_body, value, 8, KC_NONE),
-        FIELD(vmsig_ack_body, msg, 0, KC_STRING),
+    FIELD(vmsig_ack_body, result, 4, KC_ERRNO),  FIELD(vmsig_ack_body, cmd_kind, 2, KC_NONE),
+    FIELD(vmsig_ack_body, reserved, 2, KC_ZERO), FIELD(vmsig_ack_body, value, 8, KC_NONE),
+    FIELD(vmsig_ack_body, msg, 0, KC_STRING),
 };
 
 static const struct kind_field diag_fields[] = {
-        FIELD(vmsig_diag_body, code, 4, KC_NONE),
-        FIELD(vmsig_diag_body, reserved, 4, KC_ZERO),
-        FIELD(vmsig_diag_body, msg, 0, KC_STRING),
+    FIELD(vmsig_diag_body, code, 4, KC_NONE),
+    FIELD(vmsig_diag_body, reserved, 4, KC_ZERO),
+    FIELD(vmsig_diag_body, msg, 0, KC_STRING),
 };
 
 /* GRANT, DENY, REVOKE: the daemon fills the holder. */
 static const struct kind_field lease_event_fields[] = {
-        FIELD(vmsig_lease_body, class_, 0, KC_BELOW, .arg = VMSIG_LEASE_CLASS_COUNT),
-        FIELD(vmsig_lease_body, reason, 0, KC_NONE),
-        FIELD(vmsig_lease_body, reserved, 2, KC_ZERO),
-        FIELD(vmsig_lease_body, holder_id, 4, KC_NONE),
-        FIELD(vmsig_lease_body, holder_uid, 4, KC_NONE),
-        FIELD(vmsig_lease_body, holder_pid, 4, KC_NONE),
-        FIELD(vmsig_lease_body, holder_name, 0, KC_STRING),
+    FIELD(vmsig_lease_body, class_, 0, KC_BELOW, .arg = VMSIG_LEASE_CLASS_COUNT),
+    FIELD(vmsig_lease_body, reason, 0, KC_NONE),
+    FIELD(vmsig_lease_body, reserved, 2, KC_ZERO),
+    FIELD(vmsig_lease_body, holder_id, 4, KC_NONE),
+    FIELD(vmsig_lease_body, holder_uid, 4, KC_NONE),
+    FIELD(vmsig_lease_body, holder_pid, 4, KC_NONE),
+    FIELD(vmsig_lease_body, holder_name, 0, KC_STRING),
 };
 
 /* ACQUIRE, RELEASE: only the class is the client's; the rest is sent as 0. */
 static const struct kind_field lease_cmd_fields[] = {
-        FIELD(vmsig_lease_body, class_, 0, KC_BELOW, .arg = VMSIG_LEASE_CLASS_COUNT),
-        FIELD(vmsig_lease_body, reason, 0, KC_ZERO),
-        FIELD(vmsig_lease_body, reserved, 2, KC_ZERO),
-        FIELD(vmsig_lease_body, holder_id, 4, KC_ZERO),
-        FIELD(vmsig_lease_body, holder_uid, 4, KC_ZERO),
-        FIELD(vmsig_lease_body, holder_pid, 4, KC_ZERO),
-        FIELD(vmsig_lease_body, holder_name, 0, KC_ZERO),
+    FIELD(vmsig_lease_body, class_, 0, KC_BELOW, .arg = VMSIG_LEASE_CLASS_COUNT),
+    FIELD(vmsig_lease_body, reason, 0, KC_ZERO),
+    FIELD(vmsig_lease_body, reserved, 2, KC_ZERO),
+    FIELD(vmsig_lease_body, holder_id, 4, KC_ZERO),
+    FIELD(vmsig_lease_body, holder_uid, 4, KC_ZERO),
+    FIELD(vmsig_lease_body, holder_pid, 4, KC_ZERO),
+    FIELD(vmsig_lease_body, holder_name, 0, KC_ZERO),
 };
 
 static const struct kind_field input_fields[] = {
-        FIELD(vmsig_input_body, x, 4, KC_NONE),     FIELD(vmsig_input_body, y, 4, KC_NONE),
-        FIELD(vmsig_input_body, code, 4, KC_NONE),  FIELD(vmsig_input_body, value, 4, KC_NONE),
-        FIELD(vmsig_input_body, flags, 4, KC_ZERO),
+    FIELD(vmsig_input_body, x, 4, KC_NONE),     FIELD(vmsig_input_body, y, 4, KC_NONE),
+    FIELD(vmsig_input_body, code, 4, KC_NONE),  FIELD(vmsig_input_body, value, 4, KC_NONE),
+    FIELD(vmsig_input_body, flags, 4, KC_ZERO),
 };
 
 static const struct kind_field power_fields[] = {
-        FIELD(vmsig_power_body, op, 4, KC_NONE),
+    FIELD(vmsig_power_body, op, 4, KC_NONE),
 };
 
 static const struct kind_field memwrite_fields[] = {
-        FIELD(vmsig_memwrite_body, addr, 8, KC_NONE),
-        FIELD(vmsig_memwrite_body, len, 4, KC_NONE),
-        FIELD(vmsig_memwrite_body, flags, 4, KC_NONE),
-        FIELD(vmsig_memwrite_body, data, 0, KC_NONE),
+    FIELD(vmsig_memwrite_body, addr, 8, KC_NONE),
+    FIELD(vmsig_memwrite_body, len, 4, KC_NONE),
+    FIELD(vmsig_memwrite_body, flags, 4, KC_NONE),
+    FIELD(vmsig_memwrite_body, data, 0, KC_NONE),
 };
 
 /* What of memwrite_check a frame can fail: the sizes and the flags. A zero
@@ -133,9 +128,12 @@ static enum kind_fault memwrite_frame_check(const struct vmsig_event *ev)
                                                           .format = format_}
 
 #define FIXED(type) sizeof(type)
-LAYOUT(roster, struct vmsig_roster_body, FIXED(struct vmsig_roster_body), roster_fields, NULL, kind_format_roster);
-LAYOUT(memctx, struct vmsig_memctx_body, FIXED(struct vmsig_memctx_body), memctx_fields, NULL, kind_format_memctx);
-LAYOUT(status, struct vmsig_status_body, FIXED(struct vmsig_status_body), status_fields, NULL, kind_format_status);
+LAYOUT(roster, struct vmsig_roster_body, FIXED(struct vmsig_roster_body), roster_fields, NULL,
+       kind_format_roster);
+LAYOUT(memctx, struct vmsig_memctx_body, FIXED(struct vmsig_memctx_body), memctx_fields, NULL,
+       kind_format_memctx);
+LAYOUT(status, struct vmsig_status_body, FIXED(struct vmsig_status_body), status_fields, NULL,
+       kind_format_status);
 LAYOUT(ack, struct vmsig_ack_body, FIXED(struct vmsig_ack_body), ack_fields, NULL, kind_format_ack);
 LAYOUT(diag, struct vmsig_diag_body, FIXED(struct vmsig_diag_body), diag_fields, NULL, kind_format_diag);
 LAYOUT(lease_event, struct vmsig_lease_body, FIXED(struct vmsig_lease_body), lease_event_fields, NULL,
@@ -173,6 +171,7 @@ _Static_assert(sizeof(struct vmsig_ram_range) == 24 && offsetof(struct vmsig_mem
  *   lease  DOWN: the lease class the sender must hold on the endpoint
  *   body   the codec-0 body layout above (size, wire fields, formatter)
  *   flags  enum kind_flag */
+// clang-format off
 #define KINDS(K)                                                                                             \
         /* kind             dir   seam    prio    cap            lease     body         flags */              \
         K(ROSTER,           UP,   ANY,    HIGH,   ROSTER,        NONE,     roster,      KIND_RETAINED)         \
@@ -193,6 +192,7 @@ _Static_assert(sizeof(struct vmsig_ram_range) == 24 && offsetof(struct vmsig_mem
         K(CMD_MEMWRITE,     DOWN, MEMCTX, NORMAL, MEMWRITE,      MEMWRITE, memwrite,    KIND_CR3 | KIND_TAIL)  \
         K(LEASE_ACQUIRE,    DOWN, CORE,   URGENT, BY_CLASS,      NONE,     lease_cmd,   0)                     \
         K(LEASE_RELEASE,    DOWN, CORE,   URGENT, BY_CLASS,      NONE,     lease_cmd,   0)
+// clang-format on
 
 #define K_SEAM_ANY    (-1)
 #define K_SEAM_CORE   VMSIG_SRC_CORE
@@ -200,14 +200,14 @@ _Static_assert(sizeof(struct vmsig_ram_range) == 24 && offsetof(struct vmsig_mem
 #define K_SEAM_INPUT  VMSIG_SRC_INPUT
 #define K_SEAM_VMHOST VMSIG_SRC_VMHOST
 
-#define K_CAP_ROSTER        VMSIG_CAP_ROSTER
-#define K_CAP_MEMCTX        VMSIG_CAP_MEMCTX
-#define K_CAP_STATUS        VMSIG_CAP_STATUS
-#define K_CAP_INPUT         VMSIG_CAP_INPUT
-#define K_CAP_POWER         VMSIG_CAP_POWER
-#define K_CAP_MEMWRITE      VMSIG_CAP_MEMWRITE
-#define K_CAP_ADDRESSED     0u
-#define K_CAP_BY_CLASS      0u
+#define K_CAP_ROSTER    VMSIG_CAP_ROSTER
+#define K_CAP_MEMCTX    VMSIG_CAP_MEMCTX
+#define K_CAP_STATUS    VMSIG_CAP_STATUS
+#define K_CAP_INPUT     VMSIG_CAP_INPUT
+#define K_CAP_POWER     VMSIG_CAP_POWER
+#define K_CAP_MEMWRITE  VMSIG_CAP_MEMWRITE
+#define K_CAP_ADDRESSED 0u
+#define K_CAP_BY_CLASS  0u
 /* Who may watch leases change hands: roster, or any lease capability. */
 #define K_CAP_ROSTER_LEASES (VMSIG_CAP_ROSTER | VMSIG_CAP_INPUT | VMSIG_CAP_POWER | VMSIG_CAP_MEMWRITE)
 
@@ -219,10 +219,10 @@ _Static_assert(sizeof(struct vmsig_ram_range) == 24 && offsetof(struct vmsig_mem
 #define ROW(kind, dir_, seam_, prio_, cap_, lease_, body_, flags_)                                           \
         [VMSIG_EV_##kind] = {.name = #kind,                                                                  \
                              .dir = KIND_##dir_,                                                             \
-                             .seam = K_SEAM_##seam_,                                                           \
+                             .seam = K_SEAM_##seam_,                                                         \
                              .priority = VMSIG_PRIO_##prio_,                                                 \
-                             .lease = K_LEASE_##lease_,                                                        \
-                             .cap = K_CAP_##cap_,                                                              \
+                             .lease = K_LEASE_##lease_,                                                      \
+                             .cap = K_CAP_##cap_,                                                            \
                              .flags = (flags_),                                                              \
                              .body = &layout_##body_},
 
@@ -232,7 +232,8 @@ static const struct kind_info table[VMSIG_EV_KIND_MAX_ + 1] = {KINDS(ROW)};
 #define UP_BIT(kind, dir_, ...)   | (KIND_##dir_ == KIND_UP ? VMSIG_KIND_BIT(VMSIG_EV_##kind) : 0)
 #define DOWN_BIT(kind, dir_, ...) | (KIND_##dir_ == KIND_DOWN ? VMSIG_KIND_BIT(VMSIG_EV_##kind) : 0)
 _Static_assert((0 KINDS(UP_BIT)) == VMSIG_KINDS_ALL_UP, "VMSIG_KINDS_ALL_UP disagrees with the kind table");
-_Static_assert((0 KINDS(DOWN_BIT)) == VMSIG_KINDS_ALL_DOWN, "VMSIG_KINDS_ALL_DOWN disagrees with the kind table");
+_Static_assert((0 KINDS(DOWN_BIT)) == VMSIG_KINDS_ALL_DOWN,
+               "VMSIG_KINDS_ALL_DOWN disagrees with the kind table");
 _Static_assert(VMSIG_EV_KIND_MAX_ < 64, "kinds fit a VMSIG_KIND_BIT mask");
 
 #define CASE(kind, ...) case VMSIG_EV_##kind:
@@ -242,7 +243,7 @@ const struct kind_info *kind_info(uint16_t kind)
         /* No default: with -Wall -Werror an enumerator of enum vmsig_kind
          * that has no row fails the build here. */
         switch ((enum vmsig_kind)kind) {
-        KINDS(CASE)
+                KINDS(CASE)
                 return &table[kind];
         case VMSIG_EV_NONE:
         case VMSIG_EV_UP_MAX_:

@@ -25,8 +25,8 @@ enum kind_flag {
         KIND_DROPPABLE = 1u << 1, /* vmsig_event_init marks it VMSIG_F_DROPPABLE */
         KIND_FF = 1u << 2,        /* the sender may waive the ACT_ACK (VMSIG_F_FF) */
         KIND_CR3 = 1u << 3,       /* the header's cr3 is a field (else it must be 0) */
-        KIND_TAIL = 1u << 4,      /* may carry its source as a tail (VMSIG_F_SRC_PAYLOAD): a CMD_MEMWRITE head */
-        KIND_FD = 1u << 5,        /* may carry an fd (VMSIG_F_HAS_FD) */
+        KIND_TAIL = 1u << 4, /* may carry its source as a tail (VMSIG_F_SRC_PAYLOAD): a CMD_MEMWRITE head */
+        KIND_FD = 1u << 5,   /* may carry an fd (VMSIG_F_HAS_FD) */
 };
 
 /* What a body check found; the wire maps it to its violation. */
@@ -75,13 +75,13 @@ struct kind_layout {
 };
 
 struct kind_info {
-        const char *name;  /* "ROSTER" */
-        uint8_t dir;       /* enum kind_dir */
-        int8_t seam;       /* DOWN: the source the command must name (VMSIG_SRC_CORE: the bus); UP: -1 */
-        uint8_t priority;  /* the default, vmsig_event_init */
-        int8_t lease;      /* DOWN: the lease class the sender must hold, or -1 */
-        uint32_t cap;      /* DOWN: needed to send; UP: needed to subscribe (0: addressed only) */
-        uint32_t flags;    /* enum kind_flag */
+        const char *name; /* "ROSTER" */
+        uint8_t dir;      /* enum kind_dir */
+        int8_t seam;      /* DOWN: the source the command must name (VMSIG_SRC_CORE: the bus); UP: -1 */
+        uint8_t priority; /* the default, vmsig_event_init */
+        int8_t lease;     /* DOWN: the lease class the sender must hold, or -1 */
+        uint32_t cap;     /* DOWN: needed to send; UP: needed to subscribe (0: addressed only) */
+        uint32_t flags;   /* enum kind_flag */
         const struct kind_layout *body;
 };
 
@@ -121,6 +121,6 @@ enum memwrite_fault memwrite_check(const struct vmsig_event *ev, bool tail_known
 /* ---- formatters of the layouts (format.c) ---- */
 
 kind_format_fn kind_format_none, kind_format_roster, kind_format_memctx, kind_format_status, kind_format_ack,
-        kind_format_diag, kind_format_lease, kind_format_input, kind_format_power, kind_format_memwrite;
+    kind_format_diag, kind_format_lease, kind_format_input, kind_format_power, kind_format_memwrite;
 
 #endif

@@ -664,8 +664,8 @@ ssize_t wire_rx_feed(struct wire_rx *rx, const void *data, size_t len, const str
                         rx->tail_len = get32(rx->tlen);
                         /* The frame passed; now its length against the tail
                          * announced and tail_max (the bytes land in rx->tail). */
-                        if (memwrite_check(&rx->frame.u.event, true, rx->tail, rx->tail_len, rx->tail_max, NULL) !=
-                            MW_OK) {
+                        if (memwrite_check(&rx->frame.u.event, true, rx->tail, rx->tail_len, rx->tail_max,
+                                           NULL) != MW_OK) {
                                 rx->off += used;
                                 return rx_fail(rx, WIRE_E_TAIL_LEN);
                         }

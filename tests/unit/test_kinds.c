@@ -4,12 +4,15 @@
  * the body layouts tile their structs; the byte order is little-endian; and
  * the one CMD_MEMWRITE check gives the wire, the bus and
  * vmsig_memwrite_decode the same answer. */
+/* cmocka needs these first */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <cmocka.h>
+// clang-format on
 
 #include <errno.h>
 #include <stdlib.h>
@@ -18,9 +21,9 @@
 #include <vmsig/bus.h>
 #include <vmsig/memctx.h>
 
+#include "bus_fixture.h"
 #include "core/kinds.h"
 #include "transport/wire.h"
-#include "bus_fixture.h"
 
 static void test_every_kind_has_a_complete_row(void **state)
 {
@@ -168,7 +171,8 @@ static void test_rows_match_the_enum_and_the_docs(void **state)
                         in_kinds = !strncmp(line, "### 5.1 Kinds", 13);
                 if (!in_kinds)
                         continue;
-                if (sscanf(line, "| %u | %63[A-Z0-9_] | %63[^|]| %63[^|]| %127[^|]|", &v, name, dir, body, blen) != 5)
+                if (sscanf(line, "| %u | %63[A-Z0-9_] | %63[^|]| %63[^|]| %127[^|]|", &v, name, dir, body,
+                           blen) != 5)
                         continue;
                 const struct kind_info *k = kind_info((uint16_t)v);
                 char want_dir[64], want_body[64];
@@ -179,7 +183,8 @@ static void test_rows_match_the_enum_and_the_docs(void **state)
                 assert_string_equal(dir, want_dir);
                 /* The body column starts with the layout's name ("lease" for
                  * both lease layouts). */
-                snprintf(want_body, sizeof(want_body), "%.*s", (int)strcspn(k->body->name, "_"), k->body->name);
+                snprintf(want_body, sizeof(want_body), "%.*s", (int)strcspn(k->body->name, "_"),
+                         k->body->name);
                 assert_memory_equal(body, want_body, strlen(want_body));
                 if (k->body->min == k->body->size)
                         assert_int_equal(strtoul(blen, NULL, 10), k->body->size);
@@ -288,14 +293,17 @@ static void test_memwrite_paths_agree(void **state)
                                 for (int t = 0; t < 2; t++) {
                                         struct vmsig_event ev = mw_event(lens[a], flags[c], inl[b], t);
                                         struct vmsig_memwrite_req req;
-                                        enum memwrite_fault frame = memwrite_check(&ev, false, NULL, 0, UINT64_MAX, NULL);
-                                        enum memwrite_fault full = memwrite_check(&ev, true, t ? tail : NULL,
-                                                                                  t ? lens[a] : 0, UINT64_MAX, NULL);
-                                        enum wire_err want = frame == MW_E_BODY || frame == MW_E_SIZE ? WIRE_E_BODY_KIND
-                                                             : frame == MW_E_FLAGS                    ? WIRE_E_FIELD
-                                                                                                      : WIRE_OK;
+                                        enum memwrite_fault frame =
+                                            memwrite_check(&ev, false, NULL, 0, UINT64_MAX, NULL);
+                                        enum memwrite_fault full = memwrite_check(
+                                            &ev, true, t ? tail : NULL, t ? lens[a] : 0, UINT64_MAX, NULL);
+                                        enum wire_err want = frame == MW_E_BODY || frame == MW_E_SIZE
+                                                                 ? WIRE_E_BODY_KIND
+                                                             : frame == MW_E_FLAGS ? WIRE_E_FIELD
+                                                                                   : WIRE_OK;
                                         assert_int_equal(wire_check_event(&ev, true), want);
-                                        assert_int_equal(vmsig_memwrite_decode(&ev, t ? tail : NULL, t ? lens[a] : 0, &req),
+                                        assert_int_equal(vmsig_memwrite_decode(&ev, t ? tail : NULL,
+                                                                               t ? lens[a] : 0, &req),
                                                          full == MW_OK ? 0 : -EINVAL);
                                 }
 }
@@ -323,11 +331,11 @@ static void test_memwrite_refused_by_the_bus(void **state)
                 int32_t result;
                 const char *msg;
         } cases[] = {
-                {mw_event(4, 0x2, 4, false), -EINVAL, "flags 0x2"},
-                {mw_event(0, 0, 0, false), -EINVAL, "of 0 bytes"},
-                {mw_event(8, 0, 4, false), -EINVAL, "carries 4 inline"},
-                {mw_event(200, 0, 200, false), -EMSGSIZE, "exceeds the 100-byte bound"},
-                {mw_event(4, VMSIG_MEMWRITE_PHYS, 4, false), 0, "done"},
+            {mw_event(4, 0x2, 4, false), -EINVAL, "flags 0x2"},
+            {mw_event(0, 0, 0, false), -EINVAL, "of 0 bytes"},
+            {mw_event(8, 0, 4, false), -EINVAL, "carries 4 inline"},
+            {mw_event(200, 0, 200, false), -EMSGSIZE, "exceeds the 100-byte bound"},
+            {mw_event(4, VMSIG_MEMWRITE_PHYS, 4, false), 0, "done"},
         };
 
         vmsig_bus_limits_default(&lim);
@@ -360,13 +368,13 @@ static void test_memwrite_refused_by_the_bus(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_every_kind_has_a_complete_row),
-                cmocka_unit_test(test_layouts_tile_their_bodies),
-                cmocka_unit_test(test_rows_match_the_enum_and_the_docs),
-                cmocka_unit_test(test_byteorder_is_little_endian),
-                cmocka_unit_test(test_memwrite_check_faults_in_order),
-                cmocka_unit_test(test_memwrite_paths_agree),
-                cmocka_unit_test(test_memwrite_refused_by_the_bus),
+            cmocka_unit_test(test_every_kind_has_a_complete_row),
+            cmocka_unit_test(test_layouts_tile_their_bodies),
+            cmocka_unit_test(test_rows_match_the_enum_and_the_docs),
+            cmocka_unit_test(test_byteorder_is_little_endian),
+            cmocka_unit_test(test_memwrite_check_faults_in_order),
+            cmocka_unit_test(test_memwrite_paths_agree),
+            cmocka_unit_test(test_memwrite_refused_by_the_bus),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
