@@ -38,12 +38,7 @@ int vmsig_caps_parse(const char *s, uint32_t *ret);
 /* Format caps as "roster,memctx" into buf; returns buf. */
 char *vmsig_caps_format(uint32_t caps, char *buf, size_t len);
 
-#define VMSIG_KIND_BIT(k) (UINT64_C(1) << (k))
-#define VMSIG_KINDS_ALL_UP                                                                        \
-        (VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |                      \
-         VMSIG_KIND_BIT(VMSIG_EV_STATUS) | VMSIG_KIND_BIT(VMSIG_EV_ACT_ACK) |                     \
-         VMSIG_KIND_BIT(VMSIG_EV_DIAG) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |                   \
-         VMSIG_KIND_BIT(VMSIG_EV_LEASE_DENY) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_REVOKE))
+/* VMSIG_KIND_BIT and VMSIG_KINDS_ALL_UP (subscription masks): event.h. */
 
 struct vmsig_bus_limits {
         size_t queue_bytes;     /* per control; default 1 MiB */

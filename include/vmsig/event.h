@@ -4,7 +4,7 @@
 
 /* The one unit of transfer on the bus: a fixed header plus a bounded inline
  * body. No pointer ever lives in an event, so the same bytes can cross a
- * thread, a queue or (issue 3) a socket unchanged. */
+ * thread, a queue or a socket unchanged. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +47,22 @@ enum vmsig_kind {
         VMSIG_EV_LEASE_RELEASE = 57,
         VMSIG_EV_KIND_MAX_ = 63,
 };
+
+/* The kinds of each direction, as masks of VMSIG_KIND_BIT (what
+ * vmsig_control_subscribe takes). A new kind gets its bit here and its row
+ * in the kind table (src/core/kinds.c), which checks both at build time. */
+#define VMSIG_KIND_BIT(k) (UINT64_C(1) << (k))
+#define VMSIG_KINDS_ALL_UP                                                                                   \
+        (VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |                                 \
+         VMSIG_KIND_BIT(VMSIG_EV_STATUS) | VMSIG_KIND_BIT(VMSIG_EV_ACT_ACK) |                                \
+         VMSIG_KIND_BIT(VMSIG_EV_DIAG) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |                              \
+         VMSIG_KIND_BIT(VMSIG_EV_LEASE_DENY) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_REVOKE))
+#define VMSIG_KINDS_ALL_DOWN                                                                                 \
+        (VMSIG_KIND_BIT(VMSIG_EV_MOVE_ABS) | VMSIG_KIND_BIT(VMSIG_EV_MOVE_REL) |                             \
+         VMSIG_KIND_BIT(VMSIG_EV_BUTTON) | VMSIG_KIND_BIT(VMSIG_EV_KEY) | VMSIG_KIND_BIT(VMSIG_EV_WHEEL) |   \
+         VMSIG_KIND_BIT(VMSIG_EV_CMD_POWER) | VMSIG_KIND_BIT(VMSIG_EV_CMD_STATUS_QUERY) |                    \
+         VMSIG_KIND_BIT(VMSIG_EV_CMD_MEMWRITE) | VMSIG_KIND_BIT(VMSIG_EV_LEASE_ACQUIRE) |                    \
+         VMSIG_KIND_BIT(VMSIG_EV_LEASE_RELEASE))
 
 /* Seam roles: who an UP event comes from / which adapter a DOWN event is for. */
 enum vmsig_source {
@@ -245,14 +261,14 @@ static inline size_t vmsig_event_size(const struct vmsig_event *ev)
 
 static inline int vmsig_kind_is_up(uint16_t kind)
 {
-        return kind >= VMSIG_EV_ROSTER && kind <= VMSIG_EV_LEASE_REVOKE;
+        return kind < 64 && (int)((VMSIG_KINDS_ALL_UP >> kind) & 1);
 }
 static inline int vmsig_kind_is_down(uint16_t kind)
 {
-        return (kind >= VMSIG_EV_MOVE_ABS && kind <= VMSIG_EV_WHEEL) || kind == VMSIG_EV_CMD_POWER ||
-               kind == VMSIG_EV_CMD_STATUS_QUERY || kind == VMSIG_EV_CMD_MEMWRITE ||
-               kind == VMSIG_EV_LEASE_ACQUIRE || kind == VMSIG_EV_LEASE_RELEASE;
+        return kind < 64 && (int)((VMSIG_KINDS_ALL_DOWN >> kind) & 1);
 }
+
+/* Facts from the kind table (docs/protocol.md §5.1). */
 
 /* The seam a DOWN kind is for (VMSIG_SRC_CORE for lease commands), or -1. */
 int vmsig_kind_seam(uint16_t kind);

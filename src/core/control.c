@@ -13,6 +13,7 @@
 
 #include "core/bus_internal.h"
 #include "core/clock.h"
+#include "core/kinds.h"
 
 struct vmsig_control *control_get(struct vmsig_bus *bus, uint32_t id)
 {
@@ -113,23 +114,12 @@ void control_disconnect(struct vmsig_control *ctl, int reason, const char *msg)
                 ctl->closed(ctl, reason, msg, ctl->userdata);
 }
 
-/* Capability an UP kind needs (0 = addressed-only kinds). */
+/* Capability an UP kind needs (0: addressed-only kinds, and no UP kind). */
 static uint32_t cap_for_up_kind(uint16_t kind)
 {
-        switch (kind) {
-        case VMSIG_EV_ROSTER:
-                return VMSIG_CAP_ROSTER;
-        case VMSIG_EV_MEMCTX:
-                return VMSIG_CAP_MEMCTX;
-        case VMSIG_EV_STATUS:
-        case VMSIG_EV_DIAG:
-                return VMSIG_CAP_STATUS;
-        case VMSIG_EV_LEASE_GRANT:
-        case VMSIG_EV_LEASE_REVOKE:
-                return VMSIG_CAP_ROSTER | VMSIG_CAP_INPUT | VMSIG_CAP_POWER | VMSIG_CAP_MEMWRITE;
-        default:
-                return 0;
-        }
+        const struct kind_info *k = kind_info(kind);
+
+        return k && k->dir == KIND_UP ? k->cap : 0;
 }
 
 bool control_wants(const struct vmsig_control *ctl, const struct vmsig_event *ev)
@@ -286,16 +276,22 @@ static void replay_one(struct vmsig_control *ctl, const struct vmsig_event *ev, 
         ctl->bus->need_flush = true;
 }
 
+/* A subscription just added kind: does the control get its retained copy? */
+static bool replay_wanted(const struct vmsig_control *ctl, uint64_t added, uint16_t kind)
+{
+        return (added & VMSIG_KIND_BIT(kind)) && (ctl->caps & cap_for_up_kind(kind));
+}
+
+/* The retained kinds (KIND_RETAINED), each from where the endpoint keeps it. */
 static void replay_endpoint(struct vmsig_control *ctl, struct endpoint *ep, uint64_t kinds)
 {
-        if ((kinds & VMSIG_KIND_BIT(VMSIG_EV_ROSTER)) && ep->has_roster && (ctl->caps & VMSIG_CAP_ROSTER))
+        if (replay_wanted(ctl, kinds, VMSIG_EV_ROSTER) && ep->has_roster)
                 replay_one(ctl, &ep->roster, -1);
-        if ((kinds & VMSIG_KIND_BIT(VMSIG_EV_STATUS)) && ep->has_status && (ctl->caps & VMSIG_CAP_STATUS))
+        if (replay_wanted(ctl, kinds, VMSIG_EV_STATUS) && ep->has_status)
                 replay_one(ctl, &ep->status, -1);
-        if ((kinds & VMSIG_KIND_BIT(VMSIG_EV_MEMCTX)) && ep->has_memctx && (ctl->caps & VMSIG_CAP_MEMCTX))
+        if (replay_wanted(ctl, kinds, VMSIG_EV_MEMCTX) && ep->has_memctx)
                 replay_one(ctl, &ep->memctx, ep->memctx_fd);
-        if ((kinds & VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT)) &&
-            (ctl->caps & cap_for_up_kind(VMSIG_EV_LEASE_GRANT))) {
+        if (replay_wanted(ctl, kinds, VMSIG_EV_LEASE_GRANT)) {
                 for (uint8_t cls = 0; cls < VMSIG_LEASE_CLASS_COUNT; cls++) {
                         struct vmsig_event ev;
                         struct vmsig_lease_body b;
@@ -328,10 +324,9 @@ int vmsig_control_subscribe(struct vmsig_control *ctl, uint32_t endpoint, uint64
                 if (need && !(ctl->caps & need)) {
                         char why[VMSIG_MSG_MAX];
                         struct vmsig_event ev;
+                        /* More than one bit: the lease announcements. */
                         snprintf(why, sizeof(why), "subscribe to %s needs capability %s", vmsig_kind_name(k),
-                                 k == VMSIG_EV_LEASE_GRANT || k == VMSIG_EV_LEASE_REVOKE
-                                         ? "roster (or a lease class)"
-                                         : vmsig_cap_name(need));
+                                 need & (need - 1) ? "roster (or a lease class)" : vmsig_cap_name(need));
                         vmsig_event_init(&ev, k, endpoint, VMSIG_SRC_CORE);
                         bus_audit(bus, VMSIG_AUDIT_DENY, ctl, &ev, -EPERM, why);
                         return -EPERM;
@@ -410,13 +405,15 @@ int vmsig_control_send(struct vmsig_control *ctl, const struct vmsig_event *ev)
 int vmsig_control_send_payload(struct vmsig_control *ctl, const struct vmsig_event *ev, const void *src,
                                size_t len)
 {
+        const struct kind_info *k;
         void *copy;
 
         if (!ctl || !ev || !src)
                 return -EINVAL;
         if (ctl->dead)
                 return -ENOTCONN;
-        if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.body_len > VMSIG_BODY_MAX)
+        k = kind_info(ev->hdr.kind);
+        if (!k || !(k->flags & KIND_TAIL) || ev->hdr.body_len > VMSIG_BODY_MAX)
                 return -EINVAL;
         if (len == 0 || len > ctl->bus->lim.memwrite_max)
                 return -EMSGSIZE;

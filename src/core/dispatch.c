@@ -12,6 +12,7 @@
 
 #include "core/bus_internal.h"
 #include "core/clock.h"
+#include "core/kinds.h"
 
 void bus_ack(struct vmsig_bus *bus, const struct vmsig_event *cmd, int32_t result, const char *fmt, ...)
 {
@@ -40,8 +41,9 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                                       : NULL;
         const struct vmsig_event *ev = &n->ev;
 
-        if (!ep)
+        if (!ep || !(kind_info(ev->hdr.kind)->flags & KIND_RETAINED))
                 return;
+        /* Each retained kind has its own place in the endpoint. */
         switch (ev->hdr.kind) {
         case VMSIG_EV_ROSTER:
                 endpoint_roster_stamp(ep, &n->ev); /* live and retained alike */
@@ -113,21 +115,6 @@ static void dispatch_up(struct vmsig_bus *bus, struct qnode *n)
 
 /* ---- DOWN ---- */
 
-
-static uint32_t cap_for_down_kind(uint16_t kind)
-{
-        switch (vmsig_kind_seam(kind)) {
-        case VMSIG_SRC_INPUT:
-                return VMSIG_CAP_INPUT;
-        case VMSIG_SRC_MEMCTX:
-                return VMSIG_CAP_MEMWRITE;
-        case VMSIG_SRC_VMHOST:
-                return kind == VMSIG_EV_CMD_POWER ? VMSIG_CAP_POWER : VMSIG_CAP_STATUS;
-        default:
-                return 0;
-        }
-}
-
 static void deny(struct vmsig_bus *bus, struct vmsig_control *ctl, const struct vmsig_event *cmd, int err,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static void deny(struct vmsig_bus *bus, struct vmsig_control *ctl, const struct vmsig_event *cmd, int err,
@@ -145,62 +132,69 @@ static void deny(struct vmsig_bus *bus, struct vmsig_control *ctl, const struct 
         bus_ack(bus, cmd, err, "%s", why);
 }
 
-/* Extent: the body must be exactly what the kind carries; MEMWRITE sizes
- * must agree with each other and stay within the bound. */
-static int check_extent(struct vmsig_bus *bus, const struct qnode *n, char *why, size_t len)
+/* Extent: the body must be exactly what the kind carries; a CMD_MEMWRITE
+ * passes the one memwrite check, with the bus's bound. */
+static int check_extent(struct vmsig_bus *bus, const struct qnode *n, const struct kind_info *k, char *why,
+                        size_t len)
 {
         const struct vmsig_event *ev = &n->ev;
-        int max = vmsig_kind_body_max(ev->hdr.kind);
+        const size_t head = offsetof(struct vmsig_memwrite_body, data);
+        uint32_t mw_len = 0, mw_flags = 0; /* for the messages */
 
         if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE) {
-                if ((int)ev->hdr.body_len != max) {
-                        snprintf(why, len, "%s body is %u bytes, expected %d", vmsig_kind_name(ev->hdr.kind),
-                                 ev->hdr.body_len, max);
+                if (ev->hdr.body_len != k->body->size) {
+                        snprintf(why, len, "%s body is %u bytes, expected %u", k->name, ev->hdr.body_len,
+                                 (unsigned)k->body->size);
                         return -EINVAL;
                 }
                 return 0;
         }
-        struct vmsig_memwrite_body mw;
-        const size_t head = offsetof(struct vmsig_memwrite_body, data);
-        if (ev->hdr.body_len < head) {
+        if (ev->hdr.body_len >= head) {
+                memcpy(&mw_len, ev->body + offsetof(struct vmsig_memwrite_body, len), sizeof(mw_len));
+                memcpy(&mw_flags, ev->body + offsetof(struct vmsig_memwrite_body, flags), sizeof(mw_flags));
+        }
+        switch (memwrite_check(ev, true, n->payload, n->payload_len, bus->lim.memwrite_max, NULL)) {
+        case MW_OK:
+                return 0;
+        case MW_E_BODY:
                 snprintf(why, len, "CMD_MEMWRITE body is %u bytes, needs at least %zu", ev->hdr.body_len, head);
                 return -EINVAL;
-        }
-        memcpy(&mw, ev->body, head);
-        if (mw.len == 0) {
-                snprintf(why, len, "CMD_MEMWRITE of 0 bytes");
+        case MW_E_FLAGS:
+                snprintf(why, len, "CMD_MEMWRITE flags 0x%x: only PHYS (0x1) is defined", mw_flags);
                 return -EINVAL;
-        }
-        if (mw.len > bus->lim.memwrite_max) {
-                snprintf(why, len, "CMD_MEMWRITE of %u bytes exceeds the %zu-byte bound", mw.len,
+        case MW_E_BOUND:
+                snprintf(why, len, "CMD_MEMWRITE of %u bytes exceeds the %zu-byte bound", mw_len,
                          bus->lim.memwrite_max);
                 return -EMSGSIZE;
-        }
-        if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) {
-                if (ev->hdr.body_len != head || n->payload_len != mw.len) {
-                        snprintf(why, len, "CMD_MEMWRITE says %u bytes but %zu arrived", mw.len, n->payload_len);
-                        return -EINVAL;
-                }
-        } else if (ev->hdr.body_len != head + mw.len) {
-                snprintf(why, len, "CMD_MEMWRITE says %u bytes but carries %zu inline", mw.len,
-                         (size_t)ev->hdr.body_len - head);
+        case MW_E_SIZE:
+                if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD)
+                        snprintf(why, len, "CMD_MEMWRITE says %u bytes but %zu arrived", mw_len,
+                                 n->payload_len);
+                else
+                        snprintf(why, len, "CMD_MEMWRITE says %u bytes but carries %zu inline", mw_len,
+                                 (size_t)ev->hdr.body_len - head);
+                return -EINVAL;
+        case MW_E_ZERO:
+                snprintf(why, len, "CMD_MEMWRITE of 0 bytes");
+                return -EINVAL;
+        case MW_E_TAIL:
+                snprintf(why, len,
+                         (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) ? "CMD_MEMWRITE source tail missing"
+                                                               : "CMD_MEMWRITE tail without SRC_PAYLOAD");
                 return -EINVAL;
         }
-        if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD && !n->payload) {
-                snprintf(why, len, "CMD_MEMWRITE source tail missing");
-                return -EINVAL;
-        }
-        return 0;
+        return -EINVAL;
 }
 
 static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
 {
         struct vmsig_event *cmd = &n->ev;
         struct vmsig_control *ctl = control_get(bus, cmd->hdr.peer);
-        const char *kname = vmsig_kind_name(cmd->hdr.kind);
-        int seam = vmsig_kind_seam(cmd->hdr.kind);
-        int cls = vmsig_kind_lease_class(cmd->hdr.kind);
-        uint32_t need = cap_for_down_kind(cmd->hdr.kind);
+        const struct kind_info *k = kind_info(cmd->hdr.kind);
+        const char *kname = k->name;
+        int seam = k->seam;
+        int cls = k->lease;
+        uint32_t need = k->cap;
         struct endpoint *ep;
         struct attachment *att;
         char why[VMSIG_MSG_MAX];
@@ -212,8 +206,9 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
                 lease_command(bus, ctl, cmd);
                 return;
         }
-        /* Only input streams may skip their acknowledgement. */
-        if (seam != VMSIG_SRC_INPUT)
+        /* Only the kinds that allow it (input streams) may skip their
+         * acknowledgement. */
+        if (!(k->flags & KIND_FF))
                 cmd->hdr.flags &= (uint16_t)~VMSIG_F_FF;
 
         if (!(ctl->caps & need)) {
@@ -225,7 +220,7 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
                      vmsig_source_name((uint8_t)seam), vmsig_source_name(cmd->hdr.source));
                 return;
         }
-        r = check_extent(bus, n, why, sizeof(why));
+        r = check_extent(bus, n, k, why, sizeof(why));
         if (r < 0) {
                 deny(bus, ctl, cmd, r, "%s", why);
                 return;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Event helpers and the per-kind tables the core checks commands against. */
+/* Event helpers. The per-kind facts are in the kind table (kinds.c). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,35 +8,21 @@
 #include <time.h>
 
 #include <vmsig/event.h>
-#include <vmsig/memctx.h>
 
 #include "core/clock.h"
+#include "core/kinds.h"
 
 void vmsig_event_init(struct vmsig_event *ev, uint16_t kind, uint32_t endpoint, uint8_t source)
 {
+        const struct kind_info *k = kind_info(kind);
+
         memset(&ev->hdr, 0, sizeof(ev->hdr));
         ev->hdr.kind = kind;
         ev->hdr.endpoint = endpoint;
         ev->hdr.source = source;
-        switch (kind) {
-        case VMSIG_EV_ACT_ACK:
-        case VMSIG_EV_LEASE_GRANT:
-        case VMSIG_EV_LEASE_DENY:
-        case VMSIG_EV_LEASE_REVOKE:
-        case VMSIG_EV_LEASE_ACQUIRE:
-        case VMSIG_EV_LEASE_RELEASE:
-                ev->hdr.priority = VMSIG_PRIO_URGENT;
-                break;
-        case VMSIG_EV_ROSTER:
-        case VMSIG_EV_MEMCTX:
-        case VMSIG_EV_STATUS:
-        case VMSIG_EV_CMD_POWER:
-                ev->hdr.priority = VMSIG_PRIO_HIGH;
-                break;
-        default:
-                ev->hdr.priority = VMSIG_PRIO_NORMAL;
-                break;
-        }
+        ev->hdr.priority = k ? k->priority : VMSIG_PRIO_NORMAL;
+        if (k && (k->flags & KIND_DROPPABLE))
+                ev->hdr.flags |= VMSIG_F_DROPPABLE;
 }
 
 int vmsig_event_set_body(struct vmsig_event *ev, const void *body, size_t len)
@@ -74,128 +60,10 @@ void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint
 int vmsig_memwrite_decode(const struct vmsig_event *ev, const void *payload, size_t payload_len,
                           struct vmsig_memwrite_req *ret)
 {
-        const size_t head = offsetof(struct vmsig_memwrite_body, data);
-        struct vmsig_memwrite_body b;
-
-        if (!ev || !ret || ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.body_len < head ||
-            ev->hdr.body_len > sizeof(b))
+        if (!ev || !ret || ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
                 return -EINVAL;
-        memcpy(&b, ev->body, head);
-        if (b.len == 0 || (b.flags & ~(uint32_t)VMSIG_MEMWRITE_PHYS))
-                return -EINVAL;
-        if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD) {
-                if (!payload || payload_len != b.len || ev->hdr.body_len != head)
-                        return -EINVAL;
-                ret->src = payload;
-        } else {
-                if (payload || b.len > VMSIG_MEMWRITE_INLINE_MAX || ev->hdr.body_len != head + b.len)
-                        return -EINVAL;
-                ret->src = ev->body + head;
-        }
-        ret->addr = b.addr;
-        ret->len = b.len;
-        ret->flags = b.flags;
-        return 0;
-}
-
-int vmsig_kind_seam(uint16_t kind)
-{
-        switch (kind) {
-        case VMSIG_EV_MOVE_ABS:
-        case VMSIG_EV_MOVE_REL:
-        case VMSIG_EV_BUTTON:
-        case VMSIG_EV_KEY:
-        case VMSIG_EV_WHEEL:
-                return VMSIG_SRC_INPUT;
-        case VMSIG_EV_CMD_POWER:
-        case VMSIG_EV_CMD_STATUS_QUERY:
-                return VMSIG_SRC_VMHOST;
-        case VMSIG_EV_CMD_MEMWRITE:
-                return VMSIG_SRC_MEMCTX;
-        case VMSIG_EV_LEASE_ACQUIRE:
-        case VMSIG_EV_LEASE_RELEASE:
-                return VMSIG_SRC_CORE;
-        default:
-                return -1;
-        }
-}
-
-int vmsig_kind_lease_class(uint16_t kind)
-{
-        switch (vmsig_kind_seam(kind)) {
-        case VMSIG_SRC_INPUT:
-                return VMSIG_LEASE_INPUT;
-        case VMSIG_SRC_VMHOST:
-                return kind == VMSIG_EV_CMD_POWER ? VMSIG_LEASE_POWER : -1;
-        case VMSIG_SRC_MEMCTX:
-                return VMSIG_LEASE_MEMWRITE;
-        default:
-                return -1;
-        }
-}
-
-int vmsig_kind_body_max(uint16_t kind)
-{
-        switch (kind) {
-        case VMSIG_EV_MOVE_ABS:
-        case VMSIG_EV_MOVE_REL:
-        case VMSIG_EV_BUTTON:
-        case VMSIG_EV_KEY:
-        case VMSIG_EV_WHEEL:
-                return sizeof(struct vmsig_input_body);
-        case VMSIG_EV_CMD_POWER:
-                return sizeof(struct vmsig_power_body);
-        case VMSIG_EV_CMD_STATUS_QUERY:
-                return 0;
-        case VMSIG_EV_CMD_MEMWRITE:
-                return sizeof(struct vmsig_memwrite_body);
-        case VMSIG_EV_LEASE_ACQUIRE:
-        case VMSIG_EV_LEASE_RELEASE:
-                return sizeof(struct vmsig_lease_body);
-        case VMSIG_EV_ROSTER:
-                return sizeof(struct vmsig_roster_body);
-        case VMSIG_EV_MEMCTX:
-                return sizeof(struct vmsig_memctx_body);
-        case VMSIG_EV_STATUS:
-                return sizeof(struct vmsig_status_body);
-        case VMSIG_EV_ACT_ACK:
-                return sizeof(struct vmsig_ack_body);
-        case VMSIG_EV_DIAG:
-                return sizeof(struct vmsig_diag_body);
-        case VMSIG_EV_LEASE_GRANT:
-        case VMSIG_EV_LEASE_DENY:
-        case VMSIG_EV_LEASE_REVOKE:
-                return sizeof(struct vmsig_lease_body);
-        default:
-                return -1;
-        }
-}
-
-const char *vmsig_kind_name(uint16_t kind)
-{
-        static const char *const names[] = {
-                [VMSIG_EV_ROSTER] = "ROSTER",
-                [VMSIG_EV_MEMCTX] = "MEMCTX",
-                [VMSIG_EV_STATUS] = "STATUS",
-                [VMSIG_EV_ACT_ACK] = "ACT_ACK",
-                [VMSIG_EV_DIAG] = "DIAG",
-                [VMSIG_EV_LEASE_GRANT] = "LEASE_GRANT",
-                [VMSIG_EV_LEASE_DENY] = "LEASE_DENY",
-                [VMSIG_EV_LEASE_REVOKE] = "LEASE_REVOKE",
-                [VMSIG_EV_MOVE_ABS] = "MOVE_ABS",
-                [VMSIG_EV_MOVE_REL] = "MOVE_REL",
-                [VMSIG_EV_BUTTON] = "BUTTON",
-                [VMSIG_EV_KEY] = "KEY",
-                [VMSIG_EV_WHEEL] = "WHEEL",
-                [VMSIG_EV_CMD_POWER] = "CMD_POWER",
-                [VMSIG_EV_CMD_STATUS_QUERY] = "CMD_STATUS_QUERY",
-                [VMSIG_EV_CMD_MEMWRITE] = "CMD_MEMWRITE",
-                [VMSIG_EV_LEASE_ACQUIRE] = "LEASE_ACQUIRE",
-                [VMSIG_EV_LEASE_RELEASE] = "LEASE_RELEASE",
-        };
-        if (kind < sizeof(names) / sizeof(names[0]) && names[kind])
-                return names[kind];
-        return "?";
+        /* No bound here: the bus applied its own before submit. */
+        return memwrite_check(ev, true, payload, payload_len, UINT64_MAX, ret) == MW_OK ? 0 : -EINVAL;
 }
 
 const char *vmsig_source_name(uint8_t source)

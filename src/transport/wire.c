@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include <vmsig/bus.h>
-#include <vmsig/memctx.h>
 
+#include "core/kinds.h"
 #include "transport/wire.h"
 
 /* ---- little-endian access, explicit and alignment-free ---- */
@@ -122,251 +122,27 @@ static ssize_t put_prefix(void *buf, size_t cap, uint16_t type, uint32_t len)
         return WIRE_PREFIX_LEN + (ssize_t)len;
 }
 
-/* ---- typed bodies: which fields are integers, so byte order can be fixed
- * without ever casting a packed struct onto wire bytes ---- */
-
-struct field {
-        uint16_t off;
-        uint8_t size;
-};
-
-#define F(type, member)                                                                                      \
-        {                                                                                                    \
-                offsetof(struct type, member), sizeof(((struct type *)0)->member)                            \
-        }
-
-static const struct field input_fields[] = {
-    F(vmsig_input_body, x),     F(vmsig_input_body, y),     F(vmsig_input_body, code),
-    F(vmsig_input_body, value), F(vmsig_input_body, flags),
-};
-static const struct field power_fields[] = {F(vmsig_power_body, op)};
-static const struct field memwrite_fields[] = {F(vmsig_memwrite_body, addr), F(vmsig_memwrite_body, len),
-                                               F(vmsig_memwrite_body, flags)};
-static const struct field lease_fields[] = {F(vmsig_lease_body, reserved), F(vmsig_lease_body, holder_id),
-                                            F(vmsig_lease_body, holder_uid), F(vmsig_lease_body, holder_pid)};
-static const struct field roster_fields[] = {F(vmsig_roster_body, reserved2)};
-static const struct field ack_fields[] = {F(vmsig_ack_body, result), F(vmsig_ack_body, cmd_kind),
-                                          F(vmsig_ack_body, reserved), F(vmsig_ack_body, value)};
-static const struct field diag_fields[] = {F(vmsig_diag_body, code), F(vmsig_diag_body, reserved)};
-static const struct field memctx_fields[] = {F(vmsig_memctx_body, epoch), F(vmsig_memctx_body, kernel_root),
-                                             F(vmsig_memctx_body, reserved)};
+/* ---- bodies: their layouts are in the kind table (core/kinds.c) ---- */
 
 _Static_assert(offsetof(struct vmsig_memwrite_body, data) == WIRE_MEMWRITE_HDR_LEN, "memwrite head");
-_Static_assert(sizeof(struct vmsig_ram_range) == 24, "ram range layout");
-_Static_assert(offsetof(struct vmsig_memctx_body, ranges) == 24, "memctx layout");
-_Static_assert(sizeof(struct vmsig_input_body) == 20 && sizeof(struct vmsig_power_body) == 4 &&
-                   sizeof(struct vmsig_lease_body) == 80 && sizeof(struct vmsig_roster_body) == 72 &&
-                   sizeof(struct vmsig_status_body) == 168 && sizeof(struct vmsig_ack_body) == 176 &&
-                   sizeof(struct vmsig_diag_body) == 168 && sizeof(struct vmsig_memctx_body) == 408,
-               "body sizes documented in docs/protocol.md");
 
-static void swap_fields(uint8_t *body, size_t len, const struct field *f, size_t n)
-{
-        for (size_t i = 0; i < n; i++) {
-                uint8_t *p = body + f[i].off;
-                if ((size_t)f[i].off + f[i].size > len)
-                        continue;
-                /* le*toh and htole* are the same permutation: one routine
-                 * serves both directions. */
-                switch (f[i].size) {
-                case 2:
-                        put16(p, get16(p));
-                        break;
-                case 4:
-                        put32(p, get32(p));
-                        break;
-                case 8:
-                        put64(p, get64(p));
-                        break;
-                default:
-                        break;
-                }
-        }
-}
-
-#define SWAP(tab) swap_fields(body, len, tab, sizeof(tab) / sizeof(tab[0]))
-
-/* Convert a codec-0 body between host and wire order in place (an
- * involution). Bodies of other codecs are opaque bytes owned by the adapter. */
-static void body_byteorder(uint16_t kind, uint8_t codec, uint8_t *body, size_t len)
-{
-        if (codec != 0)
-                return;
-        switch (kind) {
-        case VMSIG_EV_MOVE_ABS:
-        case VMSIG_EV_MOVE_REL:
-        case VMSIG_EV_BUTTON:
-        case VMSIG_EV_KEY:
-        case VMSIG_EV_WHEEL:
-                SWAP(input_fields);
-                break;
-        case VMSIG_EV_CMD_POWER:
-                SWAP(power_fields);
-                break;
-        case VMSIG_EV_CMD_MEMWRITE:
-                SWAP(memwrite_fields);
-                break;
-        case VMSIG_EV_LEASE_ACQUIRE:
-        case VMSIG_EV_LEASE_RELEASE:
-        case VMSIG_EV_LEASE_GRANT:
-        case VMSIG_EV_LEASE_DENY:
-        case VMSIG_EV_LEASE_REVOKE:
-                SWAP(lease_fields);
-                break;
-        case VMSIG_EV_ROSTER:
-                SWAP(roster_fields);
-                break;
-        case VMSIG_EV_ACT_ACK:
-                SWAP(ack_fields);
-                break;
-        case VMSIG_EV_DIAG:
-                SWAP(diag_fields);
-                break;
-        case VMSIG_EV_MEMCTX:
-                SWAP(memctx_fields);
-                for (size_t i = 0; i < VMSIG_MEMCTX_MAX_RANGES; i++) {
-                        size_t o = offsetof(struct vmsig_memctx_body, ranges) + i * 24;
-                        if (o + 24 > len)
-                                break;
-                        put64(body + o, get64(body + o));
-                        put64(body + o + 8, get64(body + o + 8));
-                        put64(body + o + 16, get64(body + o + 16));
-                }
-                break;
-        default:
-                break;
-        }
-}
+/* A body check's finding as the violation the wire reports. */
+static const enum wire_err body_errs[] = {
+    [KIND_OK] = WIRE_OK,
+    [KIND_E_SIZE] = WIRE_E_BODY_KIND,
+    [KIND_E_RESERVED] = WIRE_E_RESERVED,
+    [KIND_E_STRING] = WIRE_E_STRING,
+    [KIND_E_FIELD] = WIRE_E_FIELD,
+};
 
 /* ---- event checks ---- */
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-        for (size_t i = 0; i < n; i++)
-                if (p[i])
-                        return false;
-        return true;
-}
-
-static enum wire_err check_down_body(const struct vmsig_event *ev)
-{
-        uint32_t bl = ev->hdr.body_len;
-
-        if (ev->hdr.codec != 0)
-                return WIRE_OK; /* adapter-owned layout; bounded by VMSIG_BODY_MAX only */
-        switch (ev->hdr.kind) {
-        case VMSIG_EV_MOVE_ABS:
-        case VMSIG_EV_MOVE_REL:
-        case VMSIG_EV_BUTTON:
-        case VMSIG_EV_KEY:
-        case VMSIG_EV_WHEEL:
-                if (bl != sizeof(struct vmsig_input_body))
-                        return WIRE_E_BODY_KIND;
-                /* "flags: 0" is reserved: refused, not ignored. */
-                return all_zero(ev->body + offsetof(struct vmsig_input_body, flags), 4) ? WIRE_OK
-                                                                                        : WIRE_E_RESERVED;
-        case VMSIG_EV_CMD_MEMWRITE: {
-                struct vmsig_memwrite_body b;
-                if (bl < WIRE_MEMWRITE_HDR_LEN)
-                        return WIRE_E_BODY_KIND;
-                memcpy(&b, ev->body, WIRE_MEMWRITE_HDR_LEN);
-                if (b.flags & ~(uint32_t)VMSIG_MEMWRITE_PHYS)
-                        return WIRE_E_FIELD;
-                if (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD)
-                        return bl == WIRE_MEMWRITE_HDR_LEN ? WIRE_OK : WIRE_E_BODY_KIND;
-                return (uint64_t)bl == WIRE_MEMWRITE_HDR_LEN + (uint64_t)b.len ? WIRE_OK : WIRE_E_BODY_KIND;
-        }
-        case VMSIG_EV_LEASE_ACQUIRE:
-        case VMSIG_EV_LEASE_RELEASE:
-                if (bl != sizeof(struct vmsig_lease_body))
-                        return WIRE_E_BODY_KIND;
-                if (ev->body[offsetof(struct vmsig_lease_body, class_)] >= VMSIG_LEASE_CLASS_COUNT)
-                        return WIRE_E_FIELD;
-                /* Only class is the client's: reason and holder are the
-                 * daemon's to fill and must be sent as 0. */
-                return all_zero(ev->body + 1, sizeof(struct vmsig_lease_body) - 1) ? WIRE_OK
-                                                                                   : WIRE_E_RESERVED;
-        default:
-                return bl == (uint32_t)vmsig_kind_body_max(ev->hdr.kind) ? WIRE_OK : WIRE_E_BODY_KIND;
-        }
-}
-
-/* sending: the daemon encoding its own event. Reserved body bytes are
- * checked only then: a client ignores them, so that a later daemon can give
- * them a meaning without breaking older clients (docs/protocol.md). */
-static enum wire_err check_up_body(const struct vmsig_event *ev, bool sending)
-{
-        const uint8_t *b = ev->body;
-        uint32_t bl = ev->hdr.body_len;
-
-        if (ev->hdr.codec != 0)
-                return WIRE_OK;
-        if (bl != (uint32_t)vmsig_kind_body_max(ev->hdr.kind))
-                return WIRE_E_BODY_KIND;
-        switch (ev->hdr.kind) {
-        case VMSIG_EV_ROSTER:
-                if (sending && !all_zero(b + offsetof(struct vmsig_roster_body, reserved), 5))
-                        return WIRE_E_RESERVED;
-                if (!str_terminated((const char *)b + offsetof(struct vmsig_roster_body, name),
-                                    VMSIG_NAME_MAX))
-                        return WIRE_E_STRING;
-                break;
-        case VMSIG_EV_MEMCTX: {
-                uint8_t n = b[offsetof(struct vmsig_memctx_body, nranges)];
-                size_t used =
-                    offsetof(struct vmsig_memctx_body, ranges) + (size_t)n * sizeof(struct vmsig_ram_range);
-                if (n > VMSIG_MEMCTX_MAX_RANGES)
-                        return WIRE_E_FIELD;
-                /* The reserved word and the unused range entries. */
-                if (sending && (!all_zero(b + offsetof(struct vmsig_memctx_body, reserved), 4) ||
-                                !all_zero(b + used, sizeof(struct vmsig_memctx_body) - used)))
-                        return WIRE_E_RESERVED;
-                break;
-        }
-        case VMSIG_EV_STATUS:
-                if (sending && !all_zero(b + 1, offsetof(struct vmsig_status_body, reason) - 1))
-                        return WIRE_E_RESERVED;
-                if (!str_terminated((const char *)b + offsetof(struct vmsig_status_body, reason),
-                                    VMSIG_MSG_MAX))
-                        return WIRE_E_STRING;
-                break;
-        case VMSIG_EV_ACT_ACK: {
-                int32_t result;
-                if (sending && !all_zero(b + offsetof(struct vmsig_ack_body, reserved), 2))
-                        return WIRE_E_RESERVED;
-                memcpy(&result, b + offsetof(struct vmsig_ack_body, result), 4);
-                if (result > 0 || result < -4095)
-                        return WIRE_E_FIELD;
-                if (!str_terminated((const char *)b + offsetof(struct vmsig_ack_body, msg), VMSIG_MSG_MAX))
-                        return WIRE_E_STRING;
-                break;
-        }
-        case VMSIG_EV_DIAG:
-                if (sending && !all_zero(b + offsetof(struct vmsig_diag_body, reserved), 4))
-                        return WIRE_E_RESERVED;
-                if (!str_terminated((const char *)b + offsetof(struct vmsig_diag_body, msg), VMSIG_MSG_MAX))
-                        return WIRE_E_STRING;
-                break;
-        case VMSIG_EV_LEASE_GRANT:
-        case VMSIG_EV_LEASE_DENY:
-        case VMSIG_EV_LEASE_REVOKE:
-                if (b[offsetof(struct vmsig_lease_body, class_)] >= VMSIG_LEASE_CLASS_COUNT)
-                        return WIRE_E_FIELD;
-                if (sending && !all_zero(b + offsetof(struct vmsig_lease_body, reserved), 2))
-                        return WIRE_E_RESERVED;
-                if (!str_terminated((const char *)b + offsetof(struct vmsig_lease_body, holder_name),
-                                    VMSIG_NAME_MAX))
-                        return WIRE_E_STRING;
-                break;
-        default:
-                break;
-        }
-        return WIRE_OK;
-}
-
+/* sending: the sender encoding its own event. Reserved fields of UP bodies
+ * are checked only then: a client ignores them, so that a later daemon can
+ * give them a meaning without breaking older clients (docs/protocol.md). */
 static enum wire_err check_event(const struct vmsig_event *ev, bool from_client, bool sending)
 {
-        uint16_t kind = ev->hdr.kind;
+        const struct kind_info *k = kind_info(ev->hdr.kind);
         uint16_t fl = ev->hdr.flags;
         const uint16_t known =
             VMSIG_F_FF | VMSIG_F_SRC_PAYLOAD | VMSIG_F_DROPPABLE | VMSIG_F_RETAINED | VMSIG_F_HAS_FD;
@@ -375,34 +151,34 @@ static enum wire_err check_event(const struct vmsig_event *ev, bool from_client,
                 return WIRE_E_RESERVED;
         if (ev->hdr.body_len > VMSIG_BODY_MAX)
                 return WIRE_E_BODY_LEN;
-        if (!vmsig_kind_is_up(kind) && !vmsig_kind_is_down(kind))
+        if (!k)
                 return WIRE_E_KIND;
         if (ev->hdr.source >= VMSIG_SRC_MAX_)
                 return WIRE_E_SOURCE;
         if (fl & ~known)
                 return WIRE_E_FLAGS;
-        /* cr3 belongs to CMD_MEMWRITE; in every other event it is "0". */
-        if (ev->hdr.cr3 && kind != VMSIG_EV_CMD_MEMWRITE)
+        /* cr3 belongs to the kinds that have it (CMD_MEMWRITE); elsewhere "0". */
+        if (ev->hdr.cr3 && !(k->flags & KIND_CR3))
                 return WIRE_E_RESERVED;
         if (from_client) {
-                if (vmsig_kind_is_up(kind))
+                if (k->dir == KIND_UP)
                         return WIRE_E_KIND_UP;
                 /* The daemon stamps peer and seq; a client sends 0. */
                 if (ev->hdr.peer || ev->hdr.seq)
                         return WIRE_E_RESERVED;
                 if (fl & (VMSIG_F_RETAINED | VMSIG_F_HAS_FD))
                         return WIRE_E_FLAGS;
-                if ((fl & VMSIG_F_SRC_PAYLOAD) && (kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.codec != 0))
+                if ((fl & VMSIG_F_SRC_PAYLOAD) && (!(k->flags & KIND_TAIL) || ev->hdr.codec != 0))
                         return WIRE_E_FLAGS;
-                return check_down_body(ev);
+        } else {
+                if (k->dir == KIND_DOWN)
+                        return WIRE_E_KIND_DOWN;
+                if (fl & (VMSIG_F_FF | VMSIG_F_SRC_PAYLOAD))
+                        return WIRE_E_FLAGS;
+                if ((fl & VMSIG_F_HAS_FD) && !(k->flags & KIND_FD))
+                        return WIRE_E_FLAGS;
         }
-        if (vmsig_kind_is_down(kind))
-                return WIRE_E_KIND_DOWN;
-        if (fl & (VMSIG_F_FF | VMSIG_F_SRC_PAYLOAD))
-                return WIRE_E_FLAGS;
-        if ((fl & VMSIG_F_HAS_FD) && kind != VMSIG_EV_MEMCTX)
-                return WIRE_E_FLAGS;
-        return check_up_body(ev, sending);
+        return body_errs[kind_check_body(ev, sending)];
 }
 
 enum wire_err wire_check_event(const struct vmsig_event *ev, bool from_client)
@@ -497,7 +273,7 @@ ssize_t wire_encode_event(void *buf, size_t cap, const struct vmsig_event *ev, b
         put32(p + 48, h->body_len);
         put32(p + 52, 0);
         memcpy(p + WIRE_EVENT_HDR_LEN, ev->body, h->body_len);
-        body_byteorder(h->kind, h->codec, p + WIRE_EVENT_HDR_LEN, h->body_len);
+        kind_body_byteorder(h->kind, h->codec, p + WIRE_EVENT_HDR_LEN, h->body_len);
         return n;
 }
 
@@ -630,7 +406,7 @@ static enum wire_err decode_event(enum wire_side side, const uint8_t *p, size_t 
                 return WIRE_E_BODY_LEN;
         memcpy(ev->body, p + WIRE_EVENT_HDR_LEN, h->body_len);
         memset(ev->body + h->body_len, 0, VMSIG_BODY_MAX - h->body_len);
-        body_byteorder(h->kind, h->codec, ev->body, h->body_len);
+        kind_body_byteorder(h->kind, h->codec, ev->body, h->body_len);
         return wire_check_event(ev, side == WIRE_SIDE_SERVER);
 }
 
@@ -881,21 +657,21 @@ ssize_t wire_rx_feed(struct wire_rx *rx, const void *data, size_t len, const str
                         *ret_frame = &rx->frame;
                         return (ssize_t)used;
                 }
-                case WIRE_RX_TAIL_LEN: {
-                        struct vmsig_memwrite_body mw;
+                case WIRE_RX_TAIL_LEN:
                         used += take(rx->tlen, &rx->tlen_have, WIRE_TAIL_LEN_LEN, src + used, len - used);
                         if (rx->tlen_have < WIRE_TAIL_LEN_LEN)
                                 break;
                         rx->tail_len = get32(rx->tlen);
-                        memcpy(&mw, rx->frame.u.event.body, WIRE_MEMWRITE_HDR_LEN);
-                        if (rx->tail_len == 0 || rx->tail_len > rx->tail_max || rx->tail_len != mw.len) {
+                        /* The frame passed; now its length against the tail
+                         * announced and tail_max (the bytes land in rx->tail). */
+                        if (memwrite_check(&rx->frame.u.event, true, rx->tail, rx->tail_len, rx->tail_max,
+                                           NULL) != MW_OK) {
                                 rx->off += used;
                                 return rx_fail(rx, WIRE_E_TAIL_LEN);
                         }
                         rx->tail_have = 0;
                         rx->state = WIRE_RX_TAIL;
                         break;
-                }
                 case WIRE_RX_TAIL:
                         used += take(rx->tail, &rx->tail_have, rx->tail_len, src + used, len - used);
                         if (rx->tail_have < rx->tail_len)
