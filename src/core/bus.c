@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 
 #define EPOLL_BATCH 64
 

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 #include "core/kinds.h"
 
 struct vmsig_control *control_get(struct vmsig_bus *bus, uint32_t id)

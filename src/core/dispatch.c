@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 #include "core/kinds.h"
 
 void bus_ack(struct vmsig_bus *bus, const struct vmsig_event *cmd, int32_t result, const char *fmt, ...)

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 
 static int seam_index(uint8_t seam)
 {

@@ -9,7 +9,7 @@
 
 #include <vmsig/event.h>
 
-#include "core/clock.h"
+#include "util/clock.h"
 #include "core/kinds.h"
 
 void vmsig_event_init(struct vmsig_event *ev, uint16_t kind, uint32_t endpoint, uint8_t source)

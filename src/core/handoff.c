@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 
 int handoff_init(struct handoff *h, unsigned cap)
 {

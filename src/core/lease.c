@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "core/bus_internal.h"
-#include "core/clock.h"
+#include "util/clock.h"
 
 static const uint32_t class_cap[VMSIG_LEASE_CLASS_COUNT] = {
         [VMSIG_LEASE_INPUT] = VMSIG_CAP_INPUT,

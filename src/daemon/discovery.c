@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/discovery.h"
+#include "util/clock.h"
 
 #define WATCH_MASK                                                                                           \
         (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |          \
@@ -175,14 +176,6 @@ struct discovery {
                 struct discovery_scan_stats st;
         } scan;
 };
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint64_t backoff_ms(unsigned attempt)
 {
@@ -469,7 +462,7 @@ static void schedule_retry(struct discovery *d, struct batch *b, struct entry *e
                 b->r = -ENOMEM;
                 return;
         }
-        d->retry[d->n_retry++] = (struct retry){s, now_ms() + backoff_ms(e->attempts)};
+        d->retry[d->n_retry++] = (struct retry){s, vmsig_now_ms() + backoff_ms(e->attempts)};
         if (e->attempts == 1) {
                 char m[ERR_MAX + 64];
                 snprintf(m, sizeof(m), "%s (transient: retrying in %llu ms)", msg,
@@ -885,7 +878,7 @@ static void dir_check(struct discovery *d)
         watch_parent(d);
         if (arm(d, &a) < 0) {
                 d->rearm_attempts++;
-                d->rearm_due = now_ms() + backoff_ms(d->rearm_attempts);
+                d->rearm_due = vmsig_now_ms() + backoff_ms(d->rearm_attempts);
                 return;
         }
         d->lost = false;
@@ -969,7 +962,7 @@ static int scan_begin(struct discovery *d)
 static int scan_slice(struct discovery *d, unsigned budget_ms)
 {
         struct batch b = {.new_dir = d->scan.new_dir, .st = &d->scan.st};
-        uint64_t t0 = now_ms();
+        uint64_t t0 = vmsig_now_ms();
         int count = 0, r;
 
         while (d->scan.pos < d->scan.n && b.r == 0) {
@@ -988,7 +981,7 @@ static int scan_slice(struct discovery *d, unsigned budget_ms)
                 d->scan.st.files += b.n_dirty;
                 reconcile_round(d, &b);
                 count += emit(d, &b);
-                if (budget_ms && now_ms() - t0 >= budget_ms)
+                if (budget_ms && vmsig_now_ms() - t0 >= budget_ms)
                         break;
         }
         if (b.r == 0 && d->scan.pos >= d->scan.n) {
@@ -1015,7 +1008,7 @@ static int scan_slice(struct discovery *d, unsigned budget_ms)
 
 static void update_timer(struct discovery *d)
 {
-        uint64_t due = UINT64_MAX, now = now_ms();
+        uint64_t due = UINT64_MAX, now = vmsig_now_ms();
         struct itimerspec its = {0};
 
         if (d->lost)
@@ -1098,7 +1091,7 @@ static int process_events(struct discovery *d, bool *overflow, bool *check)
 static int process_retries(struct discovery *d)
 {
         struct batch b = {0};
-        uint64_t now = now_ms();
+        uint64_t now = vmsig_now_ms();
         unsigned taken = 0;
         int count = 0, r;
 
@@ -1143,7 +1136,7 @@ int discovery_process(struct discovery *d)
         if (r < 0)
                 return r;
         count += r;
-        if (check || (d->lost && d->rearm_due <= now_ms()))
+        if (check || (d->lost && d->rearm_due <= vmsig_now_ms()))
                 dir_check(d);
         if (overflow) /* events were lost: only the directory itself is the truth */
                 scan_request(d, "inotify overflow", false);
@@ -1151,12 +1144,12 @@ int discovery_process(struct discovery *d)
         if (r < 0)
                 return r;
         count += r;
-        if (!d->lost && d->scan.pending && d->scan.start_due <= now_ms()) {
+        if (!d->lost && d->scan.pending && d->scan.start_due <= vmsig_now_ms()) {
                 r = scan_begin(d);
                 if (r < 0) {
                         /* Out of fds, say: try again later. */
                         d->scan.start_attempts++;
-                        d->scan.start_due = now_ms() + backoff_ms(d->scan.start_attempts);
+                        d->scan.start_due = vmsig_now_ms() + backoff_ms(d->scan.start_attempts);
                         if (r == -ENOENT)
                                 dir_check(d);
                 }

@@ -11,7 +11,8 @@
  * cpu-smm-*, I/O and bus-master views are ignored. When a value cannot be
  * derived unambiguously the functions fail closed: a negative errno and a
  * reason in `err`, never a guess. */
-#pragma once
+#ifndef VMSIG_HOST_MTREE_H
+#define VMSIG_HOST_MTREE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -53,3 +54,5 @@ int mtree_low_split(const char *text, size_t len, uint64_t *ret_low, char *err, 
  *   -E2BIG   guest RAM in more than MTREE_MAX_RANGES pieces
  * *ret is written only on success. */
 int mtree_ram_layout(const char *text, size_t len, struct mtree_layout *ret, char *err, size_t errlen);
+
+#endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* QMP client state machine. See qmp.h for the contract. */
 #include "host/qmp.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -784,20 +785,11 @@ struct json_object *qmp_greeting(const struct qmp *q)
         return q ? q->greeting : NULL;
 }
 
-int qmp_close_error(const struct qmp *q, const char **ret_reason)
-{
-        if (ret_reason)
-                *ret_reason = q ? q->close_reason : "";
-        return q ? q->close_err : -EINVAL;
-}
-
 /* ---- blocking helpers ---- */
 
 static int64_t now_ms(void)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        return (int64_t)vmsig_now_ms();
 }
 
 int qmp_pump(struct qmp *q, int timeout_ms)

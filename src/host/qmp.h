@@ -25,7 +25,8 @@
  * to keep it). A callback may call qmp_execute()/qmp_hmp() and may call
  * qmp_free() (the memory is then reclaimed when qmp_process() returns).
  */
-#pragma once
+#ifndef VMSIG_HOST_QMP_H
+#define VMSIG_HOST_QMP_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,8 +90,6 @@ bool qmp_want_write(const struct qmp *q);
 enum qmp_state qmp_get_state(const struct qmp *q);
 const char *qmp_state_to_string(enum qmp_state s);
 struct json_object *qmp_greeting(const struct qmp *q); /* NULL before the greeting */
-/* After close: the error and reason given to on_close (0/"" while open). */
-int qmp_close_error(const struct qmp *q, const char **ret_reason);
 
 /* Does the I/O that revents allows. Returns 0, or the close error if the
  * connection closed during this call (-ECANCELED if a callback freed q: then
@@ -120,3 +119,5 @@ int qmp_sync_execute(const char *path, const char *command, struct json_object *
 /* Same for human-monitor-command; *ret_text is malloc()ed plain text (LF). */
 int qmp_sync_hmp(const char *path, const char *command_line, int timeout_ms, char **ret_text, char *reason,
                  size_t reason_len);
+
+#endif

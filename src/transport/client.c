@@ -18,6 +18,7 @@
 #include <vmsig/event.h>
 
 #include "transport/wire.h"
+#include "util/clock.h"
 
 #define IN_CAP   (64u * 1024u)
 #define OUT_BASE (64u * 1024u + WIRE_FRAME_MAX + WIRE_TAIL_LEN_LEN)
@@ -49,16 +50,9 @@ struct vmsig_client {
         uint64_t next_corr;
 };
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static uint64_t deadline_of(int timeout_ms)
 {
-        return timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+        return timeout_ms < 0 ? UINT64_MAX : vmsig_now_ms() + (uint64_t)timeout_ms;
 }
 
 /* Milliseconds left for poll(): -1 forever, 0 when expired. */
@@ -67,7 +61,7 @@ static int remaining(uint64_t deadline)
         uint64_t n;
         if (deadline == UINT64_MAX)
                 return -1;
-        n = now_ms();
+        n = vmsig_now_ms();
         if (n >= deadline)
                 return 0;
         return deadline - n > INT32_MAX ? INT32_MAX : (int)(deadline - n);

@@ -36,7 +36,7 @@
 
 #include <vmsig/server.h>
 
-#include "core/clock.h"
+#include "util/clock.h"
 #include "transport/wire.h"
 
 #define OUT_FDS_MAX 16

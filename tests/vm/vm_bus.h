@@ -3,7 +3,8 @@
  * tests under tests/vm/, plus a side QMP channel for cross-checks (QEMU
  * serves one client per monitor, and the adapters hold the main one: tests
  * give QEMU a second -qmp socket). Header-only. */
-#pragma once
+#ifndef VMSIG_TESTS_VM_VM_BUS_H
+#define VMSIG_TESTS_VM_VM_BUS_H
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -233,3 +234,5 @@ static inline uint64_t vm_symbol(const char *name)
         fclose(f);
         return found;
 }
+
+#endif

@@ -8,7 +8,8 @@
  * the test (PR_SET_PDEATHSIG); RAM files of dead test processes are swept at
  * the next start, so even a test killed by a ctest timeout leaves nothing for
  * long. Header-only: each test is one .c file. */
-#pragma once
+#ifndef VMSIG_TESTS_VM_VM_GUEST_H
+#define VMSIG_TESTS_VM_VM_GUEST_H
 
 #include <dirent.h>
 #include <errno.h>
@@ -277,3 +278,5 @@ static inline const char *vm_guest_serial_text(struct vm_guest *g)
         }
         return buf;
 }
+
+#endif
