@@ -25,7 +25,7 @@ demo:
 	bash scripts/demo.sh
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	$${CLANG_FORMAT:-clang-format-14} -i $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf build build-asan

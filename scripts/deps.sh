@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config clang-14 libclang-rt-14-dev
+  build-essential cmake pkg-config clang-14 libclang-rt-14-dev clang-format-14
   libcmocka-dev libjson-c-dev libinih-dev libsystemd-dev libevdev-dev
   valgrind cpio gzip
   qemu-system-x86 busybox-static linux-image-cloud-amd64
