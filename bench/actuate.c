@@ -52,6 +52,7 @@
 #include <vmsig/event.h>
 #include <vmsig/server.h>
 
+#include "bench_check.h"
 #include "adapters/stub_internal.h"
 
 #ifdef VMCTL_ABSENT
@@ -72,21 +73,6 @@ static bool g_smoke;
 static long N_STREAM = N_STREAM_FULL;
 static int g_n_rtt = N_RTT;
 
-static char g_invalid[1024];
-
-static void invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void invalid(const char *fmt, ...)
-{
-        size_t n = strlen(g_invalid);
-        va_list ap;
-        if (n && n + 3 < sizeof(g_invalid)) {
-                memcpy(g_invalid + n, "; ", 3);
-                n += 2;
-        }
-        va_start(ap, fmt);
-        vsnprintf(g_invalid + n, sizeof(g_invalid) - n, fmt, ap);
-        va_end(ap);
-}
 
 static uint64_t now_ns(void)
 {
@@ -712,10 +698,8 @@ int main(int argc, char **argv)
                     "the bus path wrote %llu bytes to the device, the direct path %llu for the same commands",
                     w_bus, w_direct);
         bench_memwrite();
-        if (g_invalid[0]) {
-                printf("INVALID: %s\n", g_invalid);
+        if (bench_report_invalid())
                 return 1;
-        }
         if (g_smoke) {
                 printf(
                     "  smoke: valid -- %ld FF + %d ACKed MOVE_ABS, direct and through the bus, all accepted "

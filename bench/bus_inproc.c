@@ -26,27 +26,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_check.h"
 #include <vmsig/adapter.h>
 #include <vmsig/bus.h>
 
 #define EVENT_BODY 20 /* an input-sized event: header + 20 bytes */
 #define STALL_NS   10000000000ull /* no progress this long: the run is broken */
 
-static char g_invalid[1024];
-
-static void invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void invalid(const char *fmt, ...)
-{
-        size_t n = strlen(g_invalid);
-        va_list ap;
-        if (n && n + 3 < sizeof(g_invalid)) {
-                memcpy(g_invalid + n, "; ", 3);
-                n += 2;
-        }
-        va_start(ap, fmt);
-        vsnprintf(g_invalid + n, sizeof(g_invalid) - n, fmt, ap);
-        va_end(ap);
-}
 
 static uint64_t now_ns(void)
 {
@@ -451,10 +437,8 @@ int main(int argc, char **argv)
         uint64_t bp50, bp99, p50, p99;
         bare_latency(nlat, &bp50, &bp99);
         bus_latency(nlat, &p50, &p99);
-        if (g_invalid[0]) {
-                printf("INVALID: %s\n", g_invalid);
+        if (bench_report_invalid())
                 return 1;
-        }
         if (smoke) {
                 printf("  smoke: valid -- 1 and 8 controls and the baseline got all %ld events once and in "
                        "order, "

@@ -51,6 +51,7 @@
 
 #include <vmie/vmie.h>
 
+#include "bench_check.h"
 #include "host/mtree.h"
 #include "host/qmp.h"
 
@@ -65,30 +66,7 @@ static double g_scale = 1.0;
 static bool g_smoke;
 
 /* Reasons the run is invalid, collected so that all are reported. */
-static char g_invalid[2048];
 
-static void invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void invalid(const char *fmt, ...)
-{
-        size_t n = strlen(g_invalid);
-        va_list ap;
-        if (n && n + 3 < sizeof(g_invalid)) {
-                memcpy(g_invalid + n, "; ", 3);
-                n += 2;
-        }
-        va_start(ap, fmt);
-        vsnprintf(g_invalid + n, sizeof(g_invalid) - n, fmt, ap);
-        va_end(ap);
-}
-
-/* Prints every collected reason; 1 if there was any. */
-static int report_invalid(void)
-{
-        if (!g_invalid[0])
-                return 0;
-        printf("INVALID: %s\n", g_invalid);
-        return 1;
-}
 
 static uint64_t now_ns(void)
 {
@@ -757,7 +735,7 @@ int main(int argc, char **argv)
                 invalid("no RAM layout from info mtree -f: %s", err);
                 free(text);
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         free(text);
         struct bw b = {.nr = lay.n_ranges};
@@ -770,7 +748,7 @@ int main(int argc, char **argv)
         if (r < 0) {
                 invalid("vmie_ram_open_path %s: %s", g_vm.shm, strerror(-r));
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         b.ram = ram;
         printf("  layout (info mtree -f, backend %s): %zu range(s), %.1f MiB of guest RAM, %s\n", lay.backend,
@@ -790,7 +768,7 @@ int main(int argc, char **argv)
                 if (hmp(q, "info registers", &text) < 0) {
                         invalid("HMP info registers failed");
                         qmp_free(q);
-                        return report_invalid();
+                        return bench_report_invalid();
                 }
                 const char *p3 = strstr(text, "CR3="), *p4 = strstr(text, "CR4=");
                 cr3 = p3 ? strtoull(p3 + 4, NULL, 16) : 0;
@@ -804,12 +782,12 @@ int main(int argc, char **argv)
                 invalid("no vCPU CR3 maps linux_banner (%#" PRIx64 "), last CR3 %#" PRIx64 ": %s", sm.banner,
                         cr3, strerror(-r));
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         if (!sm.pgd) {
                 invalid("System.map has no init_top_pgt / swapper_pg_dir");
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         /* any process's root maps the kernel image, swapper_pg_dir included */
         struct vmie_as pas = {.ram = ram, .root = kr.root, .levels = kr.levels};
@@ -823,7 +801,7 @@ int main(int argc, char **argv)
         if (r < 0) {
                 invalid("swapper_pg_dir (%#" PRIx64 ") is not a kernel root: %s", sm.pgd, strerror(-r));
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         struct vmie_as as = {.ram = ram, .root = ks.root, .levels = ks.levels};
         {
@@ -847,7 +825,7 @@ int main(int argc, char **argv)
                         r < 0 ? strerror(-r) : "unexpected bytes");
         if (g_invalid[0]) {
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         banner[strcspn(banner, "\n")] = 0;
         printf("  kernel root %#" PRIx64
@@ -905,7 +883,7 @@ int main(int argc, char **argv)
                 invalid("only %zu kernel-image addresses map under root %#" PRIx64 " (%zu do not)", nws,
                         as.root, unmapped);
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
 
         /* ---- 1. sequential guest-physical reads vs memcpy ---- */
@@ -914,7 +892,7 @@ int main(int argc, char **argv)
         if (b.anon == MAP_FAILED || !b.dst) {
                 invalid("out of memory");
                 qmp_free(q);
-                return report_invalid();
+                return bench_report_invalid();
         }
         memset(b.anon, 0x5a, b.total);
         memset(b.dst, 0, CHUNK);
@@ -1147,7 +1125,7 @@ int main(int argc, char **argv)
                         invalid("%zu of %zu working-set addresses no longer translate as at the start", moved,
                                 nws);
         }
-        int rc = report_invalid();
+        int rc = bench_report_invalid();
         if (rc)
                 goto out;
         if (g_smoke) {
