@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl core: validation, backend choice, the grab-toggle guard, and the QMP
- * backend (input-send-event). The uinput side is in uinput.c. */
+/* vmctl core: backend choice, the grab-toggle guard, and the QMP backend
+ * (input-send-event). Validation is in validate.c, the uinput side in
+ * uinput.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
