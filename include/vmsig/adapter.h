@@ -125,6 +125,25 @@ const struct vmsig_adapter_ops *vmsig_memctx_stub_ops(void);
 const struct vmsig_adapter_ops *vmsig_input_stub_ops(void);
 const struct vmsig_adapter_ops *vmsig_vmhost_stub_ops(void);
 
+/* Emit helpers: build one UP event and hand it to sink->emit. Same threads
+ * as emit (any thread; -ESHUTDOWN once detached); the result is emit's.
+ * Messages are printf-style, truncated to VMSIG_MSG_MAX. The core stamps
+ * endpoint and source anyway; they are set here too, for test sinks.
+ *
+ * ack: the ACT_ACK for the command whose header is cmd (addressed to its
+ * sender, same corr). The caller decides whether to acknowledge: a
+ * successful fire-and-forget input command is not. */
+int vmsig_sink_ack(const struct vmsig_emit_sink *sink, uint8_t source, const struct vmsig_event_hdr *cmd,
+                   int32_t result, uint64_t value, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* A DIAG line: code 0 or a negative errno. */
+int vmsig_sink_diag(const struct vmsig_emit_sink *sink, uint32_t endpoint, uint8_t source, int32_t code,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A STATUS (vmhost seam). asker: the CMD_STATUS_QUERY being answered (the
+ * STATUS goes to its sender, same corr), or NULL for a broadcast. */
+int vmsig_sink_status(const struct vmsig_emit_sink *sink, uint32_t endpoint, uint8_t run_state,
+                      const struct vmsig_event_hdr *asker, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 #ifdef __cplusplus
 }
 #endif

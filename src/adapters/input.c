@@ -34,6 +34,7 @@
 
 #include "host/vmconn.h"
 #include "vmctl/vmctl.h"
+#include "adapters/input_cmd.h"
 
 #define POOL_SLOTS   4096u /* QMP commands in flight per VM (= QMP_MAX_PENDING) */
 #define COOKIE_QMP   1u
@@ -61,22 +62,12 @@ struct input {
 
 static void emit_ack(struct input *a, const struct vmsig_event_hdr *hdr, int result, const char *msg)
 {
-        struct vmsig_event cmd, ack;
-
-        cmd.hdr = *hdr;
-        vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, result, 0, "%s", msg);
-        (void)a->sink->emit(a->sink, &ack);
+        (void)vmsig_sink_ack(a->sink, VMSIG_SRC_INPUT, hdr, result, 0, "%s", msg);
 }
 
 static void emit_diag(struct input *a, int code, const char *msg)
 {
-        struct vmsig_event ev;
-        struct vmsig_diag_body d = {.code = code};
-
-        snprintf(d.msg, sizeof(d.msg), "%s", msg);
-        vmsig_event_init(&ev, VMSIG_EV_DIAG, a->endpoint, VMSIG_SRC_INPUT);
-        vmsig_event_set_body(&ev, &d, sizeof(d));
-        (void)a->sink->emit(a->sink, &ev);
+        (void)vmsig_sink_diag(a->sink, a->endpoint, VMSIG_SRC_INPUT, code, "%s", msg);
 }
 
 static struct pending *slot_get(struct input *a)
@@ -305,45 +296,13 @@ static void input_on_readiness(void *instance, uint64_t cookie, uint32_t events)
 static int input_submit(void *instance, const struct vmsig_event *ev, const void *payload, size_t payload_len)
 {
         struct input *a = instance;
-        struct vmsig_input_body in;
         struct vmctl_cmd c = {0};
         struct pending local, *p;
         char msg[VMCTL_MSG_MAX] = "";
-        int r;
+        int r = input_cmd_decode(ev, payload, &c, msg);
 
-        if (vmsig_kind_seam(ev->hdr.kind) != VMSIG_SRC_INPUT)
-                return VMSIG_SUBMIT_NOT_MINE;
-        if (ev->hdr.body_len != sizeof(in) || payload)
-                return -EINVAL;
-        memcpy(&in, ev->body, sizeof(in));
-        if (in.flags)
-                return -EINVAL;
-        switch (ev->hdr.kind) {
-        case VMSIG_EV_MOVE_ABS:
-                c.op = VMCTL_MOVE_ABS;
-                break;
-        case VMSIG_EV_MOVE_REL:
-                c.op = VMCTL_MOVE_REL;
-                break;
-        case VMSIG_EV_BUTTON:
-                c.op = VMCTL_BUTTON; /* VMSIG_BTN_* == VMCTL_BTN_* */
-                break;
-        case VMSIG_EV_KEY:
-                c.op = VMCTL_KEY;
-                break;
-        case VMSIG_EV_WHEEL:
-                c.op = VMCTL_WHEEL;
-                break;
-        default:
-                return VMSIG_SUBMIT_NOT_MINE;
-        }
-        c.x = in.x;
-        c.y = in.y;
-        c.code = in.code;
-        c.value = in.value;
-        r = vmctl_validate(&c, msg);
-        if (r < 0)
-                return r; /* malformed: the core answers, as for the stub */
+        if (r != 0)
+                return r; /* not mine, or malformed: the core answers, as for the stub */
 
         /* uinput completes inside vmctl_submit(): a stack slot will do. */
         p = vmctl_get_backend(a->vm) == VMCTL_BACKEND_QMP ? slot_get(a) : &local;

@@ -20,9 +20,9 @@
 #include <vmsig/event.h>
 
 #include "adapters/stub_internal.h"
+#include "adapters/input_cmd.h"
 
 #define RING_SLOTS  4096u /* commands in flight; beyond that submit says -EBUSY */
-#define KEY_MAX     767u /* Linux KEY_MAX */
 #define RECORD_PATH 4096
 
 struct input_cmd {
@@ -47,7 +47,10 @@ struct input_stub {
         uint64_t recorded; /* worker only */
         /* worker only until the join: the ACK the detach refused */
         bool gone, has_late;
-        struct vmsig_event late;
+        struct vmsig_event_hdr late_hdr;
+        int late_result;
+        uint64_t late_value;
+        char late_msg[VMSIG_MSG_MAX];
 };
 
 static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
@@ -99,17 +102,18 @@ static void *worker_main(void *arg)
 
                 int r = record(s, &c);
                 if (r < 0 || !(c.hdr.flags & VMSIG_F_FF)) {
-                        struct vmsig_event cmd, ack;
-                        cmd.hdr = c.hdr;
+                        char msg[VMSIG_MSG_MAX];
                         if (r < 0)
-                                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, r, s->recorded,
-                                               "recording %s failed: %s", vmsig_kind_name(c.hdr.kind),
-                                               strerror(-r));
+                                snprintf(msg, sizeof(msg), "recording %s failed: %s", vmsig_kind_name(c.hdr.kind),
+                                         strerror(-r));
                         else
-                                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, 0, s->recorded, "%s recorded",
-                                               vmsig_kind_name(c.hdr.kind));
-                        if (s->sink->emit(s->sink, &ack) == -ESHUTDOWN) {
-                                s->late = ack;
+                                snprintf(msg, sizeof(msg), "%s recorded", vmsig_kind_name(c.hdr.kind));
+                        if (vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c.hdr, r, s->recorded, "%s", msg) ==
+                            -ESHUTDOWN) {
+                                s->late_hdr = c.hdr;
+                                s->late_result = r;
+                                s->late_value = s->recorded;
+                                memcpy(s->late_msg, msg, sizeof(msg));
                                 s->has_late = s->gone = true;
                         }
                 }
@@ -136,15 +140,13 @@ static void input_close(void *instance)
         }
         /* We are closing: these ACKs still pass (loop thread). */
         if (s->has_late)
-                (void)s->sink->emit(s->sink, &s->late);
+                (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &s->late_hdr, s->late_result, s->late_value, "%s",
+                                     s->late_msg);
         for (; s->n; s->head = (s->head + 1) % RING_SLOTS, s->n--) {
                 const struct input_cmd *c = &s->ring[s->head];
-                struct vmsig_event cmd, ack;
-                cmd.hdr = c->hdr;
-                vmsig_ack_init(&ack, &cmd, VMSIG_SRC_INPUT, -ECANCELED, s->recorded,
-                               "%s not applied: the VM's input adapter was detached first",
-                               vmsig_kind_name(c->hdr.kind));
-                (void)s->sink->emit(s->sink, &ack);
+                (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c->hdr, -ECANCELED, s->recorded,
+                                     "%s not applied: the VM's input adapter was detached first",
+                                     vmsig_kind_name(c->hdr.kind));
         }
         if (s->record_fd >= 0)
                 close(s->record_fd);
@@ -210,54 +212,26 @@ static void input_on_readiness(void *instance, uint64_t cookie, uint32_t events)
 {
 }
 
-static int validate(uint16_t kind, const struct vmsig_input_body *in)
-{
-        if (in->flags)
-                return -EINVAL;
-        switch (kind) {
-        case VMSIG_EV_MOVE_ABS:
-                if (in->x < 0 || in->x > VMSIG_ABS_MAX || in->y < 0 || in->y > VMSIG_ABS_MAX)
-                        return -ERANGE;
-                return 0;
-        case VMSIG_EV_MOVE_REL:
-        case VMSIG_EV_WHEEL:
-                return 0;
-        case VMSIG_EV_BUTTON:
-                if (in->code < VMSIG_BTN_LEFT || in->code > VMSIG_BTN_MIDDLE)
-                        return -EINVAL;
-                return in->value == 0 || in->value == 1 ? 0 : -EINVAL;
-        case VMSIG_EV_KEY:
-                if (in->code < 1 || in->code > KEY_MAX)
-                        return -EINVAL;
-                return in->value == 0 || in->value == 1 ? 0 : -EINVAL;
-        default:
-                return VMSIG_SUBMIT_NOT_MINE;
-        }
-}
-
 static int input_submit(void *instance, const struct vmsig_event *ev, const void *payload, size_t payload_len)
 {
         struct input_stub *s = instance;
         struct vmsig_input_body in;
-        int r;
+        struct vmctl_cmd c;
+        /* the real input path's rules: the stub takes what a real VM takes */
+        int r = input_cmd_decode(ev, payload, &c, NULL);
 
-        if (vmsig_kind_seam(ev->hdr.kind) != VMSIG_SRC_INPUT)
-                return VMSIG_SUBMIT_NOT_MINE;
-        if (ev->hdr.body_len != sizeof(in) || payload)
-                return -EINVAL;
-        memcpy(&in, ev->body, sizeof(in));
-        r = validate(ev->hdr.kind, &in);
         if (r != 0)
                 return r;
+        memcpy(&in, ev->body, sizeof(in));
 
         pthread_mutex_lock(&s->lock);
         if (!s->worker_started || s->n == RING_SLOTS) {
                 pthread_mutex_unlock(&s->lock);
                 return s->worker_started ? -EBUSY : -ENOTCONN;
         }
-        struct input_cmd *c = &s->ring[(s->head + s->n) % RING_SLOTS];
-        c->hdr = ev->hdr;
-        c->in = in;
+        struct input_cmd *slot = &s->ring[(s->head + s->n) % RING_SLOTS];
+        slot->hdr = ev->hdr;
+        slot->in = in;
         s->n++;
         pthread_cond_signal(&s->cond);
         pthread_mutex_unlock(&s->lock);

@@ -21,6 +21,9 @@
  * owned by QEMU's uid and not writable by group/others, and is read with
  * pread only (libvmie's safe mode), so a shrunk file fails reads, never
  * raises SIGBUS (docs/architecture.md, "Trusting the RAM file").
+ * MEMWRITE itself is the memctx engine (memctx_engine.h), shared with the
+ * stub: this file supplies its RAM source (the vmie_ram, the RW fd, the
+ * shrink check), its root source and the bootstrap it runs on its worker.
  * Threads: the loop owns the session, the pipeline and registration; the
  * worker owns the RAM (vmie_ram + RW fd) and the kernel root used by
  * MEMWRITE. Generations (ram_gen, root_gen) tell the worker what the loop
@@ -28,15 +31,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -53,13 +53,12 @@
 
 #include "host/mtree.h"
 #include "host/vmconn.h"
-#include "adapters/memwrite_job.h"
+#include "adapters/memctx_engine.h"
 
 #define COOKIE_QMP   1u
 #define COOKIE_RETRY 2u /* the session's reconnect timer */
 #define COOKIE_BOOT  3u /* worker -> loop */
 #define COOKIE_KICK  4u /* our bootstrap backoff */
-#define JOBS_MAX     32u
 #define HMP_TIMEOUT_MS 10000u /* our own pipeline steps: nobody waits on them */
 #define PAGE_4K      UINT64_C(4096)
 #define SIZE_2M      (UINT64_C(2) << 20)
@@ -103,7 +102,6 @@ struct boot_res {
 };
 
 struct memctx {
-        bool busy; /* the worker is working outside the lock (owns m->w) */
         uint32_t endpoint;
         char *qmp_path, *ram_path;
         enum os_mode os;
@@ -118,25 +116,18 @@ struct memctx {
         bool registered;
         struct mtree_layout layout;
         struct vmsig_backoff backoff;
-        int evfd;
         char refused[VMSIG_MSG_MAX]; /* last refusal reported, "" after a success */
 
-        /* shared, under lock */
-        pthread_t worker;
-        bool worker_started;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        bool stop;
+        /* MEMWRITE queue and worker; shared below, under its lock */
+        struct mce *engine;
         uint64_t ram_gen, root_gen; /* written by the loop */
-        bool boot_pending;
-        struct boot_req req;
+        struct boot_req req;        /* valid while a bootstrap is requested */
         bool res_pending;
         struct boot_res res;
-        struct mw_job *head, *tail;
-        unsigned njobs;
 
         /* worker only */
         struct {
+                struct boot_req req; /* the bootstrap being worked on */
                 uint64_t ram_gen, root_gen;
                 struct mtree_layout layout;
                 struct vmie_ram *ram;
@@ -147,7 +138,6 @@ struct memctx {
                 char why[VMSIG_MSG_MAX];  /* why ram is NULL: "" = QEMU not connected */
                 uint64_t unsettled_since; /* monotonic ns; 0 = not waiting for swapper */
         } w;
-        struct mw_late late; /* the worker's, read by close() after the join */
 };
 
 static uint64_t now_ns(void)
@@ -156,45 +146,6 @@ static uint64_t now_ns(void)
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- emitting (any thread) ---- */
-
-static void emit_diag(struct memctx *m, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void emit_diag(struct memctx *m, int code, const char *fmt, ...)
-{
-        struct vmsig_diag_body d;
-        struct vmsig_event ev;
-        va_list ap;
-
-        memset(&d, 0, sizeof(d));
-        d.code = code;
-        va_start(ap, fmt);
-        vsnprintf(d.msg, sizeof(d.msg), fmt, ap);
-        va_end(ap);
-        vmsig_event_init(&ev, VMSIG_EV_DIAG, m->endpoint, VMSIG_SRC_MEMCTX);
-        ev.hdr.ts_ns = now_ns();
-        vmsig_event_set_body(&ev, &d, sizeof(d));
-        (void)m->sink->emit(m->sink, &ev);
-}
-
-static void ack(struct memctx *m, const struct vmsig_event_hdr *hdr, int result, uint64_t value,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void ack(struct memctx *m, const struct vmsig_event_hdr *hdr, int result, uint64_t value,
-                const char *fmt, ...)
-{
-        struct vmsig_event cmd, ev;
-        char msg[VMSIG_MSG_MAX];
-        va_list ap;
-
-        if (result == 0 && (hdr->flags & VMSIG_F_FF))
-                return;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        cmd.hdr = *hdr;
-        vmsig_ack_init(&ev, &cmd, VMSIG_SRC_MEMCTX, result, value, "%s", msg);
-        late_or_emit(m->sink, &ev, &m->late);
 }
 
 /* ---- worker: guest RAM ---- */
@@ -523,12 +474,94 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
         return r;
 }
 
-/* ---- worker: MEMWRITE ---- */
+/* ---- the engine's ops (worker, or inline with the worker idle) ---- */
 
-static int write_full(int fd, const uint8_t *p, uint64_t len, uint64_t off)
+/* Catch up with what the loop invalidated since we last looked. */
+static void w_sync(void *ud)
 {
+        struct memctx *m = ud;
+
+        mce_lock(m->engine);
+        uint64_t ram_gen = m->ram_gen, root_gen = m->root_gen;
+        mce_unlock(m->engine);
+        if (ram_gen != m->w.ram_gen && m->w.ram)
+                w_close_ram(m); /* QEMU gone: the file may be deleted */
+        if (ram_gen != m->w.ram_gen)
+                m->w.why[0] = '\0'; /* a refusal was about the old QEMU */
+        if (root_gen != m->w.root_gen)
+                m->w.root_ok = false;
+        m->w.root_gen = root_gen;
+}
+
+static void w_boot_take(void *ud)
+{
+        struct memctx *m = ud;
+
+        m->w.req = m->req;
+}
+
+static void w_boot_task(void *ud)
+{
+        struct memctx *m = ud;
+        const struct boot_req *q = &m->w.req;
+        struct boot_res res;
+
+        memset(&res, 0, sizeof(res));
+        res.root_gen = q->root_gen;
+        res.fd = -1;
+        res.r = w_boot(m, q, &res);
+        if (res.r == 0) {
+                res.fd = fcntl(m->w.ro_fd, F_DUPFD_CLOEXEC, 3);
+                if (res.fd < 0) {
+                        res.r = -errno;
+                        snprintf(res.msg, sizeof(res.msg), "dup: %s", strerror(errno));
+                }
+        }
+        if (res.r == 0 && q->root_gen == m->w.root_gen) {
+                m->w.root_ok = true;
+                m->w.root = res.kr.root;
+        }
+        mce_lock(m->engine);
+        if (m->res_pending && m->res.fd >= 0)
+                close(m->res.fd); /* superseded, never seen by the loop */
+        m->res = res;
+        m->res_pending = true;
+        mce_unlock(m->engine);
+        mce_notify(m->engine);
+}
+
+static int w_target(void *ud, struct mce_target *t, char *msg, size_t len)
+{
+        struct memctx *m = ud;
+
+        if (!m->w.ram) {
+                snprintf(msg, len, "guest RAM not available (%s)", m->w.why[0] ? m->w.why : "QEMU not connected");
+                return -ENOTCONN;
+        }
+        t->ram = m->w.ram;
+        t->root = m->w.root_ok ? m->w.root : 0;
+        t->levels = m->w.levels;
+        return 0;
+}
+
+static int w_shrunk_msg(void *ud, char *msg, size_t len)
+{
+        struct memctx *m = ud;
+        uint64_t fsize = 0;
+
+        if (!w_shrunk(m, &fsize))
+                return 0;
+        snprintf(msg, len, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path, fsize);
+        return -EIO;
+}
+
+static int w_write(void *ud, const void *buf, size_t len, uint64_t off)
+{
+        struct memctx *m = ud;
+        const uint8_t *p = buf;
+
         while (len) {
-                ssize_t n = pwrite(fd, p, len, (off_t)off);
+                ssize_t n = pwrite(m->w.rw_fd, p, len, (off_t)off);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -537,177 +570,30 @@ static int write_full(int fd, const uint8_t *p, uint64_t len, uint64_t off)
                 if (n == 0)
                         return -EIO;
                 p += n;
-                len -= (uint64_t)n;
+                len -= (size_t)n;
                 off += (uint64_t)n;
         }
         return 0;
 }
 
-static void w_memwrite(struct memctx *m, const struct mw_job *j)
+/* Lock held, worker idle: it has caught up with every invalidation, so
+ * m->w is current and a small write may run inline. */
+static bool w_current(void *ud)
 {
-        const bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
-        size_t cap = j->len / PAGE_4K + 2 + MTREE_MAX_RANGES, n = 0;
-        struct vmie_chunk *ch;
-        uint64_t bad = 0, fsize = 0;
-        int r;
+        const struct memctx *m = ud;
 
-        if (!m->w.ram) {
-                ack(m, &j->hdr, -ENOTCONN, 0, "guest RAM not available (%s)",
-                    m->w.why[0] ? m->w.why : "QEMU not connected");
-                return;
-        }
-        if (!phys && !j->hdr.cr3 && !m->w.root_ok) {
-                ack(m, &j->hdr, -EAGAIN, 0, "no kernel root yet");
-                return;
-        }
-        if (j->addr + j->len < j->addr) {
-                ack(m, &j->hdr, -EFAULT, 0, "extent 0x%" PRIx64 "+%u wraps", j->addr, j->len);
-                return;
-        }
-        ch = calloc(cap, sizeof(*ch));
-        if (!ch) {
-                ack(m, &j->hdr, -ENOMEM, 0, "out of memory");
-                return;
-        }
-        if (phys) {
-                /* every byte must be RAM before anything is written */
-                for (uint64_t pos = 0; pos < j->len;) {
-                        uint64_t off, avail;
-                        if (vmie_ram_gpa_to_offset(m->w.ram, j->addr + pos, &off, &avail) < 0) {
-                                ack(m, &j->hdr, -EFAULT, 0, "not RAM at gpa 0x%" PRIx64, j->addr + pos);
-                                goto out;
-                        }
-                        uint64_t c = j->len - pos < avail ? j->len - pos : avail;
-                        if (n == cap) {
-                                ack(m, &j->hdr, -EFAULT, 0, "extent too fragmented");
-                                goto out;
-                        }
-                        ch[n++] = (struct vmie_chunk){off, j->addr + pos, c};
-                        pos += c;
-                }
-        } else {
-                struct vmie_as as = {.ram = m->w.ram,
-                                     .root = j->hdr.cr3 ? vmie_cr3_root(j->hdr.cr3, 0) : m->w.root,
-                                     .levels = (uint8_t)m->w.levels};
-                /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63
-                 * are not part of the root (same rule as the stub) */
-                if (j->hdr.cr3 && vmie_ram_gpa_to_offset(m->w.ram, as.root, NULL, NULL) < 0) {
-                        ack(m, &j->hdr, -EINVAL, 0,
-                            "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM", j->hdr.cr3,
-                            as.root);
-                        goto out;
-                }
-                r = vmie_extent_plan(&as, j->addr, j->len, VMIE_EXTENT_WRITABLE, ch, cap, &n, &bad);
-                if (r < 0 && w_shrunk(m, &fsize)) {
-                        ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path,
-                            fsize);
-                        goto out;
-                }
-                if (r < 0) {
-                        struct vmie_xlate x;
-                        uint64_t page = bad & ~(PAGE_4K - 1);
-                        if (r == -EACCES)
-                                ack(m, &j->hdr, r, 0, "read-only page at 0x%" PRIx64, page);
-                        else if (r == -EFAULT && vmie_walk(&as, bad, &x) == 0)
-                                ack(m, &j->hdr, r, 0, "not RAM at gpa 0x%" PRIx64 " (va 0x%" PRIx64 ")",
-                                    x.gpa, bad);
-                        else if (r == -EFAULT)
-                                ack(m, &j->hdr, r, 0, "unmapped page at 0x%" PRIx64, page);
-                        else if (r == -ERANGE)
-                                ack(m, &j->hdr, -EFAULT, 0, "non-canonical address 0x%" PRIx64, bad);
-                        else if (r == -ENXIO)
-                                ack(m, &j->hdr, -EINVAL, 0,
-                                    "bad page tables (root 0x%" PRIx64 ") at 0x%" PRIx64, as.root, bad);
-                        else
-                                ack(m, &j->hdr, r, 0, "planning the write failed: %s", strerror(-r));
-                        goto out;
-                }
-        }
-        /* pwrite past a shrunk end would grow the QEMU user's file */
-        if (w_shrunk(m, &fsize)) {
-                ack(m, &j->hdr, -EIO, 0, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path, fsize);
-                goto out;
-        }
-        const uint8_t *p = j->data;
-        for (size_t i = 0; i < n; p += ch[i].len, i++) {
-                r = write_full(m->w.rw_fd, p, ch[i].len, ch[i].file_offset);
-                if (r < 0) {
-                        ack(m, &j->hdr, r, 0, "writing guest RAM failed: %s", strerror(-r));
-                        goto out;
-                }
-        }
-        ack(m, &j->hdr, 0, j->len, "wrote %u bytes at %s0x%" PRIx64, j->len, phys ? "gpa " : "", j->addr);
-out:
-        free(ch);
+        return m->ram_gen == m->w.ram_gen && m->root_gen == m->w.root_gen;
 }
 
-static void *worker_main(void *arg)
-{
-        struct memctx *m = arg;
-
-        pthread_mutex_lock(&m->lock);
-        for (;;) {
-                m->busy = false;
-                while (!m->stop && !m->boot_pending && !m->head)
-                        pthread_cond_wait(&m->cond, &m->lock);
-                if (m->stop || m->late.gone)
-                        break; /* detached: start nothing more, close() answers the rest */
-                m->busy = true;
-                /* what the loop invalidated since we last looked */
-                uint64_t ram_gen = m->ram_gen, root_gen = m->root_gen;
-                pthread_mutex_unlock(&m->lock);
-                if (ram_gen != m->w.ram_gen && m->w.ram)
-                        w_close_ram(m); /* QEMU gone: the file may be deleted */
-                if (ram_gen != m->w.ram_gen)
-                        m->w.why[0] = '\0'; /* a refusal was about the old QEMU */
-                if (root_gen != m->w.root_gen)
-                        m->w.root_ok = false;
-                m->w.root_gen = root_gen;
-                pthread_mutex_lock(&m->lock);
-
-                if (m->boot_pending) {
-                        struct boot_req q = m->req;
-                        struct boot_res res;
-                        m->boot_pending = false;
-                        pthread_mutex_unlock(&m->lock);
-                        memset(&res, 0, sizeof(res));
-                        res.root_gen = q.root_gen;
-                        res.fd = -1;
-                        res.r = w_boot(m, &q, &res);
-                        if (res.r == 0) {
-                                res.fd = fcntl(m->w.ro_fd, F_DUPFD_CLOEXEC, 3);
-                                if (res.fd < 0) {
-                                        res.r = -errno;
-                                        snprintf(res.msg, sizeof(res.msg), "dup: %s", strerror(errno));
-                                }
-                        }
-                        if (res.r == 0 && q.root_gen == root_gen) {
-                                m->w.root_ok = true;
-                                m->w.root = res.kr.root;
-                        }
-                        pthread_mutex_lock(&m->lock);
-                        if (m->res_pending && m->res.fd >= 0)
-                                close(m->res.fd); /* superseded, never seen by the loop */
-                        m->res = res;
-                        m->res_pending = true;
-                        pthread_mutex_unlock(&m->lock);
-                        (void)eventfd_write(m->evfd, 1);
-                        pthread_mutex_lock(&m->lock);
-                        continue;
-                }
-                struct mw_job *j = m->head;
-                m->head = j->next;
-                if (!m->head)
-                        m->tail = NULL;
-                m->njobs--;
-                pthread_mutex_unlock(&m->lock);
-                w_memwrite(m, j);
-                free(j);
-                pthread_mutex_lock(&m->lock);
-        }
-        pthread_mutex_unlock(&m->lock);
-        return NULL;
-}
+static const struct mce_ops engine_ops = {
+    .sync = w_sync,
+    .boot_take = w_boot_take,
+    .boot = w_boot_task,
+    .target = w_target,
+    .shrunk = w_shrunk_msg,
+    .write = w_write,
+    .current = w_current,
+};
 
 /* ---- loop: the pipeline ---- */
 
@@ -719,9 +605,11 @@ static void failed(struct memctx *m, int code, const char *what, const char *msg
         int first = vmsig_backoff_failed(&m->backoff);
 
         if (first < 0)
-                emit_diag(m, first, "memctx: bootstrap retry timer failed: %s", strerror(-first));
+                (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, first,
+                                      "memctx: bootstrap retry timer failed: %s", strerror(-first));
         else if (first == 1) /* a booting guest is transient: say it once */
-                emit_diag(m, code, "memctx %s: %.120s; retrying", what, msg);
+                (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, code, "memctx %s: %.120s; retrying",
+                                      what, msg);
 }
 
 static void invalidate(struct memctx *m, bool ram_too)
@@ -731,12 +619,12 @@ static void invalidate(struct memctx *m, bool ram_too)
                 m->registered = false;
         }
         m->step_gen++;
-        pthread_mutex_lock(&m->lock);
+        mce_lock(m->engine);
         m->root_gen++;
         if (ram_too)
                 m->ram_gen++;
-        m->boot_pending = false;
-        pthread_mutex_unlock(&m->lock);
+        mce_set_boot_locked(m->engine, false);
+        mce_unlock(m->engine);
 }
 
 static int parse_hex(const char *text, const char *key, uint64_t *ret)
@@ -789,16 +677,15 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         }
         uid_t uid = 0;
         int ue = vmconn_peer_uid(&m->l, &uid);
-        pthread_mutex_lock(&m->lock);
+        mce_lock(m->engine);
         m->req.ram_gen = m->ram_gen;
         m->req.root_gen = m->root_gen;
         m->req.layout = m->layout;
         m->req.regs = g;
         m->req.uid_err = ue;
         m->req.qemu_uid = uid;
-        m->boot_pending = true;
-        pthread_cond_signal(&m->cond);
-        pthread_mutex_unlock(&m->lock);
+        mce_set_boot_locked(m->engine, true);
+        mce_unlock(m->engine);
         m->phase = PH_BOOT;
 }
 
@@ -849,13 +736,13 @@ static void boot_done(struct memctx *m)
         struct boot_res res;
         bool pending;
 
-        pthread_mutex_lock(&m->lock);
+        mce_lock(m->engine);
         pending = m->res_pending;
         res = m->res;
         m->res_pending = false;
         m->res.fd = -1;
         bool stale = res.root_gen != m->root_gen;
-        pthread_mutex_unlock(&m->lock);
+        mce_unlock(m->engine);
         if (!pending)
                 return;
         if (stale || m->phase != PH_BOOT) {
@@ -867,10 +754,12 @@ static void boot_done(struct memctx *m)
                 /* not a booting guest: say it whenever the reason changes */
                 int first = vmsig_backoff_failed(&m->backoff);
                 if (first < 0)
-                        emit_diag(m, first, "memctx: bootstrap retry timer failed: %s", strerror(-first));
+                        (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, first,
+                                              "memctx: bootstrap retry timer failed: %s", strerror(-first));
                 if (strcmp(m->refused, res.msg) != 0) {
                         snprintf(m->refused, sizeof(m->refused), "%s", res.msg);
-                        emit_diag(m, res.r, "memctx: %s", res.msg);
+                        (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, res.r, "memctx: %s",
+                                              res.msg);
                 }
                 return;
         }
@@ -968,31 +857,13 @@ static void memctx_close(void *instance)
         if (!m)
                 return;
         vmconn_detach(&m->l);
-        if (m->worker_started) {
-                pthread_mutex_lock(&m->lock);
-                m->stop = true;
-                pthread_cond_broadcast(&m->cond);
-                pthread_mutex_unlock(&m->lock);
-                pthread_join(m->worker, NULL);
-        }
-        /* The ACK the worker could not deliver, then "not applied" for
-         * every write it never started (we are closing: the ACKs pass). */
-        mw_late_flush(m->sink, &m->late);
-        while (m->head) {
-                struct mw_job *j = m->head;
-                m->head = j->next;
-                if (m->sink)
-                        ack(m, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
-                free(j);
-        }
+        /* joins the worker, then answers every write (engine rules) */
+        mce_stop(m->engine);
         if (m->res_pending && m->res.fd >= 0)
                 close(m->res.fd);
         w_close_ram(m);
         vmsig_backoff_done(&m->backoff);
-        if (m->evfd >= 0)
-                close(m->evfd);
-        pthread_cond_destroy(&m->cond);
-        pthread_mutex_destroy(&m->lock);
+        mce_free(m->engine);
         free(m->qmp_path);
         free(m->ram_path);
         free(m);
@@ -1033,20 +904,16 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         m->copts.retry_min_ms = (uint32_t)retry_ms;
         m->copts.retry_max_ms = (uint32_t)retry_max_ms;
         snprintf(m->copts.vm_name, sizeof(m->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
-        m->evfd = m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
-        pthread_mutex_init(&m->lock, NULL);
-        pthread_cond_init(&m->cond, NULL);
+        m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
         m->qmp_path = strdup(cfg->qmp_path);
         m->ram_path = strdup(cfg->ram_path);
         if (!m->qmp_path || !m->ram_path) {
                 r = -ENOMEM;
                 goto fail;
         }
-        m->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (m->evfd < 0) {
-                r = -errno;
+        r = mce_new(&engine_ops, m, &m->engine);
+        if (r < 0)
                 goto fail;
-        }
         r = vmsig_backoff_init(&m->backoff, (uint32_t)retry_ms, (uint32_t)retry_max_ms);
         if (r < 0)
                 goto fail;
@@ -1068,10 +935,9 @@ static int memctx_attach(void *instance, const struct vmsig_emit_sink *sink, str
         if (m->attached)
                 return -EALREADY;
         m->sink = sink;
-        r = -pthread_create(&m->worker, NULL, worker_main, m);
+        r = mce_start(m->engine, sink);
         if (r < 0)
                 return r;
-        m->worker_started = true;
         m->l = (struct vmconn_listener){.ops = &listener_ops,
                                         .sink = sink,
                                         .cookie_qmp = COOKIE_QMP,
@@ -1082,7 +948,7 @@ static int memctx_attach(void *instance, const struct vmsig_emit_sink *sink, str
         if (r < 0)
                 return r; /* close() joins the worker */
         m->attached = true;
-        reg[0] = (struct vmsig_fd_reg){m->evfd, EPOLLIN, VMSIG_RDY_EVENTFD, COOKIE_BOOT};
+        reg[0] = (struct vmsig_fd_reg){mce_evfd(m->engine), EPOLLIN, VMSIG_RDY_EVENTFD, COOKIE_BOOT};
         reg[1] = (struct vmsig_fd_reg){m->backoff.fd, EPOLLIN, VMSIG_RDY_TIMERFD, COOKIE_KICK};
         *ret_n = 2;
         if (vmconn_get_state(&m->l, NULL) == VMCONN_READY) /* the vmhost adapter connected it */
@@ -1106,40 +972,8 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                          size_t payload_len)
 {
         struct memctx *m = instance;
-        struct mw_job *j;
-        int err;
 
-        if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
-                return VMSIG_SUBMIT_NOT_MINE;
-        j = mw_job_new(ev, payload, payload_len, &err);
-        if (!j)
-                return err;
-
-        pthread_mutex_lock(&m->lock);
-        if (!m->worker_started || m->njobs >= JOBS_MAX) {
-                bool started = m->worker_started;
-                pthread_mutex_unlock(&m->lock);
-                free(j);
-                return started ? -EBUSY : -ENOTCONN;
-        }
-        /* See memwrite_job.h. Only when the worker has caught up with every
-         * invalidation, so m->w is current. */
-        if (!m->busy && !m->head && !m->boot_pending && m->ram_gen == m->w.ram_gen &&
-            m->root_gen == m->w.root_gen && j->len <= MEMWRITE_INLINE_BYTES) {
-                w_memwrite(m, j);
-                pthread_mutex_unlock(&m->lock);
-                free(j);
-                return VMSIG_SUBMIT_ACCEPTED;
-        }
-        if (m->tail)
-                m->tail->next = j;
-        else
-                m->head = j;
-        m->tail = j;
-        m->njobs++;
-        pthread_cond_signal(&m->cond);
-        pthread_mutex_unlock(&m->lock);
-        return VMSIG_SUBMIT_ACCEPTED;
+        return mce_submit(m->engine, ev, payload, payload_len);
 }
 
 static const struct vmsig_adapter_ops memctx_ops = {

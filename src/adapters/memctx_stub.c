@@ -11,45 +11,41 @@
  * ftruncate, fallocate and writable shared mappings fail on the seals), and
  * the size can never change, so nobody's mapping can fault.
  *
+ * Everything else is the memctx engine (memctx_engine.h), shared with the
+ * real adapter: MEMWRITE queue, worker, inline path, libvmie's write
+ * planner. This file supplies the RAM source (that mapping, wrapped as a
+ * vmie_ram), the root source (the synthetic guest's fixed kernel root) and
+ * the bootstrap, which runs on the engine's worker.
+ *
  * Threads: the loop thread owns registration and the backoff timer; the
  * worker owns the RAM for guest writes. Boot results cross to the loop
- * through an eventfd (VMSIG_RDY_EVENTFD); MEMWRITE ACKs go out via sink->emit. */
+ * through the engine's eventfd (VMSIG_RDY_EVENTFD). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <vmie/vmie.h>
 #include <vmsig/adapter.h>
 #include <vmsig/backoff.h>
 #include <vmsig/event.h>
 #include <vmsig/memctx.h>
 
 #include "adapters/stub_internal.h"
-#include "adapters/memwrite_job.h"
+#include "adapters/memctx_engine.h"
 
 #define COOKIE_BOOT_DONE 1u
 #define COOKIE_RETRY     2u
-#define JOBS_MAX         32u /* queued MEMWRITEs; beyond that submit says -EBUSY */
-#define PAGE_4K          UINT64_C(4096)
 #define RETRY_MAX_MS     5000u
 
-/* One contiguous piece of a write in the RAM file. */
-struct seg {
-        uint64_t off;
-        uint64_t len;
-};
-
 struct memctx_stub {
-        bool busy; /* the worker is working outside the lock */
         uint32_t endpoint;
         uint64_t low; /* bytes below 4 GiB == bytes above */
         uint32_t fail_boots;
@@ -58,27 +54,19 @@ struct memctx_stub {
         int ram_fd;   /* sealed; only reopened read-only for controls */
         uint8_t *ram; /* shared writable mapping of it, made before sealing */
         size_t ram_len;
-        int evfd;   /* worker -> loop: a boot attempt finished */
+        struct vmie_ram *vram; /* the same mapping, for libvmie (read-only view) */
         struct vmsig_backoff backoff;
         const struct vmsig_emit_sink *sink;
+        struct mce *engine;
 
-        pthread_t worker;
-        bool worker_started;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        /* under lock */
-        bool stop;
-        bool boot_requested;
+        /* under the engine's lock */
         bool booted; /* the root is known: MEMWRITE may proceed */
-        struct mw_job *head, *tail;
-        unsigned njobs;
         bool result_pending;
         int result;
         int result_fd; /* read-only reopen on success */
         char result_msg[VMSIG_MSG_MAX];
 
-        /* worker only (late: read by close() after the join) */
-        struct mw_late late;
+        /* worker only */
         unsigned attempts;
         bool image_built;
 
@@ -88,35 +76,12 @@ struct memctx_stub {
 
 /* ---- guest RAM access (worker) ---- */
 
-static int gpa_to_off(const struct memctx_stub *s, uint64_t gpa, uint64_t *ret_off, uint64_t *ret_avail)
-{
-        return vmsig_memctx_gpa_to_offset(&s->layout, gpa, ret_off, ret_avail);
-}
-
-/* Guest RAM bytes [off, off+len) of the file, checked against its size. */
-static uint8_t *ram_at(const struct memctx_stub *s, uint64_t off, uint64_t len)
-{
-        return off <= s->ram_len && len <= s->ram_len - off ? s->ram + off : NULL;
-}
-
+/* The file's bytes [off, off+len), checked against its size. */
 static int write_full(struct memctx_stub *s, const void *buf, size_t len, uint64_t off)
 {
-        uint8_t *p = ram_at(s, off, len);
-
-        if (!p)
+        if (off > s->ram_len || len > s->ram_len - off)
                 return -EIO;
-        memcpy(p, buf, len);
-        return 0;
-}
-
-static int read_pte(const struct memctx_stub *s, uint64_t gpa, uint64_t *ret)
-{
-        uint64_t off;
-        const uint8_t *p;
-
-        if (gpa_to_off(s, gpa, &off, NULL) < 0 || !(p = ram_at(s, off, sizeof(*ret))))
-                return -EFAULT;
-        memcpy(ret, p, sizeof(*ret));
+        memcpy(s->ram + off, buf, len);
         return 0;
 }
 
@@ -182,49 +147,13 @@ static int build_image(struct memctx_stub *s)
         return write_full(s, VMSIG_STUB_BANNER, sizeof(VMSIG_STUB_BANNER), VMSIG_STUB_BANNER_GPA);
 }
 
-/* Walk va under root. ret_gpa: the physical address; ret_left: bytes to the
- * end of the page; ret_rw: writable at every level. -EFAULT when some
- * level is not present or a table lies outside RAM. */
-static int walk(const struct memctx_stub *s, uint64_t root, uint64_t va, uint64_t *ret_gpa,
-                uint64_t *ret_left, bool *ret_rw)
-{
-        uint64_t table = root & VMSIG_STUB_PTE_ADDR;
-        bool rw = true;
-
-        /* non-canonical addresses have no translation at all */
-        if ((uint64_t)((int64_t)(va << 16) >> 16) != va)
-                return -EFAULT;
-        for (int level = 4; level >= 1; level--) {
-                unsigned shift = 12 + 9 * (unsigned)(level - 1);
-                uint64_t e;
-                int r = read_pte(s, table + ((va >> shift) & 511) * 8, &e);
-
-                if (r < 0)
-                        return r;
-                if (!(e & VMSIG_STUB_PTE_P))
-                        return -EFAULT;
-                rw = rw && (e & VMSIG_STUB_PTE_RW);
-                if (level == 1 || ((level == 2 || level == 3) && (e & VMSIG_STUB_PTE_PS))) {
-                        uint64_t size = UINT64_C(1) << shift;
-                        uint64_t base = e & VMSIG_STUB_PTE_ADDR & ~(size - 1);
-                        *ret_gpa = base | (va & (size - 1));
-                        *ret_left = size - (va & (size - 1));
-                        *ret_rw = rw;
-                        return 0;
-                }
-                table = e & VMSIG_STUB_PTE_ADDR;
-        }
-        return -EFAULT; /* not reached */
-}
-
 /* ---- bootstrap (worker) ---- */
 
 static int boot_attempt(struct memctx_stub *s, int *ret_fd, char *msg, size_t msglen)
 {
+        const struct vmie_as as = {.ram = s->vram, .root = VMSIG_STUB_KERNEL_ROOT, .levels = 4};
         char path[64];
         char banner[sizeof(VMSIG_STUB_BANNER)];
-        uint64_t gpa, left, off;
-        bool rw;
         int r;
 
         s->attempts++;
@@ -241,13 +170,7 @@ static int boot_attempt(struct memctx_stub *s, int *ret_fd, char *msg, size_t ms
                 return -EAGAIN;
         }
         /* Prove the root the way a control would: walk to the banner. */
-        r = walk(s, VMSIG_STUB_KERNEL_ROOT, VMSIG_STUB_BANNER_VA, &gpa, &left, &rw);
-        if (r == 0)
-                r = gpa_to_off(s, gpa, &off, NULL);
-        if (r == 0 && !ram_at(s, off, sizeof(banner)))
-                r = -EIO;
-        if (r == 0)
-                memcpy(banner, s->ram + off, sizeof(banner));
+        r = vmie_read_virt(&as, VMSIG_STUB_BANNER_VA, banner, sizeof(banner), NULL);
         if (r == 0 && memcmp(banner, VMSIG_STUB_BANNER, sizeof(banner)) != 0)
                 r = -EBADMSG;
         if (r < 0) {
@@ -268,171 +191,51 @@ static int boot_attempt(struct memctx_stub *s, int *ret_fd, char *msg, size_t ms
         return 0;
 }
 
-/* ---- MEMWRITE (worker) ---- */
+/* ---- the engine's ops ---- */
 
-static void ack(struct memctx_stub *s, const struct vmsig_event_hdr *hdr, int result, uint64_t value,
-                const char *msg)
+/* Worker: one bootstrap attempt, its result handed to the loop. */
+static void stub_boot(void *ud)
 {
-        struct vmsig_event cmd, ev;
+        struct memctx_stub *s = ud;
+        char msg[VMSIG_MSG_MAX] = "";
+        int fd = -1;
+        int r = boot_attempt(s, &fd, msg, sizeof(msg));
 
-        if (result == 0 && (hdr->flags & VMSIG_F_FF))
-                return;
-        cmd.hdr = *hdr;
-        vmsig_ack_init(&ev, &cmd, VMSIG_SRC_MEMCTX, result, value, "%s", msg);
-        late_or_emit(s->sink, &ev, &s->late);
+        mce_lock(s->engine);
+        if (r == 0)
+                s->booted = true;
+        s->result_pending = true;
+        s->result = r;
+        s->result_fd = fd;
+        memcpy(s->result_msg, msg, sizeof(msg));
+        mce_unlock(s->engine);
+        mce_notify(s->engine);
 }
 
-/* Resolve the whole extent into file segments, checking every page before a
- * single byte is written. */
-static int plan_write(const struct memctx_stub *s, const struct mw_job *j, struct seg *segs, size_t *ret_n,
-                      char *msg, size_t msglen)
+static int stub_target(void *ud, struct mce_target *t, char *msg, size_t len)
 {
-        bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
-        /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63 are not
-         * part of the root (same rule as the real adapter, vmie_cr3_root) */
-        uint64_t root = j->hdr.cr3 ? j->hdr.cr3 & VMSIG_STUB_PTE_ADDR : s->layout.kernel_root;
-        size_t n = 0;
+        struct memctx_stub *s = ud;
 
-        if (j->addr + j->len < j->addr) {
-                snprintf(msg, msglen, "extent 0x%" PRIx64 "+%u wraps", j->addr, j->len);
-                return -EFAULT;
+        if (!s->booted) {
+                snprintf(msg, len, "address-space context not ready (guest still booting)");
+                return -EAGAIN;
         }
-        if (!phys && j->hdr.cr3) {
-                uint64_t off;
-                if (gpa_to_off(s, root, &off, NULL) < 0) {
-                        snprintf(msg, msglen, "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM",
-                                 j->hdr.cr3, root);
-                        return -EINVAL;
-                }
-        }
-        for (uint64_t pos = 0; pos < j->len;) {
-                uint64_t a = j->addr + pos, gpa, left, off, avail;
-                bool rw = true;
-                int r;
-
-                if (phys) {
-                        gpa = a;
-                        left = PAGE_4K - (a & (PAGE_4K - 1));
-                } else {
-                        r = walk(s, root, a, &gpa, &left, &rw);
-                        if (r == -EFAULT) {
-                                snprintf(msg, msglen, "unmapped page at 0x%" PRIx64, a & ~(PAGE_4K - 1));
-                                return r;
-                        }
-                        if (r < 0) {
-                                snprintf(msg, msglen, "page walk at 0x%" PRIx64 " failed: %s", a,
-                                         strerror(-r));
-                                return r;
-                        }
-                        if (!rw) {
-                                snprintf(msg, msglen, "read-only page at 0x%" PRIx64, a & ~(PAGE_4K - 1));
-                                return -EACCES;
-                        }
-                }
-                if (gpa_to_off(s, gpa, &off, &avail) < 0) {
-                        if (phys)
-                                snprintf(msg, msglen, "unmapped page at 0x%" PRIx64, gpa & ~(PAGE_4K - 1));
-                        else
-                                snprintf(msg, msglen,
-                                         "unmapped page at 0x%" PRIx64 " (maps gpa 0x%" PRIx64
-                                         " outside guest RAM)",
-                                         a & ~(PAGE_4K - 1), gpa);
-                        return -EFAULT;
-                }
-                uint64_t chunk = j->len - pos;
-                if (chunk > left)
-                        chunk = left;
-                if (chunk > avail)
-                        chunk = avail;
-                if (n && segs[n - 1].off + segs[n - 1].len == off)
-                        segs[n - 1].len += chunk;
-                else
-                        segs[n++] = (struct seg){off, chunk};
-                pos += chunk;
-        }
-        *ret_n = n;
+        t->ram = s->vram;
+        t->root = VMSIG_STUB_KERNEL_ROOT;
+        t->levels = 4;
         return 0;
 }
 
-static void do_memwrite(struct memctx_stub *s, const struct mw_job *j, bool booted)
+static int stub_write(void *ud, const void *buf, size_t len, uint64_t off)
 {
-        char msg[VMSIG_MSG_MAX] = "";
-        struct seg *segs;
-        size_t n = 0;
-        int r;
-
-        if (!booted) {
-                ack(s, &j->hdr, -EAGAIN, 0, "address-space context not ready (guest still booting)");
-                return;
-        }
-        /* at most one segment per 4 KiB page touched */
-        segs = calloc(j->len / PAGE_4K + 2, sizeof(*segs));
-        if (!segs) {
-                ack(s, &j->hdr, -ENOMEM, 0, "out of memory");
-                return;
-        }
-        r = plan_write(s, j, segs, &n, msg, sizeof(msg));
-        if (r == 0) {
-                const uint8_t *p = j->data;
-                for (size_t i = 0; i < n && r == 0; p += segs[i].len, i++)
-                        r = write_full(s, p, segs[i].len, segs[i].off);
-                if (r < 0)
-                        snprintf(msg, sizeof(msg), "writing guest RAM failed: %s", strerror(-r));
-                else
-                        snprintf(msg, sizeof(msg), "wrote %u bytes at %s0x%" PRIx64, j->len,
-                                 (j->flags & VMSIG_MEMWRITE_PHYS) ? "gpa " : "", j->addr);
-        }
-        free(segs);
-        ack(s, &j->hdr, r, r == 0 ? j->len : 0, msg);
+        return write_full(ud, buf, len, off);
 }
 
-static void *worker_main(void *arg)
-{
-        struct memctx_stub *s = arg;
-
-        pthread_mutex_lock(&s->lock);
-        for (;;) {
-                while (!s->stop && !s->boot_requested && !s->head)
-                        pthread_cond_wait(&s->cond, &s->lock);
-                if (s->stop || s->late.gone)
-                        break; /* detached: start nothing more, close() answers the rest */
-                if (s->boot_requested) {
-                        char msg[VMSIG_MSG_MAX] = "";
-                        int fd = -1, r;
-
-                        s->boot_requested = false;
-                        s->busy = true;
-                        pthread_mutex_unlock(&s->lock);
-                        r = boot_attempt(s, &fd, msg, sizeof(msg));
-                        pthread_mutex_lock(&s->lock);
-                        s->busy = false;
-                        if (r == 0)
-                                s->booted = true;
-                        s->result_pending = true;
-                        s->result = r;
-                        s->result_fd = fd;
-                        memcpy(s->result_msg, msg, sizeof(msg));
-                        pthread_mutex_unlock(&s->lock);
-                        (void)eventfd_write(s->evfd, 1); /* cannot overflow in practice */
-                        pthread_mutex_lock(&s->lock);
-                        continue;
-                }
-                struct mw_job *j = s->head;
-                bool booted = s->booted;
-                s->head = j->next;
-                if (!s->head)
-                        s->tail = NULL;
-                s->njobs--;
-                s->busy = true;
-                pthread_mutex_unlock(&s->lock);
-                do_memwrite(s, j, booted);
-                free(j);
-                pthread_mutex_lock(&s->lock);
-                s->busy = false;
-        }
-        pthread_mutex_unlock(&s->lock);
-        return NULL;
-}
+static const struct mce_ops stub_engine_ops = {
+    .boot = stub_boot,
+    .target = stub_target,
+    .write = stub_write,
+};
 
 /* ---- ops ---- */
 
@@ -442,34 +245,17 @@ static void memctx_close(void *instance)
 
         if (!s)
                 return;
-        if (s->worker_started) {
-                pthread_mutex_lock(&s->lock);
-                s->stop = true;
-                pthread_cond_broadcast(&s->cond);
-                pthread_mutex_unlock(&s->lock);
-                pthread_join(s->worker, NULL);
-        }
-        /* The ACK the worker could not deliver, then "not applied" for
-         * every write it never started (we are closing: the ACKs pass). */
-        mw_late_flush(s->sink, &s->late);
-        while (s->head) {
-                struct mw_job *j = s->head;
-                s->head = j->next;
-                if (s->sink)
-                        ack(s, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
-                free(j);
-        }
+        /* joins the worker, then answers every write (engine rules) */
+        mce_stop(s->engine);
         if (s->result_fd >= 0)
                 close(s->result_fd);
         vmsig_backoff_done(&s->backoff);
-        if (s->evfd >= 0)
-                close(s->evfd);
+        mce_free(s->engine);
+        vmie_ram_free(s->vram);
         if (s->ram)
                 munmap(s->ram, s->ram_len);
         if (s->ram_fd >= 0)
                 close(s->ram_fd);
-        pthread_cond_destroy(&s->cond);
-        pthread_mutex_destroy(&s->lock);
         free(s);
 }
 
@@ -489,7 +275,9 @@ static int ram_create(struct memctx_stub *s)
         s->ram = p;
         if (fcntl(s->ram_fd, F_ADD_SEALS, seals) < 0)
                 return -errno;
-        return 0;
+        /* sealed, it cannot shrink: libvmie may read through the mapping */
+        const struct vmie_range rr[2] = {{0, s->low, 0}, {VMSIG_STUB_HIGH_GPA, s->low, s->low}};
+        return vmie_ram_wrap(s->ram, s->ram_len, rr, 2, 0, &s->vram);
 }
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
@@ -516,9 +304,7 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         s->endpoint = endpoint;
         s->low = ram_mib << 19; /* half of ram_mib MiB */
         s->fail_boots = (uint32_t)fail_boots;
-        s->ram_fd = s->evfd = s->result_fd = s->backoff.fd = -1;
-        pthread_mutex_init(&s->lock, NULL);
-        pthread_cond_init(&s->cond, NULL);
+        s->ram_fd = s->result_fd = s->backoff.fd = -1;
 
         s->layout.endpoint = endpoint;
         s->layout.kernel_root = VMSIG_STUB_KERNEL_ROOT;
@@ -532,11 +318,9 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         r = ram_create(s);
         if (r < 0)
                 goto fail;
-        s->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (s->evfd < 0) {
-                r = -errno;
+        r = mce_new(&stub_engine_ops, s, &s->engine);
+        if (r < 0)
                 goto fail;
-        }
         uint32_t max_ms = retry_ms * 16 > RETRY_MAX_MS ? RETRY_MAX_MS : (uint32_t)retry_ms * 16;
         r = vmsig_backoff_init(&s->backoff, (uint32_t)retry_ms, max_ms);
         if (r < 0)
@@ -550,10 +334,9 @@ fail:
 
 static void kick_boot(struct memctx_stub *s)
 {
-        pthread_mutex_lock(&s->lock);
-        s->boot_requested = true;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->lock);
+        mce_lock(s->engine);
+        mce_set_boot_locked(s->engine, true);
+        mce_unlock(s->engine);
 }
 
 static int memctx_attach(void *instance, const struct vmsig_emit_sink *sink, struct vmsig_fd_reg *reg,
@@ -564,32 +347,15 @@ static int memctx_attach(void *instance, const struct vmsig_emit_sink *sink, str
 
         if (cap < 2 || !sink || !sink->register_memctx)
                 return -EINVAL;
-        if (s->worker_started)
-                return -EALREADY;
-        s->sink = sink;
-        r = -pthread_create(&s->worker, NULL, worker_main, s);
+        r = mce_start(s->engine, sink);
         if (r < 0)
                 return r;
-        s->worker_started = true;
-        reg[0] = (struct vmsig_fd_reg){s->evfd, EPOLLIN, VMSIG_RDY_EVENTFD, COOKIE_BOOT_DONE};
+        s->sink = sink;
+        reg[0] = (struct vmsig_fd_reg){mce_evfd(s->engine), EPOLLIN, VMSIG_RDY_EVENTFD, COOKIE_BOOT_DONE};
         reg[1] = (struct vmsig_fd_reg){s->backoff.fd, EPOLLIN, VMSIG_RDY_TIMERFD, COOKIE_RETRY};
         *ret_n = 2;
         kick_boot(s);
         return 0;
-}
-
-static void emit_diag(struct memctx_stub *s, int code, const char *msg)
-{
-        struct vmsig_event ev;
-        struct vmsig_diag_body d;
-
-        memset(&d, 0, sizeof(d));
-        d.code = code;
-        snprintf(d.msg, sizeof(d.msg), "%s", msg);
-        vmsig_event_init(&ev, VMSIG_EV_DIAG, s->endpoint, VMSIG_SRC_MEMCTX);
-        ev.hdr.ts_ns = vmsig_stub_now_ns();
-        vmsig_event_set_body(&ev, &d, sizeof(d));
-        (void)s->sink->emit(s->sink, &ev);
 }
 
 static void boot_finished(struct memctx_stub *s)
@@ -598,29 +364,26 @@ static void boot_finished(struct memctx_stub *s)
         bool pending;
         int r, fd;
 
-        pthread_mutex_lock(&s->lock);
+        mce_lock(s->engine);
         pending = s->result_pending;
         r = s->result;
         fd = s->result_fd;
         memcpy(msg, s->result_msg, sizeof(msg));
         s->result_pending = false;
         s->result_fd = -1;
-        pthread_mutex_unlock(&s->lock);
+        mce_unlock(s->engine);
         if (!pending)
                 return;
 
         if (r < 0) {
                 /* A booting guest is transient: report the first failure only. */
                 int first = vmsig_backoff_failed(&s->backoff);
-                if (first < 0) {
-                        char buf[VMSIG_MSG_MAX];
-                        snprintf(buf, sizeof(buf), "bootstrap retry timer failed: %s", strerror(-first));
-                        emit_diag(s, first, buf);
-                } else if (first == 1) {
-                        char buf[VMSIG_MSG_MAX];
-                        snprintf(buf, sizeof(buf), "memctx bootstrap: %.120s; retrying", msg);
-                        emit_diag(s, r, buf);
-                }
+                if (first < 0)
+                        (void)vmsig_sink_diag(s->sink, s->endpoint, VMSIG_SRC_MEMCTX, first,
+                                              "bootstrap retry timer failed: %s", strerror(-first));
+                else if (first == 1)
+                        (void)vmsig_sink_diag(s->sink, s->endpoint, VMSIG_SRC_MEMCTX, r,
+                                              "memctx bootstrap: %.120s; retrying", msg);
                 return;
         }
 
@@ -631,9 +394,8 @@ static void boot_finished(struct memctx_stub *s)
         r = s->sink->register_memctx(s->sink, &ctx, &epoch);
         close(fd); /* the core keeps its own dup */
         if (r < 0) {
-                char buf[VMSIG_MSG_MAX];
-                snprintf(buf, sizeof(buf), "registering memctx failed: %s", strerror(-r));
-                emit_diag(s, r, buf);
+                (void)vmsig_sink_diag(s->sink, s->endpoint, VMSIG_SRC_MEMCTX, r, "registering memctx failed: %s",
+                                      strerror(-r));
                 return;
         }
         s->registered = true;
@@ -653,37 +415,8 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
                          size_t payload_len)
 {
         struct memctx_stub *s = instance;
-        struct mw_job *j;
-        int err;
 
-        if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
-                return VMSIG_SUBMIT_NOT_MINE;
-        j = mw_job_new(ev, payload, payload_len, &err);
-        if (!j)
-                return err;
-
-        pthread_mutex_lock(&s->lock);
-        if (!s->worker_started || s->njobs >= JOBS_MAX) {
-                pthread_mutex_unlock(&s->lock);
-                free(j);
-                return s->worker_started ? -EBUSY : -ENOTCONN;
-        }
-        if (!s->busy && !s->head && !s->boot_requested && j->len <= MEMWRITE_INLINE_BYTES) {
-                /* See memwrite_job.h: small writes run here while the worker idles. */
-                do_memwrite(s, j, s->booted);
-                pthread_mutex_unlock(&s->lock);
-                free(j);
-                return VMSIG_SUBMIT_ACCEPTED;
-        }
-        if (s->tail)
-                s->tail->next = j;
-        else
-                s->head = j;
-        s->tail = j;
-        s->njobs++;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&s->lock);
-        return VMSIG_SUBMIT_ACCEPTED;
+        return mce_submit(s->engine, ev, payload, payload_len);
 }
 
 static const struct vmsig_adapter_ops memctx_stub_ops = {

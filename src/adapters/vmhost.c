@@ -91,13 +91,6 @@ struct vmhost {
         bool on_reset_seen, on_shutdown_seen; /* events while system_reset was in flight */
 };
 
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint8_t map_run_state(const char *s)
 {
@@ -121,32 +114,21 @@ static void emit_status(struct vmhost *h, uint8_t state, const struct vmsig_even
 static void emit_status(struct vmhost *h, uint8_t state, const struct vmsig_event *asker, const char *fmt,
                         ...)
 {
-        struct vmsig_status_body b;
-        struct vmsig_event ev;
+        char reason[VMSIG_MSG_MAX];
         va_list ap;
 
-        memset(&b, 0, sizeof(b));
-        b.run_state = state;
         va_start(ap, fmt);
-        vsnprintf(b.reason, sizeof(b.reason), fmt, ap);
+        vsnprintf(reason, sizeof(reason), fmt, ap);
         va_end(ap);
-        vmsig_event_init(&ev, VMSIG_EV_STATUS, h->endpoint, VMSIG_SRC_VMHOST);
-        ev.hdr.ts_ns = now_ns();
-        if (asker) {
-                ev.hdr.peer = asker->hdr.peer; /* the answer goes to the asker */
-                ev.hdr.corr = asker->hdr.corr;
-        }
-        vmsig_event_set_body(&ev, &b, sizeof(b));
         h->state = state;
         h->announced = true;
-        (void)h->sink->emit(h->sink, &ev);
+        (void)vmsig_sink_status(h->sink, h->endpoint, state, asker ? &asker->hdr : NULL, "%s", reason);
 }
 
 static void ack(struct vmhost *h, const struct vmsig_event *cmd, int result, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void ack(struct vmhost *h, const struct vmsig_event *cmd, int result, const char *fmt, ...)
 {
-        struct vmsig_event ev;
         char msg[VMSIG_MSG_MAX];
         va_list ap;
 
@@ -154,8 +136,7 @@ static void ack(struct vmhost *h, const struct vmsig_event *cmd, int result, con
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
         /* service commands always acknowledge, FF or not */
-        vmsig_ack_init(&ev, cmd, VMSIG_SRC_VMHOST, result, h->state, "%s", msg);
-        (void)h->sink->emit(h->sink, &ev);
+        (void)vmsig_sink_ack(h->sink, VMSIG_SRC_VMHOST, &cmd->hdr, result, h->state, "%s", msg);
 }
 
 static const char *not_connected(struct vmhost *h)

@@ -39,21 +39,8 @@ struct vmhost_stub {
 
 static void emit_status(struct vmhost_stub *s, const struct vmsig_event *cmd, const char *reason)
 {
-        struct vmsig_event ev;
-        struct vmsig_status_body b;
-
-        memset(&b, 0, sizeof(b));
-        b.run_state = s->state;
-        snprintf(b.reason, sizeof(b.reason), "%s", reason);
-        vmsig_event_init(&ev, VMSIG_EV_STATUS, s->endpoint, VMSIG_SRC_VMHOST);
-        ev.hdr.ts_ns = vmsig_stub_now_ns();
-        if (cmd) {
-                /* a query's answer goes to the asker */
-                ev.hdr.peer = cmd->hdr.peer;
-                ev.hdr.corr = cmd->hdr.corr;
-        }
-        vmsig_event_set_body(&ev, &b, sizeof(b));
-        (void)s->sink->emit(s->sink, &ev);
+        /* a query's answer goes to the asker */
+        (void)vmsig_sink_status(s->sink, s->endpoint, s->state, cmd ? &cmd->hdr : NULL, "%s", reason);
 }
 
 static void set_state(struct vmhost_stub *s, uint8_t state, const char *reason)
@@ -80,11 +67,8 @@ static void cancel_powerdown(struct vmhost_stub *s)
 
 static void ack(struct vmhost_stub *s, const struct vmsig_event *cmd, int result, const char *msg)
 {
-        struct vmsig_event ev;
-
         /* service commands always acknowledge, FF or not */
-        vmsig_ack_init(&ev, cmd, VMSIG_SRC_VMHOST, result, s->state, "%s", msg);
-        (void)s->sink->emit(s->sink, &ev);
+        (void)vmsig_sink_ack(s->sink, VMSIG_SRC_VMHOST, &cmd->hdr, result, s->state, "%s", msg);
 }
 
 /* Name the outcome of a power op for its ACK. */

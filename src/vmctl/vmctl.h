@@ -115,7 +115,8 @@ const char *vmctl_pointer_node(const struct vmctl *vm);
 
 /* Checks cmd against the rules every backend shares (ranges, codes, the
  * grab toggle is NOT checked here: it needs state). 0 or -EINVAL/-ERANGE/
- * -EOPNOTSUPP with msg. Pure. */
+ * -EOPNOTSUPP with msg (optional). Pure, and dependency-free (validate.c):
+ * the input stub applies the same rules. */
 int vmctl_validate(const struct vmctl_cmd *cmd, char *msg);
 
 /* Actuates one command as one batch. < 0: refused before any effect (done

@@ -31,6 +31,7 @@
 #include <vmsig/memctx.h>
 
 #include "adapters/stub_internal.h"
+#include "vmctl/vmctl.h"
 
 #define MAX_EVENTS 1024
 #define WAIT_MS    5000
@@ -591,9 +592,10 @@ static void test_memctx_memwrite(void **state)
 
         a = mw(ts, 17, 0, low - 4, VMSIG_MEMWRITE_PHYS, junk, 8);
         assert_int_equal(a.result, -EFAULT);
-        assert_non_null(strstr(a.msg, "unmapped page at 0x400000"));
+        assert_string_equal(a.msg, "not RAM at gpa 0x400000"); /* the real adapter's words */
         a = mw(ts, 18, 0, 0x0000800000000000ull, 0, junk, 4); /* non-canonical */
         assert_int_equal(a.result, -EFAULT);
+        assert_string_equal(a.msg, "non-canonical address 0x800000000000");
         a = mw(ts, 19, 0, UINT64_MAX - 1, VMSIG_MEMWRITE_PHYS, junk, 4); /* wraps */
         assert_int_equal(a.result, -EFAULT);
 
@@ -726,6 +728,8 @@ static void test_input(void **state)
         assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 4, VMSIG_F_FF, 0, 0, 30, 1), 0);
         assert_int_equal(in_submit(ts, VMSIG_EV_WHEEL, 5, 0, 0, -1, 0, 0), 0);
         assert_int_equal(in_submit(ts, VMSIG_EV_MOVE_ABS, 6, 0, 0, VMSIG_ABS_MAX, 0, 0), 0);
+        assert_int_equal(in_submit(ts, VMSIG_EV_WHEEL, 8, 0, -VMCTL_WHEEL_MAX, VMCTL_WHEEL_MAX, 0, 0), 0);
+        assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 9, 0, 0, 0, 0x2bf, 0), 0);
 
         /* refused before anything is recorded */
         assert_int_equal(in_submit(ts, VMSIG_EV_MOVE_ABS, 20, 0, VMSIG_ABS_MAX + 1, 0, 0, 0), -ERANGE);
@@ -735,6 +739,14 @@ static void test_input(void **state)
         assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 24, 0, 0, 0, 30, 5), -EINVAL);
         assert_int_equal(in_submit(ts, VMSIG_EV_BUTTON, 25, 0, 0, 0, 4, 1), -EINVAL);
         assert_int_equal(in_submit(ts, VMSIG_EV_BUTTON, 26, 0, 0, 0, 0, 1), -EINVAL);
+        /* the real input path's rules (vmctl_validate), not laxer ones: at
+         * most VMCTL_WHEEL_MAX clicks, BTN_* codes are not keys, nothing
+         * beyond what QEMU forwards */
+        assert_int_equal(in_submit(ts, VMSIG_EV_WHEEL, 30, 0, 0, VMCTL_WHEEL_MAX + 1, 0, 0), -ERANGE);
+        assert_int_equal(in_submit(ts, VMSIG_EV_WHEEL, 31, 0, -VMCTL_WHEEL_MAX - 1, 0, 0, 0), -ERANGE);
+        assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 32, 0, 0, 0, 0x110, 1), -EOPNOTSUPP);
+        assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 33, 0, 0, 0, 0x2c0, 1), -EOPNOTSUPP);
+        assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 34, 0, 0, 0, 0x2bf, 7), -EINVAL);
         cmd_init(&ev, VMSIG_EV_MOVE_REL, 27, 0);
         ev.hdr.body_len = 8;
         assert_int_equal(ts->ops->submit(ts->inst, &ev, NULL, 0), -EINVAL);
@@ -750,13 +762,16 @@ static void test_input(void **state)
         assert_int_equal(ts_ack(ts, 2).value, 2);
         assert_int_equal(ts_ack(ts, 3).value, 3);
         assert_int_equal(ts_ack(ts, 5).value, 5);
-        assert_int_equal(ts_count(ts, VMSIG_EV_ACT_ACK, 0), 4); /* none for FF 1 and 4 */
+        assert_int_equal(ts_ack(ts, 9).value, 8);
+        assert_int_equal(ts_count(ts, VMSIG_EV_ACT_ACK, 0), 6); /* none for FF 1 and 4 */
         assert_string_equal(slurp(path), "MOVE_ABS x=100 y=200 ff=1\n"
                                          "MOVE_REL x=-5 y=3 ff=0\n"
                                          "BUTTON code=1 value=1 ff=0\n"
                                          "KEY code=30 value=1 ff=1\n"
                                          "WHEEL x=0 y=-1 ff=0\n"
-                                         "MOVE_ABS x=0 y=32767 ff=0\n");
+                                         "MOVE_ABS x=0 y=32767 ff=0\n"
+                                         "WHEEL x=-64 y=64 ff=0\n"
+                                         "KEY code=703 value=0 ff=0\n");
 
         /* an accepted FF command is recorded even if close follows at once */
         assert_int_equal(in_submit(ts, VMSIG_EV_KEY, 7, VMSIG_F_FF, 0, 0, 30, 0), 0);

@@ -48,6 +48,8 @@ static int v(uint32_t op, int32_t x, int32_t y, uint32_t code, int32_t value)
         int r = vmctl_validate(&c, msg);
         if (r < 0)
                 assert_true(msg[0]);
+        /* the input stub asks without a message buffer: same verdict */
+        assert_int_equal(vmctl_validate(&c, NULL), r);
         return r;
 }
 

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: MIT */
+/* The memctx engine (memctx_engine.h): MEMWRITE jobs, the worker, the inline
+ * path and write planning through libvmie, for the real adapter and its
+ * stub alike. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "adapters/memctx_engine.h"
+
+#define PAGE_4K UINT64_C(4096)
+
+/* A queued CMD_MEMWRITE: the command header for the ACK, and its own copy of
+ * the source bytes, since the payload only lives during submit(). */
+struct mw_job {
+        struct mw_job *next;
+        struct vmsig_event_hdr hdr;
+        uint64_t addr;
+        uint32_t len;
+        uint32_t flags;
+        uint8_t data[];
+};
+
+struct mce {
+        const struct mce_ops *ops;
+        void *ud;
+        const struct vmsig_emit_sink *sink;
+        int evfd;
+
+        pthread_t worker;
+        bool worker_started;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        /* under lock */
+        bool stop;
+        bool busy; /* the worker is working outside the lock */
+        bool boot_pending;
+        struct mw_job *head, *tail;
+        unsigned njobs;
+
+        /* An ACK the worker could not emit because the adapter was detached
+         * meanwhile (-ESHUTDOWN). The worker keeps it and starts nothing
+         * more; mce_stop emits it after the join (the core lets a closing
+         * adapter's ACT_ACKs through on the loop thread), so a write that did
+         * happen is reported as done, not as lost. Worker-owned until the
+         * join. */
+        bool gone;
+        bool has_late;
+        struct vmsig_event late;
+};
+
+/* Decode and copy. NULL with *ret_err = -EINVAL (malformed) or -ENOMEM. */
+static struct mw_job *job_new(const struct vmsig_event *ev, const void *payload, size_t payload_len,
+                              int *ret_err)
+{
+        struct vmsig_memwrite_req req;
+        struct mw_job *j;
+
+        if (vmsig_memwrite_decode(ev, payload, payload_len, &req) < 0) {
+                *ret_err = -EINVAL;
+                return NULL;
+        }
+        j = malloc(sizeof(*j) + req.len);
+        if (!j) {
+                *ret_err = -ENOMEM;
+                return NULL;
+        }
+        j->next = NULL;
+        j->hdr = ev->hdr;
+        j->addr = req.addr;
+        j->len = req.len;
+        j->flags = req.flags;
+        memcpy(j->data, req.src, req.len);
+        return j;
+}
+
+static void ack(struct mce *e, const struct vmsig_event_hdr *hdr, int result, uint64_t value, const char *fmt,
+                ...) __attribute__((format(printf, 5, 6)));
+static void ack(struct mce *e, const struct vmsig_event_hdr *hdr, int result, uint64_t value, const char *fmt,
+                ...)
+{
+        struct vmsig_event cmd, ev;
+        char msg[VMSIG_MSG_MAX];
+        va_list ap;
+
+        if (result == 0 && (hdr->flags & VMSIG_F_FF))
+                return;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        cmd.hdr = *hdr;
+        vmsig_ack_init(&ev, &cmd, VMSIG_SRC_MEMCTX, result, value, "%s", msg);
+        if (e->sink->emit(e->sink, &ev) != -ESHUTDOWN)
+                return;
+        e->gone = true;
+        if (!e->has_late) {
+                e->late = ev;
+                e->has_late = true;
+        }
+}
+
+/* ---- one write: plan the whole extent, then write ---- */
+
+/* Guest-physical: every byte must be RAM before anything is written. */
+static int plan_phys(struct mce *e, const struct mw_job *j, const struct vmie_ram *ram, struct vmie_chunk *ch,
+                     size_t cap, size_t *ret_n)
+{
+        size_t n = 0;
+
+        for (uint64_t pos = 0; pos < j->len;) {
+                uint64_t off, avail;
+                if (vmie_ram_gpa_to_offset(ram, j->addr + pos, &off, &avail) < 0) {
+                        ack(e, &j->hdr, -EFAULT, 0, "not RAM at gpa 0x%" PRIx64, j->addr + pos);
+                        return -EFAULT;
+                }
+                uint64_t c = j->len - pos < avail ? j->len - pos : avail;
+                if (n == cap) {
+                        ack(e, &j->hdr, -EFAULT, 0, "extent too fragmented");
+                        return -EFAULT;
+                }
+                ch[n++] = (struct vmie_chunk){off, j->addr + pos, c};
+                pos += c;
+        }
+        *ret_n = n;
+        return 0;
+}
+
+static int shrunk(struct mce *e, const struct mw_job *j)
+{
+        char msg[VMSIG_MSG_MAX];
+        int r = e->ops->shrunk ? e->ops->shrunk(e->ud, msg, sizeof(msg)) : 0;
+
+        if (r < 0)
+                ack(e, &j->hdr, r, 0, "%s", msg);
+        return r;
+}
+
+/* Virtual, through the header's cr3 or the kernel root. */
+static int plan_virt(struct mce *e, const struct mw_job *j, const struct mce_target *t, struct vmie_chunk *ch,
+                     size_t cap, size_t *ret_n)
+{
+        /* a raw CR3 value: PCID/PWT/PCD (bits 0..11) and bits 52..63 are
+         * not part of the root */
+        struct vmie_as as = {.ram = t->ram,
+                             .root = j->hdr.cr3 ? vmie_cr3_root(j->hdr.cr3, 0) : t->root,
+                             .levels = (uint8_t)t->levels};
+        uint64_t bad = 0;
+        struct vmie_xlate x;
+        int r;
+
+        if (j->hdr.cr3 && vmie_ram_gpa_to_offset(t->ram, as.root, NULL, NULL) < 0) {
+                ack(e, &j->hdr, -EINVAL, 0, "bad cr3 0x%" PRIx64 ": root 0x%" PRIx64 " outside guest RAM",
+                    j->hdr.cr3, as.root);
+                return -EINVAL;
+        }
+        r = vmie_extent_plan(&as, j->addr, j->len, VMIE_EXTENT_WRITABLE, ch, cap, ret_n, &bad);
+        if (r == 0)
+                return 0;
+        if (shrunk(e, j) < 0)
+                return -EIO;
+        uint64_t page = bad & ~(PAGE_4K - 1);
+        if (r == -EACCES)
+                ack(e, &j->hdr, r, 0, "read-only page at 0x%" PRIx64, page);
+        else if (r == -EFAULT && vmie_walk(&as, bad, &x) == 0)
+                ack(e, &j->hdr, r, 0, "not RAM at gpa 0x%" PRIx64 " (va 0x%" PRIx64 ")", x.gpa, bad);
+        else if (r == -EFAULT)
+                ack(e, &j->hdr, r, 0, "unmapped page at 0x%" PRIx64, page);
+        else if (r == -ERANGE)
+                ack(e, &j->hdr, -EFAULT, 0, "non-canonical address 0x%" PRIx64, bad);
+        else if (r == -ENXIO)
+                ack(e, &j->hdr, -EINVAL, 0, "bad page tables (root 0x%" PRIx64 ") at 0x%" PRIx64, as.root, bad);
+        else
+                ack(e, &j->hdr, r, 0, "planning the write failed: %s", strerror(-r));
+        return r;
+}
+
+static void run_job(struct mce *e, const struct mw_job *j)
+{
+        const bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
+        struct mce_target t = {0};
+        char msg[VMSIG_MSG_MAX] = "";
+        struct vmie_chunk *ch;
+        size_t cap, n = 0;
+        int r;
+
+        r = e->ops->target(e->ud, &t, msg, sizeof(msg));
+        if (r < 0) {
+                ack(e, &j->hdr, r, 0, "%s", msg);
+                return;
+        }
+        if (!phys && !j->hdr.cr3 && !t.root) {
+                ack(e, &j->hdr, -EAGAIN, 0, "no kernel root yet");
+                return;
+        }
+        if (j->addr + j->len < j->addr) {
+                ack(e, &j->hdr, -EFAULT, 0, "extent 0x%" PRIx64 "+%u wraps", j->addr, j->len);
+                return;
+        }
+        /* one chunk per 4 KiB page touched, plus splits at range ends */
+        cap = j->len / PAGE_4K + 2 + vmie_ram_nranges(t.ram);
+        ch = calloc(cap, sizeof(*ch));
+        if (!ch) {
+                ack(e, &j->hdr, -ENOMEM, 0, "out of memory");
+                return;
+        }
+        r = phys ? plan_phys(e, j, t.ram, ch, cap, &n) : plan_virt(e, j, &t, ch, cap, &n);
+        /* writing past a shrunk end would grow the file's owner's file */
+        if (r < 0 || shrunk(e, j) < 0)
+                goto out;
+        const uint8_t *p = j->data;
+        for (size_t i = 0; i < n; p += ch[i].len, i++) {
+                r = e->ops->write(e->ud, p, ch[i].len, ch[i].file_offset);
+                if (r < 0) {
+                        ack(e, &j->hdr, r, 0, "writing guest RAM failed: %s", strerror(-r));
+                        goto out;
+                }
+        }
+        ack(e, &j->hdr, 0, j->len, "wrote %u bytes at %s0x%" PRIx64, j->len, phys ? "gpa " : "", j->addr);
+out:
+        free(ch);
+}
+
+/* ---- the worker ---- */
+
+static void *worker_main(void *arg)
+{
+        struct mce *e = arg;
+
+        pthread_mutex_lock(&e->lock);
+        for (;;) {
+                e->busy = false;
+                while (!e->stop && !e->boot_pending && !e->head)
+                        pthread_cond_wait(&e->cond, &e->lock);
+                if (e->stop || e->gone)
+                        break; /* detached: start nothing more, mce_stop answers the rest */
+                e->busy = true;
+                if (e->ops->sync) {
+                        pthread_mutex_unlock(&e->lock);
+                        e->ops->sync(e->ud);
+                        pthread_mutex_lock(&e->lock);
+                }
+                if (e->boot_pending) {
+                        e->boot_pending = false;
+                        if (e->ops->boot_take)
+                                e->ops->boot_take(e->ud);
+                        pthread_mutex_unlock(&e->lock);
+                        e->ops->boot(e->ud);
+                        pthread_mutex_lock(&e->lock);
+                        continue;
+                }
+                if (!e->head)
+                        continue; /* the loop withdrew the bootstrap meanwhile */
+                struct mw_job *j = e->head;
+                e->head = j->next;
+                if (!e->head)
+                        e->tail = NULL;
+                e->njobs--;
+                pthread_mutex_unlock(&e->lock);
+                run_job(e, j);
+                free(j);
+                pthread_mutex_lock(&e->lock);
+        }
+        pthread_mutex_unlock(&e->lock);
+        return NULL;
+}
+
+/* ---- API ---- */
+
+int mce_new(const struct mce_ops *ops, void *ud, struct mce **ret)
+{
+        struct mce *e = calloc(1, sizeof(*e));
+
+        if (!e)
+                return -ENOMEM;
+        e->ops = ops;
+        e->ud = ud;
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_cond_init(&e->cond, NULL);
+        e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (e->evfd < 0) {
+                int r = -errno;
+                mce_free(e);
+                return r;
+        }
+        *ret = e;
+        return 0;
+}
+
+int mce_start(struct mce *e, const struct vmsig_emit_sink *sink)
+{
+        int r;
+
+        if (e->worker_started)
+                return -EALREADY;
+        e->sink = sink;
+        r = -pthread_create(&e->worker, NULL, worker_main, e);
+        if (r < 0)
+                return r;
+        e->worker_started = true;
+        return 0;
+}
+
+int mce_evfd(const struct mce *e)
+{
+        return e->evfd;
+}
+
+void mce_notify(struct mce *e)
+{
+        (void)eventfd_write(e->evfd, 1); /* cannot overflow in practice */
+}
+
+void mce_lock(struct mce *e)
+{
+        pthread_mutex_lock(&e->lock);
+}
+
+void mce_unlock(struct mce *e)
+{
+        pthread_mutex_unlock(&e->lock);
+}
+
+void mce_set_boot_locked(struct mce *e, bool on)
+{
+        e->boot_pending = on;
+        if (on)
+                pthread_cond_signal(&e->cond);
+}
+
+int mce_submit(struct mce *e, const struct vmsig_event *ev, const void *payload, size_t payload_len)
+{
+        struct mw_job *j;
+        int err;
+
+        if (ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE)
+                return VMSIG_SUBMIT_NOT_MINE;
+        j = job_new(ev, payload, payload_len, &err);
+        if (!j)
+                return err;
+
+        pthread_mutex_lock(&e->lock);
+        if (!e->worker_started || e->njobs >= MCE_JOBS_MAX) {
+                bool started = e->worker_started;
+                pthread_mutex_unlock(&e->lock);
+                free(j);
+                return started ? -EBUSY : -ENOTCONN;
+        }
+        /* Small writes run here while the worker idles, its view current. */
+        if (!e->busy && !e->head && !e->boot_pending && (!e->ops->current || e->ops->current(e->ud)) &&
+            j->len <= MCE_INLINE_BYTES) {
+                run_job(e, j);
+                pthread_mutex_unlock(&e->lock);
+                free(j);
+                return VMSIG_SUBMIT_ACCEPTED;
+        }
+        if (e->tail)
+                e->tail->next = j;
+        else
+                e->head = j;
+        e->tail = j;
+        e->njobs++;
+        pthread_cond_signal(&e->cond);
+        pthread_mutex_unlock(&e->lock);
+        return VMSIG_SUBMIT_ACCEPTED;
+}
+
+void mce_stop(struct mce *e)
+{
+        if (!e)
+                return;
+        if (e->worker_started) {
+                pthread_mutex_lock(&e->lock);
+                e->stop = true;
+                pthread_cond_broadcast(&e->cond);
+                pthread_mutex_unlock(&e->lock);
+                pthread_join(e->worker, NULL);
+                e->worker_started = false;
+        }
+        /* The ACK the worker could not deliver, then "not applied" for
+         * every write it never started (we are closing: the ACKs pass). */
+        if (e->sink && e->has_late)
+                (void)e->sink->emit(e->sink, &e->late);
+        e->has_late = false;
+        while (e->head) {
+                struct mw_job *j = e->head;
+                e->head = j->next;
+                if (e->sink)
+                        ack(e, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
+                free(j);
+        }
+        e->tail = NULL;
+        e->njobs = 0;
+}
+
+void mce_free(struct mce *e)
+{
+        if (!e)
+                return;
+        mce_stop(e);
+        if (e->evfd >= 0)
+                close(e->evfd);
+        pthread_cond_destroy(&e->cond);
+        pthread_mutex_destroy(&e->lock);
+        free(e);
+}
