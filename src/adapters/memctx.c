@@ -51,6 +51,7 @@
 #include <vmsig/event.h>
 #include <vmsig/memctx.h>
 
+#include "util/clock.h"
 #include "host/mtree.h"
 #include "host/vmconn.h"
 #include "adapters/memctx_engine.h"
@@ -139,14 +140,6 @@ struct memctx {
                 uint64_t unsettled_since; /* monotonic ns; 0 = not waiting for swapper */
         } w;
 };
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- worker: guest RAM ---- */
 
@@ -430,7 +423,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                                         kr = ks;
                                 } else {
                                         /* kernels unlike ours: accept the CR3 after a while */
-                                        uint64_t t = now_ns();
+                                        uint64_t t = vmsig_now_ns();
                                         if (!m->w.unsettled_since)
                                                 m->w.unsettled_since = t;
                                         if (t - m->w.unsettled_since < UNSETTLED_MAX_NS) {

@@ -8,7 +8,7 @@
 #include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
-#include "core/clock.h"
+#include "util/clock.h"
 
 int vmsig_sink_ack(const struct vmsig_emit_sink *sink, uint8_t source, const struct vmsig_event_hdr *cmd,
                    int32_t result, uint64_t value, const char *fmt, ...)

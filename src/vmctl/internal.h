@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Private to src/vmctl. */
-#pragma once
+#ifndef VMSIG_VMCTL_INTERNAL_H
+#define VMSIG_VMCTL_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,3 +24,5 @@ struct vmctl {
 void vmctl_msg(char *msg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int vmctl_uinput_submit(struct vmctl *vm, const struct vmctl_cmd *c, char *msg);
 int vmctl_uinput_reset(struct vmctl *vm);
+
+#endif

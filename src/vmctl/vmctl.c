@@ -16,18 +16,6 @@
 #include "host/qmp.h"
 #include "vmctl/internal.h"
 
-const char *vmctl_backend_name(enum vmctl_backend b)
-{
-        switch (b) {
-        case VMCTL_BACKEND_UINPUT:
-                return "uinput";
-        case VMCTL_BACKEND_QMP:
-                return "qmp";
-        default:
-                return "none";
-        }
-}
-
 /* ---- the grab-toggle guard ---- */
 
 static bool key_held(const struct vmctl *vm, uint32_t code)
@@ -390,11 +378,6 @@ struct vmctl *vmctl_free(struct vmctl *vm)
 enum vmctl_backend vmctl_get_backend(const struct vmctl *vm)
 {
         return vm ? vm->backend : VMCTL_BACKEND_NONE;
-}
-
-const char *vmctl_keyboard_node(const struct vmctl *vm)
-{
-        return vm->kbd_node;
 }
 
 const char *vmctl_pointer_node(const struct vmctl *vm)

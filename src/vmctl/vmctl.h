@@ -25,7 +25,8 @@
  * thread). Nothing here blocks except vmctl_open() (a local socket handshake
  * bounded by a 1 s timeout) and the creation helpers. No logging: errors are
  * returned with a message for people. */
-#pragma once
+#ifndef VMSIG_VMCTL_VMCTL_H
+#define VMSIG_VMCTL_VMCTL_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -108,9 +109,7 @@ int vmctl_open(const struct vmctl_config *cfg, struct vmctl **ret, char *msg);
 struct vmctl *vmctl_free(struct vmctl *vm);
 
 enum vmctl_backend vmctl_get_backend(const struct vmctl *vm);
-const char *vmctl_backend_name(enum vmctl_backend b); /* "uinput", "qmp", "none" */
-/* uinput: the device nodes the holder reported ("" if unknown). */
-const char *vmctl_keyboard_node(const struct vmctl *vm);
+/* uinput: the pointer device node the holder reported ("" if unknown). */
 const char *vmctl_pointer_node(const struct vmctl *vm);
 
 /* Checks cmd against the rules every backend shares (ranges, codes, the
@@ -175,3 +174,5 @@ int vmctl_holder_fetch(const char *socket_path, int *ret_kbd_fd, int *ret_ptr_fd
                        char *ptr_node, size_t node_len, char *msg);
 /* Parses the holder's text line (untrusted). 0 or -EPROTO. */
 int vmctl_holder_parse(const char *buf, size_t len, char *kbd_node, char *ptr_node, size_t node_len);
+
+#endif
