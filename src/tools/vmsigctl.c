@@ -705,8 +705,7 @@ static int cmd_write(struct vmsig_client *c, int argc, char **argv, bool phys, c
                             ESC(ack.msg),
                             ack.result == -EINPROGRESS || ack.result == -ECONNABORTED ? "it may have been written"
                                                                                       : "nothing was written");
-        printf("%s: %s
-", argv[0], ESC(ack.msg));
+        printf("%s: %s\n", argv[0], ESC(ack.msg));
         return 0;
 }
 
