@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <vmie/vmie.h>
+#include <vmsig/adapter.h> /* vmsig_seams_format */
 #include <vmsig/bus.h>
 #include <vmsig/client.h>
 #include <vmsig/memctx.h>
@@ -274,12 +275,7 @@ static int resolve_vm(struct vmsig_client *c, const char *arg, uint32_t *ret)
 
 static const char *seams_str(uint8_t s, char *buf, size_t len)
 {
-        snprintf(buf, len, "%s%s%s%s", (s & 2) ? "memctx," : "", (s & 4) ? "input," : "", (s & 8) ? "vmhost," : "",
-                 s ? "" : "-");
-        size_t n = strlen(buf);
-        if (n > 1 && buf[n - 1] == ',')
-                buf[n - 1] = '\0';
-        return buf;
+        return vmsig_seams_format(s, ",", "-", buf, len);
 }
 
 static int cmd_list(struct vmsig_client *c, int argc, char **argv)

@@ -3,12 +3,14 @@
  * write) through the strict checkers and every adapter's real open().
  *
  * Checked on every input (abort() on a miss):
- *  - vmconn_options_check (real adapters) and vmsig_stub_options_check (stub
- *    adapters) agree with each other and with a small independent model of
- *    the documented rule: every item has a non-empty key from the known list
- *    and an '=', each key at most once; "" is fine;
+ *  - adapter_options_parse, the one strict checker of every adapter, agrees
+ *    on the shape with a small independent model of the documented rule:
+ *    every item has a non-empty key from the known list and an '=', each
+ *    key at most once; "" is fine;
  *  - vmsig_option_get() returns exactly the model's value for each key;
- *  - no adapter's open() accepts a string the checker refuses (typos fail).
+ *  - no adapter's open() accepts a string the checker refuses (typos fail),
+ *    and each adapter's open() accepts exactly what its registry spec does
+ *    (where open() has nothing else that can fail).
  * Adapters whose options name host paths (input uinput=, input stub record=)
  * are opened only without that key: the fuzzer must not create or connect to
  * arbitrary files. */
@@ -20,8 +22,7 @@
 
 #include <vmsig/adapter.h>
 
-#include "adapters/stub_internal.h"
-#include "host/vmconn.h"
+#include "adapters/registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -42,6 +43,13 @@ static const char *const k_memctx_stub[] = {"ram_mib", "fail_boots", "retry_ms"}
 static const char *const k_vmhost_stub[] = {"state", "powerdown_ms"};
 static const char *const k_input_stub[] = {"record"};
 static const char *const k_prefix[] = {"a", "ab", "abc", ""};
+/* The shape alone: every key a string of any length. */
+static void shape_spec(const struct known_set *k, struct opt_spec *spec)
+{
+        for (unsigned i = 0; i < k->n; i++)
+                spec[i] = (struct opt_spec){.key = k->keys[i], .type = OPT_STRING, .max = UINT64_MAX};
+}
+
 static const struct known_set sets[] = {
     {k_vmhost, 3},      {k_memctx, 3},     {k_input, 4},  {k_memctx_stub, 3},
     {k_vmhost_stub, 2}, {k_input_stub, 1}, {k_prefix, 4}, {NULL, 0},
@@ -149,14 +157,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool ok[sizeof(sets) / sizeof(sets[0])];
         for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++) {
                 const struct known_set *k = &sets[s];
-                int a = vmconn_options_check(opts, k->keys, k->n);
-                int b = vmsig_stub_options_check(opts, k->keys, k->n);
+                struct opt_spec spec[MAX_KEYS];
+                char why[256];
+                shape_spec(k, spec);
+                int a = adapter_options_parse(opts, spec, k->n, NULL, NULL, why, sizeof(why));
                 ok[s] = model_ok(k, it, n);
-                if ((a != 0 && a != -EINVAL) || a != b || (a == 0) != ok[s])
+                if ((a != 0 && a != -EINVAL) || (a == 0) != ok[s])
                         abort();
         }
         /* NULL means no options */
-        if (vmconn_options_check(NULL, k_vmhost, 3) || vmsig_stub_options_check(NULL, k_vmhost, 3))
+        if (adapter_options_parse(NULL, NULL, 0, NULL, NULL, NULL, 0))
                 abort();
 
         static const char *const probe[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms", "os", "uinput", "ram_mib",
@@ -178,6 +188,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         .qmp_path = "/nonexistent/vmsig-fuzz/qmp.sock",
                                         .ram_path = "/nonexistent/vmsig-fuzz/ram",
                                         .options = opts};
+        /* open() of these fails on nothing but its options (and ENOMEM) */
+        static const struct {
+                unsigned driver;
+                uint8_t seam;
+        } exact[] = {{VM_DRIVER_QEMU, VMSIG_SRC_VMHOST}, {VM_DRIVER_QEMU, VMSIG_SRC_MEMCTX},
+                     {VM_DRIVER_STUB, VMSIG_SRC_VMHOST}};
+        for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+                const struct adapter_desc *ad = adapter_find(exact[i].driver, exact[i].seam);
+                void *inst = NULL;
+                if (!ad)
+                        continue;
+                int p = adapter_options_parse(opts, ad->opts, ad->n_opts, NULL, NULL, NULL, 0);
+                int r = ad->ops->open(&cfg, 7, &inst);
+                if ((p == 0) != (r == 0))
+                        abort();
+                if (r == 0)
+                        ad->ops->close(inst);
+        }
         try_open(vmsig_vmhost_ops(), &cfg, ok[0]);
         try_open(vmsig_memctx_ops(), &cfg, ok[1]);
         if (vmsig_option_get(opts, "uinput", NULL, 0) == -ENOENT)
