@@ -8,12 +8,11 @@
  *    every item has a non-empty key from the known list and an '=', each
  *    key at most once; "" is fine;
  *  - vmsig_option_get() returns exactly the model's value for each key;
- *  - no adapter's open() accepts a string the checker refuses (typos fail),
- *    and each adapter's open() accepts exactly what its registry spec does
- *    (where open() has nothing else that can fail).
+ *  - every adapter of the seam registry: its open() accepts exactly what
+ *    its own spec does (typos fail), and its spec never passes a bad shape.
  * Adapters whose options name host paths (input uinput=, input stub record=)
- * are opened only without that key: the fuzzer must not create or connect to
- * arbitrary files. */
+ * are opened only without such a key: the fuzzer must not create or connect
+ * to arbitrary files. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -27,33 +26,25 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_OPTS 4096
-#define MAX_KEYS 8
+#define MAX_KEYS OPT_SPEC_MAX
 
 struct known_set {
         const char *const *keys;
         unsigned n;
 };
 
-/* The known lists of the adapters (src/adapters/), plus edge cases of
- * the checker itself (empty list, a key that is a prefix of another). */
-static const char *const k_vmhost[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms"};
-static const char *const k_memctx[] = {"retry_ms", "retry_max_ms", "os"};
-static const char *const k_input[] = {"uinput", "retry_ms", "retry_max_ms", "cmd_timeout_ms"};
-static const char *const k_memctx_stub[] = {"ram_mib", "fail_boots", "retry_ms"};
-static const char *const k_vmhost_stub[] = {"state", "powerdown_ms"};
-static const char *const k_input_stub[] = {"record"};
+/* Edge cases of the checker itself (a key that is a prefix of another, an
+ * empty key, no key at all); the adapters' own lists come from the seam
+ * registry. */
 static const char *const k_prefix[] = {"a", "ab", "abc", ""};
+static const struct known_set sets[] = {{k_prefix, 4}, {NULL, 0}};
+
 /* The shape alone: every key a string of any length. */
 static void shape_spec(const struct known_set *k, struct opt_spec *spec)
 {
         for (unsigned i = 0; i < k->n; i++)
                 spec[i] = (struct opt_spec){.key = k->keys[i], .type = OPT_STRING, .max = UINT64_MAX};
 }
-
-static const struct known_set sets[] = {
-    {k_vmhost, 3},      {k_memctx, 3},     {k_input, 4},  {k_memctx_stub, 3},
-    {k_vmhost_stub, 2}, {k_input_stub, 1}, {k_prefix, 4}, {NULL, 0},
-};
 
 struct item {
         const char *key, *val;
@@ -126,19 +117,55 @@ static void check_get(const char *opts, const struct item *it, size_t n, const c
                 abort();
 }
 
-static void try_open(const struct vmsig_adapter_ops *ops, const struct vmsig_adapter_cfg *cfg,
-                     bool checked_ok)
+static bool shape_ok(const struct known_set *k, const char *opts, const struct item *it, size_t n)
 {
+        struct opt_spec spec[OPT_SPEC_MAX];
+        char why[256];
+
+        shape_spec(k, spec);
+        int a = adapter_options_parse(opts, spec, k->n, NULL, NULL, why, sizeof(why));
+        bool ok = model_ok(k, it, n);
+        if ((a != 0 && a != -EINVAL) || (a == 0) != ok)
+                abort();
+        return ok;
+}
+
+/* Does opts give an option that names a host path (input uinput=, input
+ * stub record=)? The fuzzer must not create or connect to arbitrary files. */
+static bool names_a_path(const struct adapter_desc *ad, const char *opts)
+{
+        for (size_t i = 0; i < ad->n_opts; i++)
+                if ((ad->opts[i].type == OPT_ABS_PATH || ad->opts[i].type == OPT_STRING) &&
+                    vmsig_option_get(opts, ad->opts[i].key, NULL, 0) != -ENOENT)
+                        return true;
+        return false;
+}
+
+/* Every adapter of the registry: open() accepts exactly what its spec does
+ * (a typo or a duplicate fails open()), and its spec never a bad shape. */
+static void try_adapter(const struct adapter_desc *ad, const struct vmsig_adapter_cfg *cfg,
+                        const struct item *it, size_t n)
+{
+        const char *keys[OPT_SPEC_MAX];
+        struct known_set k = {keys, (unsigned)ad->n_opts};
         void *inst = NULL;
 
-        if (!ops)
+        for (size_t i = 0; i < ad->n_opts; i++)
+                keys[i] = ad->opts[i].key;
+        bool ok = shape_ok(&k, cfg->options, it, n);
+        int p = adapter_options_parse(cfg->options, ad->opts, ad->n_opts, NULL, NULL, NULL, 0);
+        if (p == 0 && !ok)
+                abort();
+        if (names_a_path(ad, cfg->options))
                 return;
-        int r = ops->open(cfg, 7, &inst);
+        int r = ad->ops->open(cfg, 7, &inst);
         if (r == 0) {
-                if (!checked_ok) /* a typo or duplicate must fail open() */
+                if (p != 0)
                         abort();
-                ops->close(inst);
+                ad->ops->close(inst);
         } else if (r > 0 || inst) {
+                abort();
+        } else if (p == 0 && r != -ENOMEM && r != -EMFILE && r != -ENFILE) {
                 abort();
         }
 }
@@ -154,17 +181,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         opts[size] = '\0'; /* a trigger file's value is a C string: stop at NUL */
         size_t n = split(opts, it, MAX_OPTS + 1);
 
-        bool ok[sizeof(sets) / sizeof(sets[0])];
-        for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++) {
-                const struct known_set *k = &sets[s];
-                struct opt_spec spec[MAX_KEYS];
-                char why[256];
-                shape_spec(k, spec);
-                int a = adapter_options_parse(opts, spec, k->n, NULL, NULL, why, sizeof(why));
-                ok[s] = model_ok(k, it, n);
-                if ((a != 0 && a != -EINVAL) || (a == 0) != ok[s])
-                        abort();
-        }
+        for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++)
+                (void)shape_ok(&sets[s], opts, it, n);
         /* NULL means no options */
         if (adapter_options_parse(NULL, NULL, 0, NULL, NULL, NULL, 0))
                 abort();
@@ -188,31 +206,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         .qmp_path = "/nonexistent/vmsig-fuzz/qmp.sock",
                                         .ram_path = "/nonexistent/vmsig-fuzz/ram",
                                         .options = opts};
-        /* open() of these fails on nothing but its options (and ENOMEM) */
-        static const struct {
-                unsigned driver;
-                uint8_t seam;
-        } exact[] = {{VM_DRIVER_QEMU, VMSIG_SRC_VMHOST}, {VM_DRIVER_QEMU, VMSIG_SRC_MEMCTX},
-                     {VM_DRIVER_STUB, VMSIG_SRC_VMHOST}};
-        for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
-                const struct adapter_desc *ad = adapter_find(exact[i].driver, exact[i].seam);
-                void *inst = NULL;
-                if (!ad)
-                        continue;
-                int p = adapter_options_parse(opts, ad->opts, ad->n_opts, NULL, NULL, NULL, 0);
-                int r = ad->ops->open(&cfg, 7, &inst);
-                if ((p == 0) != (r == 0))
-                        abort();
-                if (r == 0)
-                        ad->ops->close(inst);
-        }
-        try_open(vmsig_vmhost_ops(), &cfg, ok[0]);
-        try_open(vmsig_memctx_ops(), &cfg, ok[1]);
-        if (vmsig_option_get(opts, "uinput", NULL, 0) == -ENOENT)
-                try_open(vmsig_input_ops(), &cfg, ok[2]);
-        try_open(vmsig_memctx_stub_ops(), &cfg, ok[3]);
-        try_open(vmsig_vmhost_stub_ops(), &cfg, ok[4]);
-        if (vmsig_option_get(opts, "record", NULL, 0) == -ENOENT)
-                try_open(vmsig_input_stub_ops(), &cfg, ok[5]);
+        size_t nseams;
+        const struct seam_def *seams = seam_registry(&nseams);
+        for (size_t i = 0; i < nseams; i++)
+                for (unsigned d = 0; d < VM_DRIVER_COUNT; d++)
+                        if (seams[i].adapter[d])
+                                try_adapter(seams[i].adapter[d], &cfg, it, n);
         return 0;
 }
