@@ -211,13 +211,13 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
 {
         const char *opts = cfg ? cfg->options : NULL;
         char sock[128];
-        uint64_t v[4];
+        uint64_t v[OPT_COUNT(input_opts)];
         struct input *a;
         int r;
 
         if (!cfg || !cfg->vm_name || !*cfg->vm_name)
                 return -EINVAL;
-        if (adapter_options_parse(opts, input_opts, 4, NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(opts, input_opts, OPT_COUNT(input_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint64_t retry_ms = v[0], retry_max_ms = v[1], timeout_ms = v[2];
         r = vmsig_option_get(opts, "uinput", sock, sizeof(sock));
@@ -369,4 +369,4 @@ static const struct vmsig_adapter_ops input_ops = {
     .close = input_close,
 };
 
-const struct adapter_desc input_qemu_adapter = {&input_ops, input_opts, 4};
+const struct adapter_desc input_qemu_adapter = {&input_ops, input_opts, OPT_COUNT(input_opts)};

@@ -164,7 +164,7 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
         struct input_stub *s;
         int r;
 
-        if (adapter_options_parse(opts, input_stub_opts, 1, NULL, NULL, NULL, 0) < 0)
+        if (adapter_options_parse(opts, input_stub_opts, OPT_COUNT(input_stub_opts), NULL, NULL, NULL, 0) < 0)
                 return -EINVAL;
         r = vmsig_option_get(opts, "record", path, sizeof(path));
 
@@ -275,4 +275,4 @@ static const struct vmsig_adapter_ops input_stub_ops = {
     .close = input_close,
 };
 
-const struct adapter_desc input_stub_adapter = {&input_stub_ops, input_stub_opts, 1};
+const struct adapter_desc input_stub_adapter = {&input_stub_ops, input_stub_opts, OPT_COUNT(input_stub_opts)};

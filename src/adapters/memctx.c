@@ -1007,13 +1007,13 @@ enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS };
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        uint64_t v[3];
+        uint64_t v[OPT_COUNT(memctx_opts)];
         struct memctx *m;
         int r;
 
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || !cfg->ram_path || !*cfg->ram_path)
                 return -EINVAL;
-        if (adapter_options_parse(cfg->options, memctx_opts, 3, NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(cfg->options, memctx_opts, OPT_COUNT(memctx_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint64_t retry_ms = v[OPT_RETRY_MS], retry_max_ms = v[OPT_RETRY_MAX_MS];
         enum os_mode mode = (enum os_mode)v[OPT_OS];
@@ -1145,4 +1145,4 @@ static const struct vmsig_adapter_ops memctx_ops = {
     .close = memctx_close,
 };
 
-const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, 3};
+const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};

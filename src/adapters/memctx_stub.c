@@ -506,11 +506,12 @@ static const struct opt_spec memctx_stub_opts[] = {
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        uint64_t v[3];
+        uint64_t v[OPT_COUNT(memctx_stub_opts)];
         struct memctx_stub *s;
         int r;
 
-        if (adapter_options_parse(cfg ? cfg->options : NULL, memctx_stub_opts, 3, NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(cfg ? cfg->options : NULL, memctx_stub_opts, OPT_COUNT(memctx_stub_opts),
+                                  NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint64_t ram_mib = v[0], fail_boots = v[1], retry_ms = v[2];
 
@@ -700,4 +701,5 @@ static const struct vmsig_adapter_ops memctx_stub_ops = {
     .close = memctx_close,
 };
 
-const struct adapter_desc memctx_stub_adapter = {&memctx_stub_ops, memctx_stub_opts, 3};
+const struct adapter_desc memctx_stub_adapter = {&memctx_stub_ops, memctx_stub_opts,
+                                                 OPT_COUNT(memctx_stub_opts)};

@@ -29,14 +29,15 @@ enum opt_type {
 struct opt_spec {
         const char *key;
         enum opt_type type;
-        uint64_t min, max; /* OPT_U64: the value; strings: the length */
-        uint64_t def;      /* OPT_U64: the value when absent; OPT_WORD: the index */
-        uint64_t multiple; /* OPT_U64: 0, or the value must be a multiple of it */
-        const char *words; /* OPT_WORD */
+        uint64_t min, max;    /* OPT_U64: the value; strings: the length */
+        uint64_t def;         /* OPT_U64: the value when absent; OPT_WORD: the index */
+        uint64_t multiple;    /* OPT_U64: 0, or the value must be a multiple of it */
+        const char *words;    /* OPT_WORD */
         const char *at_least; /* OPT_U64: key of this spec whose value this one must not be below */
 };
 
-#define OPT_SPEC_MAX 16 /* options per adapter */
+#define OPT_SPEC_MAX    16 /* options per adapter */
+#define OPT_COUNT(spec) (sizeof(spec) / sizeof((spec)[0]))
 
 /* The one strict checker: every item of opts is key=value with a key of
  * spec[0..n), each key at most once, each value of its type and range, and
@@ -66,23 +67,19 @@ struct adapter_desc {
 extern const struct adapter_desc memctx_stub_adapter, input_stub_adapter, vmhost_stub_adapter;
 extern const struct adapter_desc memctx_qemu_adapter, input_qemu_adapter, vmhost_qemu_adapter;
 
-enum vm_driver {
-        VM_DRIVER_QEMU = 0,
-        VM_DRIVER_STUB = 1,
-        VM_DRIVER_COUNT
-};
+enum vm_driver { VM_DRIVER_QEMU = 0, VM_DRIVER_STUB = 1, VM_DRIVER_COUNT };
 
 struct driver_def {
-        const char *name;  /* the trigger file's driver= value */
-        bool needs_qmp;    /* the trigger file must give qmp= */
-        bool needs_ram;    /* the trigger file must give ram= */
+        const char *name; /* the trigger file's driver= value */
+        bool needs_qmp;   /* the trigger file must give qmp= */
+        bool needs_ram;   /* the trigger file must give ram= */
 };
 
 struct seam_def {
-        uint8_t seam;        /* enum vmsig_source */
-        const char *name;    /* = vmsig_source_name(seam) */
+        uint8_t seam;            /* enum vmsig_source */
+        const char *name;        /* = vmsig_source_name(seam) */
         const char *options_key; /* the trigger file's key of its adapter options */
-        uint32_t caps;       /* VMSIG_CAP_* of the commands and events it serves */
+        uint32_t caps;           /* VMSIG_CAP_* of the commands and events it serves */
         /* The adapter per driver; NULL where this build has none (a
          * stub-only build has no QEMU adapters). */
         const struct adapter_desc *adapter[VM_DRIVER_COUNT];

@@ -533,12 +533,12 @@ static const struct opt_spec vmhost_opts[] = {VMCONN_OPT_RETRY, VMCONN_OPT_CMD_T
 
 static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        uint64_t v[3];
+        uint64_t v[OPT_COUNT(vmhost_opts)];
         struct vmhost *h;
 
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path)
                 return -EINVAL;
-        if (adapter_options_parse(cfg->options, vmhost_opts, 3, NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(cfg->options, vmhost_opts, OPT_COUNT(vmhost_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint64_t retry_ms = v[0], retry_max_ms = v[1], timeout_ms = v[2];
         h = calloc(1, sizeof(*h));
@@ -701,4 +701,4 @@ static const struct vmsig_adapter_ops vmhost_ops = {
     .close = vmhost_close,
 };
 
-const struct adapter_desc vmhost_qemu_adapter = {&vmhost_ops, vmhost_opts, 3};
+const struct adapter_desc vmhost_qemu_adapter = {&vmhost_ops, vmhost_opts, OPT_COUNT(vmhost_opts)};

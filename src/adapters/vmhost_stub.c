@@ -167,11 +167,12 @@ static const struct opt_spec vmhost_stub_opts[] = {
 static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
         static const uint8_t states[] = {VMSIG_RUN_RUNNING, VMSIG_RUN_PAUSED, VMSIG_RUN_SHUTDOWN}; /* words */
-        uint64_t v[2];
+        uint64_t v[OPT_COUNT(vmhost_stub_opts)];
         struct vmhost_stub *s;
         int r;
 
-        if (adapter_options_parse(cfg ? cfg->options : NULL, vmhost_stub_opts, 2, NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(cfg ? cfg->options : NULL, vmhost_stub_opts, OPT_COUNT(vmhost_stub_opts),
+                                  NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint8_t st = states[v[0]];
         uint64_t ms = v[1];
@@ -265,4 +266,5 @@ static const struct vmsig_adapter_ops vmhost_stub_ops = {
     .close = vmhost_close,
 };
 
-const struct adapter_desc vmhost_stub_adapter = {&vmhost_stub_ops, vmhost_stub_opts, 2};
+const struct adapter_desc vmhost_stub_adapter = {&vmhost_stub_ops, vmhost_stub_opts,
+                                                 OPT_COUNT(vmhost_stub_opts)};

@@ -70,7 +70,8 @@ static void describe(struct out *o, const struct vmsig_event *ev, bool json)
                         put_str(o, b.name, sizeof(b.name), json);
                         put(o, "%s%s%schange%s%s%s%s", q, sep, k0, eq, q, b.change < 4 ? ch[b.change] : "?", q);
                         char sn[64];
-                        put(o, "%s%sseams%s%s%s%s", sep, k0, eq, q, vmsig_seams_format(b.seams, " ", "none", sn, sizeof(sn)), q);
+                        put(o, "%s%sseams%s%s%s%s", sep, k0, eq, q,
+                            vmsig_seams_format(b.seams, " ", "none", sn, sizeof(sn)), q);
                         put(o, "%s%srun_state%s%s%s%s", sep, k0, eq, q, vmsig_run_state_name(b.run_state), q);
                         return;
                 }

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* vmsigd wiring. Discovery turns trigger files into endpoints with the
- * adapters the seam registry names for their driver; the server turns connections into controls, admitted by the
- * config's uid/gid rules; the audit sink gets every decision. Bad input (a
- * malformed trigger file, a misbehaving client) is logged and ignored: the
- * daemon never exits on it. */
+ * adapters the seam registry names for their driver; the server turns connections into controls, admitted by
+ * the config's uid/gid rules; the audit sink gets every decision. Bad input (a malformed trigger file, a
+ * misbehaving client) is logged and ignored: the daemon never exits on it. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>

@@ -62,10 +62,11 @@ static const char *const fixed_keys[K_SEAM_OPT] = {
     [K_NAME] = "name", [K_DRIVER] = "driver", [K_QMP] = "qmp", [K_RAM] = "ram", [K_INPUT] = "input",
 };
 
-_Static_assert(offsetof(struct trigger, memctx_options) == offsetof(struct trigger, options[VMSIG_SRC_MEMCTX]) &&
-                   offsetof(struct trigger, input_options) == offsetof(struct trigger, options[VMSIG_SRC_INPUT]) &&
-                   offsetof(struct trigger, vmhost_options) == offsetof(struct trigger, options[VMSIG_SRC_VMHOST]),
-               "the named option fields alias options[seam]");
+_Static_assert(
+    offsetof(struct trigger, memctx_options) == offsetof(struct trigger, options[VMSIG_SRC_MEMCTX]) &&
+        offsetof(struct trigger, input_options) == offsetof(struct trigger, options[VMSIG_SRC_INPUT]) &&
+        offsetof(struct trigger, vmhost_options) == offsetof(struct trigger, options[VMSIG_SRC_VMHOST]),
+    "the named option fields alias options[seam]");
 
 static const char *key_name(int id)
 {
@@ -185,7 +186,10 @@ static const char *drivers_expected(char *buf, size_t len)
 
         buf[0] = '\0';
         for (unsigned i = 0; i < VM_DRIVER_COUNT && o < len; i++)
-                o += (size_t)snprintf(buf + o, len - o, "%s%s", !i ? "" : i + 1 == VM_DRIVER_COUNT ? " or " : ", ",
+                o += (size_t)snprintf(buf + o, len - o, "%s%s",
+                                      !i                         ? ""
+                                      : i + 1 == VM_DRIVER_COUNT ? " or "
+                                                                 : ", ",
                                       driver_get(i)->name);
         return buf;
 }
@@ -259,13 +263,13 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 }
                 if (seen_line[id])
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id),
-                                    "duplicate key (first set on line %u)", seen_line[id]);
+                                          "duplicate key (first set on line %u)", seen_line[id]);
                 seen_line[id] = lineno;
 
                 for (size_t i = 0; i < vn; i++)
                         if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
                                 return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id),
-                                            "control character in value");
+                                                  "control character in value");
 
                 switch (id) {
                 case K_NAME:
@@ -314,11 +318,11 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 return parse_fail(-EINVAL, err, errlen, filename, 0, "name", "required key missing");
         const struct driver_def *dd = driver_get(t.driver);
         if (dd->needs_qmp && !seen_line[K_QMP])
-                return parse_fail(-EINVAL, err, errlen, filename, 0, "qmp", "required key missing (driver=%s)",
-                                  dd->name);
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "qmp",
+                                  "required key missing (driver=%s)", dd->name);
         if (dd->needs_ram && !seen_line[K_RAM])
-                return parse_fail(-EINVAL, err, errlen, filename, 0, "ram", "required key missing (driver=%s)",
-                                  dd->name);
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "ram",
+                                  "required key missing (driver=%s)", dd->name);
         size_t nseams;
         const struct seam_def *seams = seam_registry(&nseams);
         for (size_t i = 0; i < nseams; i++) {

@@ -221,7 +221,8 @@ static void test_registry_keys(void **state)
                         snprintf(val, sizeof(val), "%.*s", (int)strcspn(o->words, "|"), o->words);
                 else
                         snprintf(val, sizeof(val), "/tmp/x");
-                snprintf(text, sizeof(text), "name=a\ndriver=stub\n%s=%s=%s\n", seams[i].options_key, o->key, val);
+                snprintf(text, sizeof(text), "name=a\ndriver=stub\n%s=%s=%s\n", seams[i].options_key, o->key,
+                         val);
                 if (parse(text, &t, err, sizeof(err)) != 0)
                         fail_msg("%s: %s", text, err);
                 assert_int_equal(strncmp(t.options[seams[i].seam], o->key, strlen(o->key)), 0);
@@ -413,12 +414,16 @@ static void test_equal(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_adapter_options), cmocka_unit_test(test_registry_keys),
+            cmocka_unit_test(test_adapter_options),
+            cmocka_unit_test(test_registry_keys),
             cmocka_unit_test(test_options_match_stub_adapters),
             cmocka_unit_test(test_options_match_qemu_adapters),
-            cmocka_unit_test(test_minimal_qemu),    cmocka_unit_test(test_stub_no_paths),
-            cmocka_unit_test(test_errors),          cmocka_unit_test(test_last_line_no_newline_and_blanks),
-            cmocka_unit_test(test_ignored_names),   cmocka_unit_test(test_load),
+            cmocka_unit_test(test_minimal_qemu),
+            cmocka_unit_test(test_stub_no_paths),
+            cmocka_unit_test(test_errors),
+            cmocka_unit_test(test_last_line_no_newline_and_blanks),
+            cmocka_unit_test(test_ignored_names),
+            cmocka_unit_test(test_load),
             cmocka_unit_test(test_equal),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

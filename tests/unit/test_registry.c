@@ -59,7 +59,8 @@ static void test_specs(void **state)
                         uint64_t v[OPT_SPEC_MAX];
                         if (!a)
                                 continue;
-                        assert_int_equal(adapter_options_parse(NULL, a->opts, a->n_opts, NULL, v, NULL, 0), 0);
+                        assert_int_equal(adapter_options_parse(NULL, a->opts, a->n_opts, NULL, v, NULL, 0),
+                                         0);
                         for (size_t k = 0; k < a->n_opts; k++) {
                                 const struct opt_spec *o = &a->opts[k];
                                 for (size_t j = k + 1; j < a->n_opts; j++)
@@ -139,8 +140,9 @@ static void test_checker(void **state)
         assert_int_equal(v[1], 20);
         assert_int_equal(v[2], 1); /* the default word's index */
         assert_int_equal(v[3], 0); /* a string not given */
-        assert_int_equal(adapter_options_parse("mode=c,hi=0x40,lo=64,path=/x,s=abc,n4=0", spec, NSPEC, NULL, v, NULL, 0),
-                         0);
+        assert_int_equal(
+            adapter_options_parse("mode=c,hi=0x40,lo=64,path=/x,s=abc,n4=0", spec, NSPEC, NULL, v, NULL, 0),
+            0);
         assert_int_equal(v[0], 64);
         assert_int_equal(v[1], 64);
         assert_int_equal(v[2], 2);
@@ -151,7 +153,8 @@ static void test_checker(void **state)
         expect_refused("lo=1,", NULL, "expected key=value");
         expect_refused("=1", NULL, "expected key=value");
         expect_refused("lo", NULL, "expected key=value");
-        expect_refused("low=1", "test thing", "low: unknown option for the test thing adapter (known: lo, hi, mode");
+        expect_refused("low=1", "test thing",
+                       "low: unknown option for the test thing adapter (known: lo, hi, mode");
         expect_refused("low=1", NULL, "low: unknown option (known: lo,");
         expect_refused("lo=1,lo=1", NULL, "lo: given twice");
         expect_refused("lo=0", NULL, "lo: 0 is out of range (1..100)");
@@ -188,8 +191,9 @@ static void test_seams_format(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_rows),     cmocka_unit_test(test_specs),   cmocka_unit_test(test_factories),
-            cmocka_unit_test(test_drivers),  cmocka_unit_test(test_checker), cmocka_unit_test(test_seams_format),
+            cmocka_unit_test(test_rows),      cmocka_unit_test(test_specs),
+            cmocka_unit_test(test_factories), cmocka_unit_test(test_drivers),
+            cmocka_unit_test(test_checker),   cmocka_unit_test(test_seams_format),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
