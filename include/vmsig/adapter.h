@@ -67,11 +67,15 @@ struct vmsig_emit_sink {
         int (*check_issuer)(const struct vmsig_emit_sink *sink, uint32_t peer, int lease_class);
 };
 
-/* Per-attachment configuration (from a trigger file or a test). */
+/* Per-attachment configuration (from a trigger file or a test). Driver
+ * neutral: vm_name and options are every adapter's; qmp_path and ram_path
+ * are the QEMU driver's two locations (kept here for the ABI), NULL for
+ * other drivers. Anything else a driver needs (a libvirt URI, ...) is one
+ * of its adapters' options, declared and checked like the others. */
 struct vmsig_adapter_cfg {
         const char *vm_name;
-        const char *qmp_path; /* may be NULL for stubs */
-        const char *ram_path; /* may be NULL for stubs */
+        const char *qmp_path; /* QEMU driver: the QMP socket; else NULL */
+        const char *ram_path; /* QEMU driver: the guest RAM file; else NULL */
         const char *options;  /* "key=value,key=value", adapter-specific */
 };
 
@@ -143,6 +147,12 @@ int vmsig_sink_diag(const struct vmsig_emit_sink *sink, uint32_t endpoint, uint8
 int vmsig_sink_status(const struct vmsig_emit_sink *sink, uint32_t endpoint, uint8_t run_state,
                       const struct vmsig_event_hdr *asker, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* The names of the seams whose bit (1 << enum vmsig_source) is set in mask
+ * (as in a ROSTER body), in source order, separated by sep ("memctx input
+ * vmhost" with " "); none if mask is 0. Unknown bits are skipped. Truncates
+ * to len - 1 bytes. Returns buf. */
+const char *vmsig_seams_format(uint8_t mask, const char *sep, const char *none, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

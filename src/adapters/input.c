@@ -17,7 +17,7 @@
  * Over QMP each command has a deadline (cmd_timeout_ms, default 3000) and is
  * re-checked right before it is written: its issuer must still hold the input
  * lease, else -ECANCELED and QEMU never sees it. Results the session makes
- * itself are in host/vmconn.h (-ETIMEDOUT never sent, -EINPROGRESS sent but
+ * itself are in adapters/vmconn.h (-ETIMEDOUT never sent, -EINPROGRESS sent but
  * unanswered, -ECANCELED never sent); detaching answers every command still
  * pending the same way.
  *
@@ -32,7 +32,7 @@
 #include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
-#include "host/vmconn.h"
+#include "adapters/vmconn.h"
 #include "vmctl/vmctl.h"
 #include "adapters/input_cmd.h"
 
@@ -192,27 +192,26 @@ static void input_close(void *instance)
         free(a);
 }
 
+static const struct opt_spec input_opts[] = {
+    VMCONN_OPT_RETRY,
+    VMCONN_OPT_CMD_TIMEOUT,
+    {.key = "uinput", .type = OPT_ABS_PATH, .min = 1, .max = 127}, /* a sockaddr_un path */
+};
+
 static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"uinput", "retry_ms", "retry_max_ms", "cmd_timeout_ms"};
         const char *opts = cfg ? cfg->options : NULL;
         char sock[128];
-        uint64_t retry_ms, retry_max_ms, timeout_ms;
+        uint64_t v[OPT_COUNT(input_opts)];
         struct input *a;
         int r;
 
         if (!cfg || !cfg->vm_name || !*cfg->vm_name)
                 return -EINVAL;
-        if (vmconn_options_check(opts, known, 4) < 0 ||
-            vmsig_option_u64(opts, "retry_ms", 100, &retry_ms) < 0 ||
-            vmsig_option_u64(opts, "retry_max_ms", 2000, &retry_max_ms) < 0 || retry_ms < 1 ||
-            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000 ||
-            vmsig_option_u64(opts, "cmd_timeout_ms", VMCONN_TIMEOUT_DEFAULT_MS, &timeout_ms) < 0 ||
-            timeout_ms < 10 || timeout_ms > 600000)
+        if (adapter_options_parse(opts, input_opts, OPT_COUNT(input_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
+        uint64_t retry_ms = v[0], retry_max_ms = v[1], timeout_ms = v[2];
         r = vmsig_option_get(opts, "uinput", sock, sizeof(sock));
-        if (r == -ENAMETOOLONG || (r == 0 && sock[0] != '/'))
-                return -EINVAL;
 
         a = calloc(1, sizeof(*a));
         if (!a)
@@ -329,7 +328,4 @@ static const struct vmsig_adapter_ops input_ops = {
     .close = input_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_input_ops(void)
-{
-        return &input_ops;
-}
+const struct adapter_desc input_qemu_adapter = {&input_ops, input_opts, OPT_COUNT(input_opts)};

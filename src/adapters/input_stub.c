@@ -155,19 +155,20 @@ static void input_close(void *instance)
         free(s);
 }
 
+static const struct opt_spec input_stub_opts[] = {
+    {.key = "record", .type = OPT_STRING, .min = 1, .max = RECORD_PATH - 1},
+};
+
 static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"record"};
         const char *opts = cfg ? cfg->options : NULL;
         char path[RECORD_PATH];
         struct input_stub *s;
         int r;
 
-        if (vmsig_stub_options_check(opts, known, 1) < 0)
+        if (adapter_options_parse(opts, input_stub_opts, OPT_COUNT(input_stub_opts), NULL, NULL, NULL, 0) < 0)
                 return -EINVAL;
         r = vmsig_option_get(opts, "record", path, sizeof(path));
-        if (r == -ENAMETOOLONG || (r == 0 && !path[0]))
-                return -EINVAL;
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -248,7 +249,4 @@ static const struct vmsig_adapter_ops input_stub_ops = {
     .close = input_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_input_stub_ops(void)
-{
-        return &input_stub_ops;
-}
+const struct adapter_desc input_stub_adapter = {&input_stub_ops, input_stub_opts, OPT_COUNT(input_stub_opts)};

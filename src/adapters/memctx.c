@@ -53,8 +53,8 @@
 
 #include "util/clock.h"
 #include "host/mtree.h"
-#include "host/vmconn.h"
 #include "adapters/memctx_engine.h"
+#include "adapters/vmconn.h"
 
 #define COOKIE_QMP   1u
 #define COOKIE_RETRY 2u /* the session's reconnect timer */
@@ -862,32 +862,25 @@ static void memctx_close(void *instance)
         free(m);
 }
 
+/* In the order of enum os_mode: the checker reports the word's index. */
+static const struct opt_spec memctx_opts[] = {
+    VMCONN_OPT_RETRY,
+    {.key = "os", .type = OPT_WORD, .words = "auto|linux|windows"},
+};
+enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS };
+
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"retry_ms", "retry_max_ms", "os"};
-        const char *opts = cfg ? cfg->options : NULL;
-        uint64_t retry_ms, retry_max_ms;
-        char os[16];
-        enum os_mode mode;
+        uint64_t v[OPT_COUNT(memctx_opts)];
         struct memctx *m;
         int r;
 
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || !cfg->ram_path || !*cfg->ram_path)
                 return -EINVAL;
-        if (vmconn_options_check(opts, known, 3) < 0 ||
-            vmsig_option_u64(opts, "retry_ms", 100, &retry_ms) < 0 ||
-            vmsig_option_u64(opts, "retry_max_ms", 2000, &retry_max_ms) < 0 || retry_ms < 1 ||
-            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000)
+        if (adapter_options_parse(cfg->options, memctx_opts, OPT_COUNT(memctx_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
-        r = vmsig_option_get(opts, "os", os, sizeof(os));
-        if (r == -ENOENT || (r == 0 && !strcmp(os, "auto")))
-                mode = OS_AUTO;
-        else if (r == 0 && !strcmp(os, "linux"))
-                mode = OS_LINUX;
-        else if (r == 0 && !strcmp(os, "windows"))
-                mode = OS_WINDOWS;
-        else
-                return -EINVAL;
+        uint64_t retry_ms = v[OPT_RETRY_MS], retry_max_ms = v[OPT_RETRY_MAX_MS];
+        enum os_mode mode = (enum os_mode)v[OPT_OS];
 
         m = calloc(1, sizeof(*m));
         if (!m)
@@ -979,7 +972,4 @@ static const struct vmsig_adapter_ops memctx_ops = {
     .close = memctx_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_memctx_ops(void)
-{
-        return &memctx_ops;
-}
+const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};

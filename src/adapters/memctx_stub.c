@@ -280,23 +280,28 @@ static int ram_create(struct memctx_stub *s)
         return vmie_ram_wrap(s->ram, s->ram_len, rr, 2, 0, &s->vram);
 }
 
+/* ram_mib: halves must be whole 2 MiB pages; the PD holds 256 of each. */
+static const struct opt_spec memctx_stub_opts[] = {
+    {.key = "ram_mib",
+     .type = OPT_U64,
+     .min = VMSIG_STUB_RAM_MIB_MIN,
+     .max = VMSIG_STUB_RAM_MIB_MAX,
+     .def = VMSIG_STUB_RAM_MIB_DEFAULT,
+     .multiple = 4},
+    {.key = "fail_boots", .type = OPT_U64, .min = 0, .max = 1000000, .def = 0},
+    {.key = "retry_ms", .type = OPT_U64, .min = 1, .max = 60000, .def = 20},
+};
+
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"ram_mib", "fail_boots", "retry_ms"};
-        const char *opts = cfg ? cfg->options : NULL;
-        uint64_t ram_mib, fail_boots, retry_ms;
+        uint64_t v[OPT_COUNT(memctx_stub_opts)];
         struct memctx_stub *s;
         int r;
 
-        if (vmsig_stub_options_check(opts, known, sizeof(known) / sizeof(known[0])) < 0 ||
-            vmsig_option_u64(opts, "ram_mib", VMSIG_STUB_RAM_MIB_DEFAULT, &ram_mib) < 0 ||
-            vmsig_option_u64(opts, "fail_boots", 0, &fail_boots) < 0 ||
-            vmsig_option_u64(opts, "retry_ms", 20, &retry_ms) < 0)
+        if (adapter_options_parse(cfg ? cfg->options : NULL, memctx_stub_opts, OPT_COUNT(memctx_stub_opts),
+                                  NULL, v, NULL, 0) < 0)
                 return -EINVAL;
-        /* halves must be whole 2 MiB pages; the PD holds 256 of each */
-        if (ram_mib < VMSIG_STUB_RAM_MIB_MIN || ram_mib > VMSIG_STUB_RAM_MIB_MAX || ram_mib % 4 ||
-            fail_boots > 1000000 || retry_ms < 1 || retry_ms > 60000)
-                return -EINVAL;
+        uint64_t ram_mib = v[0], fail_boots = v[1], retry_ms = v[2];
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -429,7 +434,5 @@ static const struct vmsig_adapter_ops memctx_stub_ops = {
     .close = memctx_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_memctx_stub_ops(void)
-{
-        return &memctx_stub_ops;
-}
+const struct adapter_desc memctx_stub_adapter = {&memctx_stub_ops, memctx_stub_opts,
+                                                 OPT_COUNT(memctx_stub_opts)};

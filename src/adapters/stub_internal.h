@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <vmsig/stub_guest.h> /* VMSIG_STUB_BANNER{,_VA,_GPA}: public */
+#include "adapters/registry.h" /* adapter_options_parse: the options checker */
 
 /* ---- the synthetic guest built by the memctx stub ----
  *
@@ -63,34 +64,6 @@ static inline uint64_t vmsig_stub_now_ns(void)
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Strict check of a "k=v,k=v" string: every item has a non-empty key from
- * known[], an '=', and appears once. Typos must fail open(), not be ignored. */
-static inline int vmsig_stub_options_check(const char *opts, const char *const *known, size_t nknown)
-{
-        uint64_t seen = 0;
-
-        if (!opts || !*opts)
-                return 0;
-        for (const char *p = opts;;) {
-                const char *end = strchrnul(p, ',');
-                const char *eq = memchr(p, '=', (size_t)(end - p));
-                size_t i;
-
-                if (!eq || eq == p)
-                        return -EINVAL;
-                for (i = 0; i < nknown && i < 64; i++)
-                        if (strlen(known[i]) == (size_t)(eq - p) &&
-                            memcmp(known[i], p, (size_t)(eq - p)) == 0)
-                                break;
-                if (i == nknown || i >= 64 || (seen & (1ull << i)))
-                        return -EINVAL;
-                seen |= 1ull << i;
-                if (!*end)
-                        return 0;
-                p = end + 1;
-        }
 }
 
 #endif

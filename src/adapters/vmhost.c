@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* vmhost: VM lifecycle over QMP (the VM's shared session, host/vmconn.h).
+/* vmhost: VM lifecycle over QMP (the VM's shared session, adapters/vmconn.h).
  *
  * Truth comes from QEMU, not from command replies: on every (re)connect and
  * after every lifecycle event (SHUTDOWN RESET STOP RESUME POWERDOWN
@@ -44,7 +44,7 @@
 #include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
-#include "host/vmconn.h"
+#include "adapters/vmconn.h"
 
 #define COOKIE_QMP         1u
 #define COOKIE_RETRY       2u
@@ -510,22 +510,18 @@ static void vmhost_close(void *instance)
         free(h);
 }
 
+static const struct opt_spec vmhost_opts[] = {VMCONN_OPT_RETRY, VMCONN_OPT_CMD_TIMEOUT};
+
 static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms"};
-        const char *opts = cfg ? cfg->options : NULL;
-        uint64_t retry_ms, retry_max_ms, timeout_ms;
+        uint64_t v[OPT_COUNT(vmhost_opts)];
         struct vmhost *h;
 
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path)
                 return -EINVAL;
-        if (vmconn_options_check(opts, known, 3) < 0 ||
-            vmsig_option_u64(opts, "retry_ms", 100, &retry_ms) < 0 ||
-            vmsig_option_u64(opts, "retry_max_ms", 2000, &retry_max_ms) < 0 || retry_ms < 1 ||
-            retry_ms > 60000 || retry_max_ms < retry_ms || retry_max_ms > 600000 ||
-            vmsig_option_u64(opts, "cmd_timeout_ms", VMCONN_TIMEOUT_DEFAULT_MS, &timeout_ms) < 0 ||
-            timeout_ms < 10 || timeout_ms > 600000)
+        if (adapter_options_parse(cfg->options, vmhost_opts, OPT_COUNT(vmhost_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
+        uint64_t retry_ms = v[0], retry_max_ms = v[1], timeout_ms = v[2];
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
@@ -686,7 +682,4 @@ static const struct vmsig_adapter_ops vmhost_ops = {
     .close = vmhost_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_vmhost_ops(void)
-{
-        return &vmhost_ops;
-}
+const struct adapter_desc vmhost_qemu_adapter = {&vmhost_ops, vmhost_opts, OPT_COUNT(vmhost_opts)};

@@ -143,28 +143,23 @@ static void vmhost_close(void *instance)
         free(s);
 }
 
+static const struct opt_spec vmhost_stub_opts[] = {
+    {.key = "state", .type = OPT_WORD, .words = "running|paused|shutdown"},
+    {.key = "powerdown_ms", .type = OPT_U64, .min = 1, .max = 600000, .def = 50},
+};
+
 static int vmhost_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
-        static const char *const known[] = {"state", "powerdown_ms"};
-        const char *opts = cfg ? cfg->options : NULL;
-        char state[16];
-        uint64_t ms;
-        uint8_t st;
+        static const uint8_t states[] = {VMSIG_RUN_RUNNING, VMSIG_RUN_PAUSED, VMSIG_RUN_SHUTDOWN}; /* words */
+        uint64_t v[OPT_COUNT(vmhost_stub_opts)];
         struct vmhost_stub *s;
         int r;
 
-        if (vmsig_stub_options_check(opts, known, 2) < 0 ||
-            vmsig_option_u64(opts, "powerdown_ms", 50, &ms) < 0 || ms < 1 || ms > 600000)
+        if (adapter_options_parse(cfg ? cfg->options : NULL, vmhost_stub_opts, OPT_COUNT(vmhost_stub_opts),
+                                  NULL, v, NULL, 0) < 0)
                 return -EINVAL;
-        r = vmsig_option_get(opts, "state", state, sizeof(state));
-        if (r == -ENOENT || (r == 0 && strcmp(state, "running") == 0))
-                st = VMSIG_RUN_RUNNING;
-        else if (r == 0 && strcmp(state, "paused") == 0)
-                st = VMSIG_RUN_PAUSED;
-        else if (r == 0 && strcmp(state, "shutdown") == 0)
-                st = VMSIG_RUN_SHUTDOWN;
-        else
-                return -EINVAL;
+        uint8_t st = states[v[0]];
+        uint64_t ms = v[1];
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -255,7 +250,5 @@ static const struct vmsig_adapter_ops vmhost_stub_ops = {
     .close = vmhost_close,
 };
 
-const struct vmsig_adapter_ops *vmsig_vmhost_stub_ops(void)
-{
-        return &vmhost_stub_ops;
-}
+const struct adapter_desc vmhost_stub_adapter = {&vmhost_stub_ops, vmhost_stub_opts,
+                                                 OPT_COUNT(vmhost_stub_opts)};

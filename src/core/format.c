@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vmsig/adapter.h> /* vmsig_seams_format */
 #include <vmsig/event.h>
 #include <vmsig/memctx.h>
 
@@ -91,8 +92,8 @@ void kind_format_roster(struct kind_fmt *f, const struct vmsig_event *ev)
         put(o, "%sname%s%s", k0, eq, q);
         put_str(o, b.name, sizeof(b.name), json);
         put(o, "%s%s%schange%s%s%s%s", q, sep, k0, eq, q, b.change < 4 ? ch[b.change] : "?", q);
-        put(o, "%s%sseams%s%s%s%s%s%s%s", sep, k0, eq, q, (b.seams & 2) ? "memctx " : "",
-            (b.seams & 4) ? "input " : "", (b.seams & 8) ? "vmhost" : "", b.seams ? "" : "none", q);
+        char sn[64];
+        put(o, "%s%sseams%s%s%s%s", sep, k0, eq, q, vmsig_seams_format(b.seams, " ", "none", sn, sizeof(sn)), q);
         put(o, "%s%srun_state%s%s%s%s", sep, k0, eq, q, vmsig_run_state_name(b.run_state), q);
 }
 

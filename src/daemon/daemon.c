@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* vmsigd wiring. Discovery turns trigger files into endpoints with their
- * adapter trio; the server turns connections into controls, admitted by the
- * config's uid/gid rules; the audit sink gets every decision. Bad input (a
- * malformed trigger file, a misbehaving client) is logged and ignored: the
- * daemon never exits on it. */
+/* vmsigd wiring. Discovery turns trigger files into endpoints with the
+ * adapters the seam registry names for their driver; the server turns connections into controls, admitted by
+ * the config's uid/gid rules; the audit sink gets every decision. Bad input (a malformed trigger file, a
+ * misbehaving client) is logged and ignored: the daemon never exits on it. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -83,37 +82,27 @@ static uint64_t mono_ms(void)
 
 /* ---- VMs ---- */
 
-static const struct vmsig_adapter_ops *ops_for(enum trigger_driver driver, uint8_t seam)
+/* Attach every seam of the registry with the VM driver's adapter. On the
+ * first failure, return it (the caller decides what to undo) with the
+ * adapter's name in ret_failed. */
+static int attach_seams(struct vmsigd *d, uint32_t ep, const struct trigger *t, const char *filename,
+                        const char **ret_failed)
 {
-        bool stub = driver == TRIGGER_DRIVER_STUB;
-
-        switch (seam) {
-        case VMSIG_SRC_MEMCTX:
-                return stub ? vmsig_memctx_stub_ops() : vmsig_memctx_ops();
-        case VMSIG_SRC_INPUT:
-                return stub ? vmsig_input_stub_ops() : vmsig_input_ops();
-        default:
-                return stub ? vmsig_vmhost_stub_ops() : vmsig_vmhost_ops();
-        }
-}
-
-/* Attach all three seams. On the first failure, return it (the caller
- * decides what to undo) with the adapter's name in ret_failed. */
-static int attach_trio(struct vmsigd *d, uint32_t ep, const struct trigger *t, const char *filename,
-                       const char **ret_failed)
-{
+        const struct seam_def *seams;
+        size_t n;
         struct esc f;
 
-        for (uint8_t seam = VMSIG_SRC_MEMCTX; seam <= VMSIG_SRC_VMHOST; seam++) {
+        seams = seam_registry(&n);
+        for (size_t i = 0; i < n; i++) {
                 struct vmsig_adapter_cfg cfg;
-                const struct vmsig_adapter_ops *ops = ops_for(t->driver, seam);
-                if (!ops) {
+                const struct adapter_desc *ad = seams[i].adapter[t->driver];
+                if (!ad) {
                         logf_(d, LOG_WARNING, "VM '%s' (%s): no %s adapter for driver %s in this build",
-                              t->name, esc(&f, filename), vmsig_source_name(seam),
-                              trigger_driver_name(t->driver));
+                              t->name, esc(&f, filename), seams[i].name, trigger_driver_name(t->driver));
                         continue;
                 }
-                trigger_adapter_cfg(t, seam, &cfg);
+                const struct vmsig_adapter_ops *ops = ad->ops;
+                trigger_adapter_cfg(t, seams[i].seam, &cfg);
                 int r = vmsig_bus_attach(d->bus, ep, ops, &cfg);
                 if (r < 0) {
                         if (ret_failed)
@@ -139,7 +128,7 @@ static int vm_added(const char *name, const struct trigger *t, const char *filen
                                       : strerror(-r));
                 return r;
         }
-        r = attach_trio(d, ep, t, filename, &failed);
+        r = attach_seams(d, ep, t, filename, &failed);
         if (r < 0) {
                 /* All or nothing: a VM is never served half-attached. */
                 vmsig_bus_endpoint_remove(d->bus, ep);
@@ -169,9 +158,11 @@ static void vm_changed(const char *name, const struct trigger *t, const char *fi
         if (!(flags & (DISCOVERY_CONTENT | DISCOVERY_REPLACED)))
                 return; /* only the file's name moved */
         logf_(d, LOG_INFO, "VM '%s' changed (%s): re-attaching its adapters", name, esc(&f, filename));
-        for (uint8_t seam = VMSIG_SRC_MEMCTX; seam <= VMSIG_SRC_VMHOST; seam++)
-                vmsig_bus_detach(d->bus, ep, seam);
-        r = attach_trio(d, ep, t, filename, &failed);
+        size_t n;
+        const struct seam_def *seams = seam_registry(&n);
+        for (size_t i = 0; i < n; i++)
+                vmsig_bus_detach(d->bus, ep, seams[i].seam);
+        r = attach_seams(d, ep, t, filename, &failed);
         if (r < 0)
                 logf_(d, LOG_ERR, "VM '%s' (%s): cannot attach %s: %s", name, esc(&f, filename), failed,
                       strerror(-r));

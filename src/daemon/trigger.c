@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,35 +12,7 @@
 
 void trigger_printable(const char *in, char *out, size_t outlen)
 {
-        static const char hex[] = "0123456789abcdef";
-        size_t o = 0;
-
-        if (!outlen)
-                return;
-        for (; in && *in; in++) {
-                unsigned char c = (unsigned char)*in;
-                /* Bytes >= 0x80 too: UTF-8 encoded C1 controls (CSI) act on
-                 * some terminals. The backslash is doubled so that an
-                 * escape in the output is never ambiguous. */
-                if (c == '\\') {
-                        if (o + 2 >= outlen)
-                                break;
-                        out[o++] = '\\';
-                        out[o++] = '\\';
-                } else if (c < 0x20 || c >= 0x7f) {
-                        if (o + 4 >= outlen)
-                                break;
-                        out[o++] = '\\';
-                        out[o++] = 'x';
-                        out[o++] = hex[c >> 4];
-                        out[o++] = hex[c & 15];
-                } else {
-                        if (o + 1 >= outlen)
-                                break;
-                        out[o++] = (char)c;
-                }
-        }
-        out[o] = '\0';
+        text_printable(in, in ? strlen(in) : 0, out, outlen);
 }
 
 bool trigger_error_transient(int r)
@@ -81,18 +54,29 @@ int parse_fail(int r, char *err, size_t errlen, const char *file, unsigned line,
         return r;
 }
 
-enum key_id { K_NAME, K_DRIVER, K_QMP, K_RAM, K_INPUT, K_MEMCTX_OPT, K_INPUT_OPT, K_VMHOST_OPT, K_COUNT };
+/* The file's own keys; then one options key per seam of the registry
+ * (K_SEAM_OPT + seam). */
+enum key_id { K_NAME, K_DRIVER, K_QMP, K_RAM, K_INPUT, K_SEAM_OPT, K_COUNT = K_SEAM_OPT + VMSIG_SRC_MAX_ };
 
-static const char *const key_names[K_COUNT] = {
-    [K_NAME] = "name",
-    [K_DRIVER] = "driver",
-    [K_QMP] = "qmp",
-    [K_RAM] = "ram",
-    [K_INPUT] = "input",
-    [K_MEMCTX_OPT] = "memctx_options",
-    [K_INPUT_OPT] = "input_options",
-    [K_VMHOST_OPT] = "vmhost_options",
+static const char *const fixed_keys[K_SEAM_OPT] = {
+    [K_NAME] = "name", [K_DRIVER] = "driver", [K_QMP] = "qmp", [K_RAM] = "ram", [K_INPUT] = "input",
 };
+
+_Static_assert(
+    offsetof(struct trigger, memctx_options) == offsetof(struct trigger, options[VMSIG_SRC_MEMCTX]) &&
+        offsetof(struct trigger, input_options) == offsetof(struct trigger, options[VMSIG_SRC_INPUT]) &&
+        offsetof(struct trigger, vmhost_options) == offsetof(struct trigger, options[VMSIG_SRC_VMHOST]),
+    "the named option fields alias options[seam]");
+
+static const char *key_name(int id)
+{
+        const struct seam_def *sd;
+
+        if (id < K_SEAM_OPT)
+                return fixed_keys[id];
+        sd = seam_find((uint8_t)(id - K_SEAM_OPT));
+        return sd ? sd->options_key : NULL;
+}
 
 static bool is_name_char(char c)
 {
@@ -176,157 +160,38 @@ static void store(char *dst, const char *v, size_t n)
         dst[n] = '\0';
 }
 
-/* ---- adapter options ----
- * What each adapter accepts, so that a bad option refuses the whole file
- * (naming FILE:LINE: KEY) before anything is attached. Mirrors the checks in
- * the adapters' open(); test_trigger cross-checks the two. */
-
-enum opt_type { OPT_U64, OPT_WORD, OPT_ABS_PATH, OPT_STRING };
-
-struct opt_spec {
-        const char *key;
-        enum opt_type type;
-        uint64_t min, max, def; /* OPT_U64; max is also the length limit of strings */
-        const char *words;      /* OPT_WORD: "a|b|c" */
-};
-
-struct seam_spec {
-        const char *what; /* for messages */
-        const struct opt_spec *opts;
-        size_t n;
-        bool retry_pair; /* retry_max_ms >= retry_ms */
-};
-
-static const struct opt_spec stub_memctx[] = {
-    {"ram_mib", OPT_U64, 8, 1024, 8, NULL},
-    {"fail_boots", OPT_U64, 0, 1000000, 0, NULL},
-    {"retry_ms", OPT_U64, 1, 60000, 20, NULL},
-};
-static const struct opt_spec stub_input[] = {{"record", OPT_STRING, 1, 4095, 0, NULL}};
-static const struct opt_spec stub_vmhost[] = {
-    {"state", OPT_WORD, 0, 15, 0, "running|paused|shutdown"},
-    {"powerdown_ms", OPT_U64, 1, 600000, 50, NULL},
-};
-/* For the retry pair check, retry_ms comes first, retry_max_ms second. */
-static const struct opt_spec qemu_memctx[] = {
-    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
-    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
-    {"os", OPT_WORD, 0, 15, 0, "auto|linux|windows"},
-};
-static const struct opt_spec qemu_input[] = {
-    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
-    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
-    {"uinput", OPT_ABS_PATH, 1, 127, 0, NULL},
-    {"cmd_timeout_ms", OPT_U64, 10, 600000, 3000, NULL},
-};
-static const struct opt_spec qemu_vmhost[] = {
-    {"retry_ms", OPT_U64, 1, 60000, 100, NULL},
-    {"retry_max_ms", OPT_U64, 1, 600000, 2000, NULL},
-    {"cmd_timeout_ms", OPT_U64, 10, 600000, 3000, NULL},
-};
-
-#define N_OPTS(a) (sizeof(a) / sizeof((a)[0]))
-static const struct seam_spec seam_specs[2][3] = {
-    [TRIGGER_DRIVER_QEMU] = {{"qemu memctx", qemu_memctx, N_OPTS(qemu_memctx), true},
-                             {"qemu input", qemu_input, N_OPTS(qemu_input), true},
-                             {"qemu vmhost", qemu_vmhost, N_OPTS(qemu_vmhost), true}},
-    [TRIGGER_DRIVER_STUB] = {{"stub memctx", stub_memctx, N_OPTS(stub_memctx), false},
-                             {"stub input", stub_input, N_OPTS(stub_input), false},
-                             {"stub vmhost", stub_vmhost, N_OPTS(stub_vmhost), false}},
-};
-
-static bool parse_u64(const char *v, uint64_t *ret)
+/* Adapter options are checked with the adapter's own spec (the registry's
+ * adapter_desc) by the checker its open() uses, so a bad option refuses the
+ * whole file (naming FILE:LINE: KEY) before anything is attached. An adapter
+ * this build does not have never sees its options: they are not checked. */
+static int check_adapter_options(const char *opts, enum trigger_driver driver, const struct seam_def *sd,
+                                 const char *filename, unsigned line, char *err, size_t errlen)
 {
-        return vmsig_option_parse_u64(v, ret) == 0; /* what the adapters read */
-}
+        const struct adapter_desc *ad = sd->adapter[driver];
+        const struct driver_def *dd = driver_get(driver);
+        char what[64], why[1536];
 
-static bool word_in(const char *v, const char *words)
-{
-        size_t n = strlen(v);
-
-        for (const char *p = words; *p;) {
-                const char *e = strchrnul(p, '|');
-                if ((size_t)(e - p) == n && memcmp(p, v, n) == 0)
-                        return true;
-                p = *e ? e + 1 : e;
-        }
-        return false;
-}
-
-/* opts passed check_options() already. */
-static int check_adapter_options(const char *opts, enum trigger_driver driver, int seam_idx,
-                                 const char *field, const char *filename, unsigned line, char *err,
-                                 size_t errlen)
-{
-        const struct seam_spec *sp = &seam_specs[driver][seam_idx];
-        uint64_t val[8] = {0};
-        bool seen[8] = {false};
-        char known[160] = "";
-
-        for (size_t i = 0; i < sp->n && i < 8; i++) {
-                val[i] = sp->opts[i].def;
-                snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", i ? ", " : "",
-                         sp->opts[i].key);
-        }
-        for (const char *p = opts; *p;) {
-                const char *end = strchrnul(p, ',');
-                const char *eq = memchr(p, '=', (size_t)(end - p));
-                char key[TRIGGER_OPT_MAX + 1], v[TRIGGER_OPT_MAX + 1], pv[4 * TRIGGER_OPT_MAX + 1];
-                const struct opt_spec *o = NULL;
-                size_t i;
-
-                store(key, p, (size_t)(eq - p));
-                store(v, eq + 1, (size_t)(end - eq - 1));
-                p = *end ? end + 1 : end;
-                trigger_printable(v, pv, sizeof(pv));
-                for (i = 0; i < sp->n; i++)
-                        if (strcmp(sp->opts[i].key, key) == 0) {
-                                o = &sp->opts[i];
-                                break;
-                        }
-                if (!o)
-                        return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                          "%s: unknown option for the %s adapter (known: %s)", key, sp->what,
-                                          known);
-                if (seen[i])
-                        return parse_fail(-EINVAL, err, errlen, filename, line, field, "%s: given twice",
-                                          key);
-                seen[i] = true;
-                switch (o->type) {
-                case OPT_U64:
-                        if (!parse_u64(v, &val[i]))
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: '%s' is not a number", key, pv);
-                        if (val[i] < o->min || val[i] > o->max)
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: %s is out of range (%llu..%llu)", key, pv,
-                                                  (unsigned long long)o->min, (unsigned long long)o->max);
-                        if (strcmp(o->key, "ram_mib") == 0 && val[i] % 4)
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: %s is not a multiple of 4", key, pv);
-                        break;
-                case OPT_WORD:
-                        if (!word_in(v, o->words))
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: '%s' is not one of %s", key, pv, o->words);
-                        break;
-                case OPT_ABS_PATH:
-                case OPT_STRING:
-                        if (o->type == OPT_ABS_PATH && v[0] != '/')
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: '%s' is not an absolute path", key, pv);
-                        if (strlen(v) < o->min || strlen(v) > o->max)
-                                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                                  "%s: length must be %llu..%llu bytes", key,
-                                                  (unsigned long long)o->min, (unsigned long long)o->max);
-                        break;
-                }
-        }
-        if (sp->retry_pair && val[1] < val[0])
-                return parse_fail(-EINVAL, err, errlen, filename, line, field,
-                                  "retry_max_ms (%llu) is below retry_ms (%llu)", (unsigned long long)val[1],
-                                  (unsigned long long)val[0]);
+        if (!ad)
+                return 0;
+        snprintf(what, sizeof(what), "%s %s", dd->name, sd->name);
+        if (adapter_options_parse(opts, ad->opts, ad->n_opts, what, NULL, why, sizeof(why)) < 0)
+                return parse_fail(-EINVAL, err, errlen, filename, line, sd->options_key, "%s", why);
         return 0;
+}
+
+/* "expected qemu or stub": the registry's drivers. */
+static const char *drivers_expected(char *buf, size_t len)
+{
+        size_t o = 0;
+
+        buf[0] = '\0';
+        for (unsigned i = 0; i < VM_DRIVER_COUNT && o < len; i++)
+                o += (size_t)snprintf(buf + o, len - o, "%s%s",
+                                      !i                         ? ""
+                                      : i + 1 == VM_DRIVER_COUNT ? " or "
+                                                                 : ", ",
+                                      driver_get(i)->name);
+        return buf;
 }
 
 int trigger_parse(const char *text, size_t len, const char *filename, struct trigger *ret, char *err,
@@ -386,7 +251,7 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         v++, vn--;
 
                 for (id = 0; id < K_COUNT; id++)
-                        if (strlen(key_names[id]) == kn && memcmp(key_names[id], k, kn) == 0)
+                        if (key_name(id) && strlen(key_name(id)) == kn && memcmp(key_name(id), k, kn) == 0)
                                 break;
                 if (id == K_COUNT) {
                         char key[64];
@@ -397,14 +262,14 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, key, "unknown key");
                 }
                 if (seen_line[id])
-                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
-                                    "duplicate key (first set on line %u)", seen_line[id]);
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id),
+                                          "duplicate key (first set on line %u)", seen_line[id]);
                 seen_line[id] = lineno;
 
                 for (size_t i = 0; i < vn; i++)
                         if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
-                                return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id],
-                                            "control character in value");
+                                return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id),
+                                                  "control character in value");
 
                 switch (id) {
                 case K_NAME:
@@ -412,14 +277,18 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         if (!why)
                                 store(t.name, v, vn);
                         break;
-                case K_DRIVER:
-                        if (vn == 4 && memcmp(v, "qemu", 4) == 0)
-                                t.driver = TRIGGER_DRIVER_QEMU;
-                        else if (vn == 4 && memcmp(v, "stub", 4) == 0)
-                                t.driver = TRIGGER_DRIVER_STUB;
-                        else
-                                why = "unknown driver (expected qemu or stub)";
+                case K_DRIVER: {
+                        int d = driver_find(v, vn);
+                        if (d >= 0) {
+                                t.driver = (enum trigger_driver)d;
+                        } else {
+                                char names[128];
+                                return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id),
+                                                  "unknown driver (expected %s)",
+                                                  drivers_expected(names, sizeof(names)));
+                        }
                         break;
+                }
                 case K_QMP:
                         why = check_path(v, vn, TRIGGER_QMP_MAX);
                         if (!why)
@@ -435,46 +304,35 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         if (!why)
                                 store(t.input, v, vn);
                         break;
-                case K_MEMCTX_OPT:
-                case K_INPUT_OPT:
-                case K_VMHOST_OPT: {
-                        char *dst = id == K_MEMCTX_OPT  ? t.memctx_options
-                                    : id == K_INPUT_OPT ? t.input_options
-                                                        : t.vmhost_options;
+                default: /* K_SEAM_OPT + seam */
                         why = check_options(v, vn);
                         if (!why)
-                                store(dst, v, vn);
+                                store(t.options[id - K_SEAM_OPT], v, vn);
                         break;
                 }
-                }
                 if (why)
-                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_names[id], "%s", why);
+                        return parse_fail(-EINVAL, err, errlen, filename, lineno, key_name(id), "%s", why);
         }
 
         if (!seen_line[K_NAME])
                 return parse_fail(-EINVAL, err, errlen, filename, 0, "name", "required key missing");
-        if (t.driver == TRIGGER_DRIVER_QEMU) {
-                if (!seen_line[K_QMP])
-                        return parse_fail(-EINVAL, err, errlen, filename, 0, "qmp",
-                                    "required key missing (driver=qemu)");
-                if (!seen_line[K_RAM])
-                        return parse_fail(-EINVAL, err, errlen, filename, 0, "ram",
-                                    "required key missing (driver=qemu)");
-        }
-        {
-                static const int opt_keys[3] = {K_MEMCTX_OPT, K_INPUT_OPT, K_VMHOST_OPT};
-                for (int i = 0; i < 3; i++) {
-                        const char *v = i == 0   ? t.memctx_options
-                                        : i == 1 ? t.input_options
-                                                 : t.vmhost_options;
-                        int r;
-                        if (!v[0])
-                                continue;
-                        r = check_adapter_options(v, t.driver, i, key_names[opt_keys[i]], filename,
-                                                  seen_line[opt_keys[i]], err, errlen);
-                        if (r < 0)
-                                return r;
-                }
+        const struct driver_def *dd = driver_get(t.driver);
+        if (dd->needs_qmp && !seen_line[K_QMP])
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "qmp",
+                                  "required key missing (driver=%s)", dd->name);
+        if (dd->needs_ram && !seen_line[K_RAM])
+                return parse_fail(-EINVAL, err, errlen, filename, 0, "ram",
+                                  "required key missing (driver=%s)", dd->name);
+        size_t nseams;
+        const struct seam_def *seams = seam_registry(&nseams);
+        for (size_t i = 0; i < nseams; i++) {
+                int r;
+                if (!t.options[seams[i].seam][0])
+                        continue;
+                r = check_adapter_options(t.options[seams[i].seam], t.driver, &seams[i], filename,
+                                          seen_line[K_SEAM_OPT + seams[i].seam], err, errlen);
+                if (r < 0)
+                        return r;
         }
         *ret = t;
         return 0;
@@ -561,22 +419,20 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
 
 bool trigger_equal(const struct trigger *a, const struct trigger *b)
 {
-        return a->driver == b->driver && strcmp(a->name, b->name) == 0 && strcmp(a->qmp, b->qmp) == 0 &&
-               strcmp(a->ram, b->ram) == 0 && strcmp(a->input, b->input) == 0 &&
-               strcmp(a->memctx_options, b->memctx_options) == 0 &&
-               strcmp(a->input_options, b->input_options) == 0 &&
-               strcmp(a->vmhost_options, b->vmhost_options) == 0;
+        if (a->driver != b->driver || strcmp(a->name, b->name) || strcmp(a->qmp, b->qmp) ||
+            strcmp(a->ram, b->ram) || strcmp(a->input, b->input))
+                return false;
+        for (size_t i = 0; i < VMSIG_SRC_MAX_; i++)
+                if (strcmp(a->options[i], b->options[i]))
+                        return false;
+        return true;
 }
 
 const char *trigger_driver_name(enum trigger_driver driver)
 {
-        switch (driver) {
-        case TRIGGER_DRIVER_QEMU:
-                return "qemu";
-        case TRIGGER_DRIVER_STUB:
-                return "stub";
-        }
-        return "?";
+        const struct driver_def *dd = driver_get(driver);
+
+        return dd ? dd->name : "?";
 }
 
 static const char *or_null(const char *s)
@@ -590,17 +446,6 @@ void trigger_adapter_cfg(const struct trigger *t, uint8_t seam, struct vmsig_ada
         ret->vm_name = t->name;
         ret->qmp_path = or_null(t->qmp);
         ret->ram_path = or_null(t->ram);
-        switch (seam) {
-        case VMSIG_SRC_MEMCTX:
-                ret->options = or_null(t->memctx_options);
-                break;
-        case VMSIG_SRC_INPUT:
-                ret->options = or_null(t->input_options);
-                break;
-        case VMSIG_SRC_VMHOST:
-                ret->options = or_null(t->vmhost_options);
-                break;
-        default:
-                break;
-        }
+        if (seam_find(seam))
+                ret->options = or_null(t->options[seam]);
 }

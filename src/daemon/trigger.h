@@ -14,6 +14,8 @@
 
 #include <vmsig/adapter.h>
 
+#include "adapters/registry.h"
+
 #define TRIGGER_FILE_MAX 4096u /* bytes per file */
 #define TRIGGER_LINE_MAX 1024u /* bytes per line, without the newline */
 #define TRIGGER_NAME_MAX 63u   /* VM name length */
@@ -21,9 +23,10 @@
 #define TRIGGER_PATH_MAX 1023u
 #define TRIGGER_OPT_MAX  255u
 
+/* The drivers are the seam registry's (adapters/registry.h). */
 enum trigger_driver {
-        TRIGGER_DRIVER_QEMU = 0,
-        TRIGGER_DRIVER_STUB = 1,
+        TRIGGER_DRIVER_QEMU = VM_DRIVER_QEMU,
+        TRIGGER_DRIVER_STUB = VM_DRIVER_STUB,
 };
 
 /* All strings are NUL terminated; an absent optional key is "". */
@@ -33,9 +36,18 @@ struct trigger {
         char qmp[TRIGGER_QMP_MAX + 1];
         char ram[TRIGGER_PATH_MAX + 1];
         char input[TRIGGER_OPT_MAX + 1];
-        char memctx_options[TRIGGER_OPT_MAX + 1];
-        char input_options[TRIGGER_OPT_MAX + 1];
-        char vmhost_options[TRIGGER_OPT_MAX + 1];
+        /* Adapter options per seam (the registry's options_key), indexed
+         * by enum vmsig_source; [VMSIG_SRC_CORE] stays "". The names are
+         * the same bytes for the seams that have them. */
+        union {
+                char options[VMSIG_SRC_MAX_][TRIGGER_OPT_MAX + 1];
+                struct {
+                        char core_options_[TRIGGER_OPT_MAX + 1];
+                        char memctx_options[TRIGGER_OPT_MAX + 1];
+                        char input_options[TRIGGER_OPT_MAX + 1];
+                        char vmhost_options[TRIGGER_OPT_MAX + 1];
+                };
+        };
 };
 
 /* Parse len bytes of text (need not be NUL terminated). filename is only
@@ -84,8 +96,9 @@ bool trigger_equal(const struct trigger *a, const struct trigger *b);
 const char *trigger_driver_name(enum trigger_driver driver);
 
 /* Adapter configuration for one seam (enum vmsig_source) of the VM. The
- * strings point into t; absent paths/options are NULL. The `input` key is
- * not part of it: it is the input driver's business (vmctl). */
+ * strings point into t; absent paths/options are NULL (options also for a
+ * seam not in the registry). The `input` key is not part of it: it is the
+ * input driver's business (vmctl). */
 void trigger_adapter_cfg(const struct trigger *t, uint8_t seam, struct vmsig_adapter_cfg *ret);
 
 #endif

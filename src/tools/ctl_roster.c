@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmsig/adapter.h> /* vmsig_seams_format */
 #include <vmsig/bus.h>
 
 #include "tools/ctl_common.h"
@@ -115,16 +116,7 @@ int ctl_resolve_vm(struct ctl *ctl, const char *arg, uint32_t *ret)
 /* "memctx,input,vmhost" (the roster's seams bits, 1 << source), "-" if none. */
 static const char *seams_str(uint8_t s, char *buf, size_t len)
 {
-        size_t n = 0;
-
-        buf[0] = '\0';
-        for (uint8_t src = VMSIG_SRC_CORE + 1; src < VMSIG_SRC_MAX_; src++)
-                if (s & (1u << src))
-                        n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s", n ? "," : "",
-                                              vmsig_source_name(src));
-        if (!s)
-                snprintf(buf, len, "-");
-        return buf;
+        return vmsig_seams_format(s, ",", "-", buf, len);
 }
 
 int ctl_cmd_list(struct ctl *ctl, int argc, char **argv)

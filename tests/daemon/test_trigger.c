@@ -70,6 +70,10 @@ static void test_stub_no_paths(void **state)
         trigger_adapter_cfg(&t, VMSIG_SRC_INPUT, &cfg);
         assert_null(cfg.options);
         assert_string_equal(trigger_driver_name(t.driver), "stub");
+        /* a seam the registry does not have gets no options */
+        trigger_adapter_cfg(&t, VMSIG_SRC_MAX_, &cfg);
+        assert_null(cfg.options);
+        assert_string_equal(trigger_driver_name((enum trigger_driver)VM_DRIVER_COUNT), "?");
 }
 
 static void test_errors(void **state)
@@ -186,6 +190,43 @@ static void test_adapter_options(void **state)
         for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
                 if (parse(good[i], &t, err, sizeof(err)) != 0)
                         fail_msg("good case %zu: '%s'", i, err);
+}
+
+/* The drivers and option keys are the registry's; the options of each
+ * (driver, seam) are checked with that adapter's own spec. */
+static void test_registry_keys(void **state)
+{
+        size_t n;
+        const struct seam_def *seams = seam_registry(&n);
+        char text[512], err[512];
+        struct trigger t;
+
+        (void)state;
+        expect_error("name=a\ndriver=xen\n", "vm1.vm:2", "driver", "unknown driver (expected qemu or stub)");
+        expect_error("name=a\ndriver=stub\ncore_options=x=1\n", "vm1.vm:3", "core_options", "unknown key");
+        for (size_t i = 0; i < n; i++) {
+                snprintf(text, sizeof(text), "name=a\ndriver=stub\n%s=nosuchkey=1\n", seams[i].options_key);
+                assert_int_equal(parse(text, &t, err, sizeof(err)), -EINVAL);
+                assert_non_null(strstr(err, seams[i].options_key));
+                assert_non_null(strstr(err, "nosuchkey: unknown option for the stub "));
+                const struct adapter_desc *ad = seams[i].adapter[VM_DRIVER_STUB];
+                if (ad->n_opts == 0)
+                        continue;
+                /* the first key with its default (or a valid string) passes */
+                const struct opt_spec *o = &ad->opts[0];
+                char val[32];
+                if (o->type == OPT_U64)
+                        snprintf(val, sizeof(val), "%llu", (unsigned long long)o->def);
+                else if (o->type == OPT_WORD)
+                        snprintf(val, sizeof(val), "%.*s", (int)strcspn(o->words, "|"), o->words);
+                else
+                        snprintf(val, sizeof(val), "/tmp/x");
+                snprintf(text, sizeof(text), "name=a\ndriver=stub\n%s=%s=%s\n", seams[i].options_key, o->key,
+                         val);
+                if (parse(text, &t, err, sizeof(err)) != 0)
+                        fail_msg("%s: %s", text, err);
+                assert_int_equal(strncmp(t.options[seams[i].seam], o->key, strlen(o->key)), 0);
+        }
 }
 
 /* The parser and the stub adapters' open() agree on what they accept. */
@@ -373,11 +414,16 @@ static void test_equal(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_adapter_options), cmocka_unit_test(test_options_match_stub_adapters),
+            cmocka_unit_test(test_adapter_options),
+            cmocka_unit_test(test_registry_keys),
+            cmocka_unit_test(test_options_match_stub_adapters),
             cmocka_unit_test(test_options_match_qemu_adapters),
-            cmocka_unit_test(test_minimal_qemu),    cmocka_unit_test(test_stub_no_paths),
-            cmocka_unit_test(test_errors),          cmocka_unit_test(test_last_line_no_newline_and_blanks),
-            cmocka_unit_test(test_ignored_names),   cmocka_unit_test(test_load),
+            cmocka_unit_test(test_minimal_qemu),
+            cmocka_unit_test(test_stub_no_paths),
+            cmocka_unit_test(test_errors),
+            cmocka_unit_test(test_last_line_no_newline_and_blanks),
+            cmocka_unit_test(test_ignored_names),
+            cmocka_unit_test(test_load),
             cmocka_unit_test(test_equal),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,15 +3,16 @@
  * write) through the strict checkers and every adapter's real open().
  *
  * Checked on every input (abort() on a miss):
- *  - vmconn_options_check (real adapters) and vmsig_stub_options_check (stub
- *    adapters) agree with each other and with a small independent model of
- *    the documented rule: every item has a non-empty key from the known list
- *    and an '=', each key at most once; "" is fine;
+ *  - adapter_options_parse, the one strict checker of every adapter, agrees
+ *    on the shape with a small independent model of the documented rule:
+ *    every item has a non-empty key from the known list and an '=', each
+ *    key at most once; "" is fine;
  *  - vmsig_option_get() returns exactly the model's value for each key;
- *  - no adapter's open() accepts a string the checker refuses (typos fail).
+ *  - every adapter of the seam registry: its open() accepts exactly what
+ *    its own spec does (typos fail), and its spec never passes a bad shape.
  * Adapters whose options name host paths (input uinput=, input stub record=)
- * are opened only without that key: the fuzzer must not create or connect to
- * arbitrary files. */
+ * are opened only without such a key: the fuzzer must not create or connect
+ * to arbitrary files. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,32 +21,30 @@
 
 #include <vmsig/adapter.h>
 
-#include "adapters/stub_internal.h"
-#include "host/vmconn.h"
+#include "adapters/registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_OPTS 4096
-#define MAX_KEYS 8
+#define MAX_KEYS OPT_SPEC_MAX
 
 struct known_set {
         const char *const *keys;
         unsigned n;
 };
 
-/* The known lists of the adapters (src/adapters/), plus edge cases of
- * the checker itself (empty list, a key that is a prefix of another). */
-static const char *const k_vmhost[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms"};
-static const char *const k_memctx[] = {"retry_ms", "retry_max_ms", "os"};
-static const char *const k_input[] = {"uinput", "retry_ms", "retry_max_ms", "cmd_timeout_ms"};
-static const char *const k_memctx_stub[] = {"ram_mib", "fail_boots", "retry_ms"};
-static const char *const k_vmhost_stub[] = {"state", "powerdown_ms"};
-static const char *const k_input_stub[] = {"record"};
+/* Edge cases of the checker itself (a key that is a prefix of another, an
+ * empty key, no key at all); the adapters' own lists come from the seam
+ * registry. */
 static const char *const k_prefix[] = {"a", "ab", "abc", ""};
-static const struct known_set sets[] = {
-    {k_vmhost, 3},      {k_memctx, 3},     {k_input, 4},  {k_memctx_stub, 3},
-    {k_vmhost_stub, 2}, {k_input_stub, 1}, {k_prefix, 4}, {NULL, 0},
-};
+static const struct known_set sets[] = {{k_prefix, 4}, {NULL, 0}};
+
+/* The shape alone: every key a string of any length. */
+static void shape_spec(const struct known_set *k, struct opt_spec *spec)
+{
+        for (unsigned i = 0; i < k->n; i++)
+                spec[i] = (struct opt_spec){.key = k->keys[i], .type = OPT_STRING, .max = UINT64_MAX};
+}
 
 struct item {
         const char *key, *val;
@@ -118,19 +117,55 @@ static void check_get(const char *opts, const struct item *it, size_t n, const c
                 abort();
 }
 
-static void try_open(const struct vmsig_adapter_ops *ops, const struct vmsig_adapter_cfg *cfg,
-                     bool checked_ok)
+static bool shape_ok(const struct known_set *k, const char *opts, const struct item *it, size_t n)
 {
+        struct opt_spec spec[OPT_SPEC_MAX];
+        char why[256];
+
+        shape_spec(k, spec);
+        int a = adapter_options_parse(opts, spec, k->n, NULL, NULL, why, sizeof(why));
+        bool ok = model_ok(k, it, n);
+        if ((a != 0 && a != -EINVAL) || (a == 0) != ok)
+                abort();
+        return ok;
+}
+
+/* Does opts give an option that names a host path (input uinput=, input
+ * stub record=)? The fuzzer must not create or connect to arbitrary files. */
+static bool names_a_path(const struct adapter_desc *ad, const char *opts)
+{
+        for (size_t i = 0; i < ad->n_opts; i++)
+                if ((ad->opts[i].type == OPT_ABS_PATH || ad->opts[i].type == OPT_STRING) &&
+                    vmsig_option_get(opts, ad->opts[i].key, NULL, 0) != -ENOENT)
+                        return true;
+        return false;
+}
+
+/* Every adapter of the registry: open() accepts exactly what its spec does
+ * (a typo or a duplicate fails open()), and its spec never a bad shape. */
+static void try_adapter(const struct adapter_desc *ad, const struct vmsig_adapter_cfg *cfg,
+                        const struct item *it, size_t n)
+{
+        const char *keys[OPT_SPEC_MAX];
+        struct known_set k = {keys, (unsigned)ad->n_opts};
         void *inst = NULL;
 
-        if (!ops)
+        for (size_t i = 0; i < ad->n_opts; i++)
+                keys[i] = ad->opts[i].key;
+        bool ok = shape_ok(&k, cfg->options, it, n);
+        int p = adapter_options_parse(cfg->options, ad->opts, ad->n_opts, NULL, NULL, NULL, 0);
+        if (p == 0 && !ok)
+                abort();
+        if (names_a_path(ad, cfg->options))
                 return;
-        int r = ops->open(cfg, 7, &inst);
+        int r = ad->ops->open(cfg, 7, &inst);
         if (r == 0) {
-                if (!checked_ok) /* a typo or duplicate must fail open() */
+                if (p != 0)
                         abort();
-                ops->close(inst);
+                ad->ops->close(inst);
         } else if (r > 0 || inst) {
+                abort();
+        } else if (p == 0 && r != -ENOMEM && r != -EMFILE && r != -ENFILE) {
                 abort();
         }
 }
@@ -146,17 +181,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         opts[size] = '\0'; /* a trigger file's value is a C string: stop at NUL */
         size_t n = split(opts, it, MAX_OPTS + 1);
 
-        bool ok[sizeof(sets) / sizeof(sets[0])];
-        for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++) {
-                const struct known_set *k = &sets[s];
-                int a = vmconn_options_check(opts, k->keys, k->n);
-                int b = vmsig_stub_options_check(opts, k->keys, k->n);
-                ok[s] = model_ok(k, it, n);
-                if ((a != 0 && a != -EINVAL) || a != b || (a == 0) != ok[s])
-                        abort();
-        }
+        for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++)
+                (void)shape_ok(&sets[s], opts, it, n);
         /* NULL means no options */
-        if (vmconn_options_check(NULL, k_vmhost, 3) || vmsig_stub_options_check(NULL, k_vmhost, 3))
+        if (adapter_options_parse(NULL, NULL, 0, NULL, NULL, NULL, 0))
                 abort();
 
         static const char *const probe[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms", "os", "uinput", "ram_mib",
@@ -178,13 +206,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                         .qmp_path = "/nonexistent/vmsig-fuzz/qmp.sock",
                                         .ram_path = "/nonexistent/vmsig-fuzz/ram",
                                         .options = opts};
-        try_open(vmsig_vmhost_ops(), &cfg, ok[0]);
-        try_open(vmsig_memctx_ops(), &cfg, ok[1]);
-        if (vmsig_option_get(opts, "uinput", NULL, 0) == -ENOENT)
-                try_open(vmsig_input_ops(), &cfg, ok[2]);
-        try_open(vmsig_memctx_stub_ops(), &cfg, ok[3]);
-        try_open(vmsig_vmhost_stub_ops(), &cfg, ok[4]);
-        if (vmsig_option_get(opts, "record", NULL, 0) == -ENOENT)
-                try_open(vmsig_input_stub_ops(), &cfg, ok[5]);
+        size_t nseams;
+        const struct seam_def *seams = seam_registry(&nseams);
+        for (size_t i = 0; i < nseams; i++)
+                for (unsigned d = 0; d < VM_DRIVER_COUNT; d++)
+                        if (seams[i].adapter[d])
+                                try_adapter(seams[i].adapter[d], &cfg, it, n);
         return 0;
 }

@@ -24,7 +24,7 @@
 
 #include <vmsig/event.h>
 
-#include "host/vmconn.h"
+#include "adapters/vmconn.h"
 
 /* ---- a fake sink: remembers watched fds, records emitted events ---- */
 

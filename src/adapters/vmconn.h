@@ -5,7 +5,7 @@
  * vmhost and memctx adapters of a VM cannot each connect: they attach as
  * listeners to a session keyed by (QMP socket path, loop thread), created on
  * the first attach and freed on the last detach. The session owns the QMP
- * client and a reconnect timer (vmsig_backoff): while the socket is absent,
+ * client and a reconnect timer (a timerfd): while the socket is absent,
  * refuses, or QEMU restarts, it retries with a doubling delay, reset once a
  * connection is negotiated.
  *
@@ -45,6 +45,7 @@
 
 #include <vmsig/adapter.h>
 
+#include "adapters/registry.h"
 #include "host/qmp.h"
 
 struct json_object;
@@ -138,9 +139,14 @@ struct vmconn_cmd {
 };
 int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmconn_reply_fn cb, void *userdata);
 
-/* Strict "k=v,k=v" check for the real adapters: every key in known[] (at
- * most 64), each once, none empty. 0 or -EINVAL. */
-int vmconn_options_check(const char *options, const char *const *known, unsigned nknown);
+/* The options every adapter on a session takes (adapter_options_parse):
+ * the retry bounds of vmconn_opts and, for adapters that issue commands,
+ * their deadline (vmconn_listener.timeout_ms). */
+#define VMCONN_OPT_RETRY                                                                             \
+        {.key = "retry_ms", .type = OPT_U64, .min = 1, .max = 60000, .def = 100},                    \
+            {.key = "retry_max_ms", .type = OPT_U64, .min = 1, .max = 600000, .def = 2000, .at_least = "retry_ms"}
+#define VMCONN_OPT_CMD_TIMEOUT                                                                       \
+        {.key = "cmd_timeout_ms", .type = OPT_U64, .min = 10, .max = 600000, .def = VMCONN_TIMEOUT_DEFAULT_MS}
 
 /* The uid of the process on the other end of the QMP socket (SO_PEERCRED:
  * whoever listen()ed on it, i.e. QEMU as it was when it created the socket).

@@ -16,7 +16,7 @@
 
 #include <vmsig/event.h>
 
-#include "host/vmconn.h"
+#include "adapters/vmconn.h"
 
 #define RETRY_MIN_DEFAULT_MS 100u
 #define RETRY_MAX_DEFAULT_MS 5000u
@@ -815,34 +815,6 @@ int vmconn_hmp(struct vmconn_listener *l, const char *command_line, vmconn_reply
                                  .timeout_ms = l && l->timeout_ms ? l->timeout_ms : VMCONN_TIMEOUT_DEFAULT_MS};
 
         return vmconn_submit(l, &cmd, cb, userdata);
-}
-
-int vmconn_options_check(const char *opts, const char *const *known, unsigned nknown)
-{
-        uint64_t seen = 0;
-
-        if (!opts || !*opts)
-                return 0;
-        if (nknown > 64)
-                return -EINVAL;
-        for (const char *p = opts;;) {
-                const char *end = strchrnul(p, ',');
-                const char *eq = memchr(p, '=', (size_t)(end - p));
-                unsigned i;
-
-                if (!eq || eq == p)
-                        return -EINVAL;
-                for (i = 0; i < nknown; i++)
-                        if (strlen(known[i]) == (size_t)(eq - p) &&
-                            memcmp(known[i], p, (size_t)(eq - p)) == 0)
-                                break;
-                if (i == nknown || (seen & (UINT64_C(1) << i)))
-                        return -EINVAL;
-                seen |= UINT64_C(1) << i;
-                if (!*end)
-                        return 0;
-                p = end + 1;
-        }
 }
 
 /* ---- peer credentials ---- */
