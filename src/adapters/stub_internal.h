@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <vmsig/stub_guest.h> /* VMSIG_STUB_BANNER{,_VA,_GPA}: public */
+#include "util/clock.h"
 #include "adapters/registry.h" /* adapter_options_parse: the options checker */
 
 /* ---- the synthetic guest built by the memctx stub ----
@@ -58,12 +59,5 @@
 #define VMSIG_STUB_PTE_PS   UINT64_C(0x80)
 #define VMSIG_STUB_PTE_ADDR UINT64_C(0x000ffffffffff000)
 
-static inline uint64_t vmsig_stub_now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 #endif

@@ -16,6 +16,7 @@
 
 #include <vmsig/event.h>
 
+#include "util/clock.h"
 #include "adapters/vmconn.h"
 
 #define RETRY_MIN_DEFAULT_MS 100u
@@ -81,14 +82,6 @@ static struct vmconn *registry;
 
 static void pump(struct vmconn *c);
 
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- DIAG (through any listener's sink; the core stamps endpoint and seam) ---- */
 
 static void diag(struct vmconn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -109,7 +102,7 @@ static void diag(struct vmconn *c, int code, const char *fmt, ...)
         memset(&ev.hdr, 0, sizeof(ev.hdr));
         ev.hdr.kind = VMSIG_EV_DIAG;
         ev.hdr.priority = VMSIG_PRIO_NORMAL;
-        ev.hdr.ts_ns = now_ns();
+        ev.hdr.ts_ns = vmsig_now_ns();
         ev.hdr.body_len = sizeof(d);
         memcpy(ev.body, &d, sizeof(d));
         (void)l->sink->emit(l->sink, &ev);
@@ -152,7 +145,7 @@ static void arm(struct vmconn *c)
 
 static void retry_later(struct vmconn *c)
 {
-        c->retry_at_ns = now_ns() + (uint64_t)c->cur_ms * MS;
+        c->retry_at_ns = vmsig_now_ns() + (uint64_t)c->cur_ms * MS;
         c->cur_ms = c->cur_ms > c->max_ms / 2 ? c->max_ms : c->cur_ms * 2;
         arm(c);
 }
@@ -245,7 +238,7 @@ static void req_reply(struct qmp *q, const struct qmp_reply *reply, void *ud)
         if (c->inflight == r)
                 c->inflight = NULL;
         if (!closed) {
-                c->heard_ns = now_ns();
+                c->heard_ns = vmsig_now_ns();
                 c->stall_diag = false;
         }
         if (!r->answered && !r->deferred && r->l && r->cb && !c->freeing) {
@@ -264,7 +257,7 @@ static void probe_reply(struct qmp *q, const struct qmp_reply *reply, void *ud)
         c->probing = false;
         if (c->freeing || qmp_get_state(q) == QMP_STATE_CLOSED)
                 return;
-        c->heard_ns = now_ns();
+        c->heard_ns = vmsig_now_ns();
         c->stall_diag = false;
         pump(c);
 }
@@ -356,7 +349,7 @@ static void pump(struct vmconn *c)
                                 r = r->next;
                         if (r == &c->reqs)
                                 break;
-                        uint64_t now = now_ns();
+                        uint64_t now = vmsig_now_ns();
                         if (r->deadline_ns && now >= r->deadline_ns) {
                                 expired_unsent(c, r);
                                 continue;
@@ -426,7 +419,7 @@ static void on_ready(struct qmp *q, struct json_object *greeting, void *ud)
         c->cur_ms = c->min_ms;
         c->hs_deadline = 0;
         c->hs_diag = false;
-        c->heard_ns = now_ns();
+        c->heard_ns = vmsig_now_ns();
         for (struct vmconn_listener *l = c->listeners, *n; l; l = n) {
                 n = l->next_;
                 if (l->ops->ready)
@@ -439,7 +432,7 @@ static void on_event(struct qmp *q, const struct qmp_event *ev, void *ud)
 {
         struct vmconn *c = ud;
 
-        c->heard_ns = now_ns();
+        c->heard_ns = vmsig_now_ns();
         for (struct vmconn_listener *l = c->listeners, *n; l; l = n) {
                 n = l->next_;
                 if (l->ops->event)
@@ -496,7 +489,7 @@ static void try_connect(struct vmconn *c)
         }
         c->gen++;
         c->state = VMCONN_CONNECTING;
-        c->hs_deadline = now_ns() + (uint64_t)c->hs_ms * MS;
+        c->hs_deadline = vmsig_now_ns() + (uint64_t)c->hs_ms * MS;
         snprintf(c->reason, sizeof(c->reason), "QMP negotiation in progress");
         sync_all(c);
         arm(c);
@@ -523,7 +516,7 @@ static void handshake_timeout(struct vmconn *c)
 
 static void tick(struct vmconn *c)
 {
-        uint64_t now = now_ns();
+        uint64_t now = vmsig_now_ns();
 
         if (!c->q && c->retry_at_ns && now >= c->retry_at_ns)
                 try_connect(c);
@@ -784,7 +777,7 @@ int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmcon
         r->hmp = cmd->hmp;
         r->args = cmd->args && !cmd->hmp ? json_object_get(cmd->args) : NULL;
         r->timeout_ms = cmd->timeout_ms;
-        r->deadline_ns = cmd->timeout_ms ? now_ns() + (uint64_t)cmd->timeout_ms * MS : 0;
+        r->deadline_ns = cmd->timeout_ms ? vmsig_now_ns() + (uint64_t)cmd->timeout_ms * MS : 0;
         r->next = &c->reqs;
         r->prev = c->reqs.prev;
         c->reqs.prev->next = r;

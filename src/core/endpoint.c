@@ -16,7 +16,7 @@
 
 static int seam_index(uint8_t seam)
 {
-        return seam >= VMSIG_SRC_MEMCTX && seam <= VMSIG_SRC_VMHOST ? seam - 1 : -1;
+        return seam > VMSIG_SRC_CORE && seam < VMSIG_SRC_MAX_ ? seam - 1 : -1;
 }
 
 struct endpoint *endpoint_get(struct vmsig_bus *bus, uint32_t id)

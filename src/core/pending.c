@@ -151,7 +151,7 @@ void pending_on_ack(struct vmsig_bus *bus, const struct vmsig_event *ack)
         uint8_t seam = ack->hdr.source;
 
         /* The core's own ACKs answer commands no adapter ever took. */
-        if (seam < VMSIG_SRC_MEMCTX || seam > VMSIG_SRC_VMHOST || ack->hdr.body_len < sizeof(a))
+        if (seam <= VMSIG_SRC_CORE || seam >= VMSIG_SRC_MAX_ || ack->hdr.body_len < sizeof(a))
                 return;
         memcpy(&a, ack->body, sizeof(a));
         /* Oldest first: a detached adapter's late ACK belongs to its own set. */

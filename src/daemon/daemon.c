@@ -17,6 +17,7 @@
 
 #include <vmsig/server.h>
 
+#include "util/clock.h"
 #include "daemon/audit.h"
 #include "daemon/daemon.h"
 #include "daemon/discovery.h"
@@ -70,14 +71,6 @@ static const char *esc(struct esc *buf, const char *in)
 {
         trigger_printable(in, buf->s, sizeof(buf->s));
         return buf->s;
-}
-
-static uint64_t mono_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- VMs ---- */
@@ -216,7 +209,7 @@ static void vm_invalid(const char *filename, const char *error, unsigned flags, 
                 }
                 d->scan_refused_logged++;
         } else {
-                uint64_t now = mono_ms();
+                uint64_t now = vmsig_now_ms();
                 if (d->ev_window_end && now >= d->ev_window_end)
                         quiet_flush(d);
                 if (!d->ev_window_end) {

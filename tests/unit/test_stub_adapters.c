@@ -187,7 +187,7 @@ static void ts_pump(struct tsink *ts, int timeout_ms)
 
 static uint64_t now_ms(void)
 {
-        return vmsig_stub_now_ns() / 1000000u;
+        return vmsig_now_ns() / 1000000u;
 }
 
 /* Events of kind (and corr, unless 0). */
