@@ -52,8 +52,8 @@
 #include <vmsig/event.h>
 #include <vmsig/server.h>
 
-#include "bench_check.h"
 #include "adapters/stub_internal.h"
+#include "bench_check.h"
 
 #ifdef VMCTL_ABSENT
 int main(void)
@@ -72,7 +72,6 @@ int main(void)
 static bool g_smoke;
 static long N_STREAM = N_STREAM_FULL;
 static int g_n_rtt = N_RTT;
-
 
 static uint64_t now_ns(void)
 {
@@ -389,7 +388,6 @@ static void pct(uint64_t *v, int n, double *p50, double *p99)
         *p99 = (double)v[(n * 99) / 100] / 1000.0;
 }
 
-
 /* ---- 3. CMD_MEMWRITE over the socket ---- */
 
 struct mwbus {
@@ -558,8 +556,8 @@ static void bench_memwrite(void)
                 goto out;
         }
         if (vmsig_client_new(&c) < 0 || vmsig_client_connect(c, b.path, "actuate", 5000) < 0 ||
-            vmsig_client_lease_acquire(c, 1, VMSIG_LEASE_MEMWRITE, &corr) < 0 || mw_wait_ack(c, corr, &res) < 0 ||
-            res < 0) {
+            vmsig_client_lease_acquire(c, 1, VMSIG_LEASE_MEMWRITE, &corr) < 0 ||
+            mw_wait_ack(c, corr, &res) < 0 || res < 0) {
                 invalid("CMD_MEMWRITE: cannot connect or take the memwrite lease");
                 goto out;
         }
@@ -617,8 +615,8 @@ static void bench_memwrite(void)
         int ok = 0;
         for (int i = 0; i < NBIG; i++) {
                 ev.hdr.corr = 0;
-                if (vmsig_client_send_payload(c, &ev, big, BIG, &corr) < 0 || mw_wait_ack(c, corr, &res) < 0 ||
-                    res < 0)
+                if (vmsig_client_send_payload(c, &ev, big, BIG, &corr) < 0 ||
+                    mw_wait_ack(c, corr, &res) < 0 || res < 0)
                         break;
                 ok++;
         }

@@ -26,13 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_check.h"
 #include <vmsig/adapter.h>
 #include <vmsig/bus.h>
+#include "bench_check.h"
 
-#define EVENT_BODY 20 /* an input-sized event: header + 20 bytes */
+#define EVENT_BODY 20             /* an input-sized event: header + 20 bytes */
 #define STALL_NS   10000000000ull /* no progress this long: the run is broken */
-
 
 static uint64_t now_ns(void)
 {

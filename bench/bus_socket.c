@@ -40,8 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,8 +88,8 @@ static int cmp_u64(const void *a, const void *b)
 
 /* ---------------- cleanup: temp dir, dbus-daemon child ---------------- */
 
-static char g_dir[64];          /* mkdtemp result, "" when none */
-static char g_files[4][128];    /* files to unlink inside g_dir */
+static char g_dir[64];            /* mkdtemp result, "" when none */
+static char g_files[4][128];      /* files to unlink inside g_dir */
 static volatile pid_t g_dbus_pid; /* 0 when none */
 
 static void cleanup(void)
@@ -796,8 +796,8 @@ static void command_ack(struct vmsig_client *c, struct vmsig_event *cmd)
                         memcpy(&ack, ev.body, sizeof(ack));
                         if (ack.result < 0) {
                                 ack.msg[sizeof(ack.msg) - 1] = '\0';
-                                fprintf(stderr, "bus_socket: %s refused: %s\n", vmsig_kind_name(cmd->hdr.kind),
-                                        ack.msg);
+                                fprintf(stderr, "bus_socket: %s refused: %s\n",
+                                        vmsig_kind_name(cmd->hdr.kind), ack.msg);
                                 die("command refused", ack.result);
                         }
                         return;
@@ -905,7 +905,8 @@ static void dbus_daemon_start(char *addr, size_t addrlen)
                 int lfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
                 if (lfd >= 0)
                         dup2(lfd, STDERR_FILENO);
-                execlp("dbus-daemon", "dbus-daemon", arg_conf, "--nofork", "--nopidfile", arg_fd, (char *)NULL);
+                execlp("dbus-daemon", "dbus-daemon", arg_conf, "--nofork", "--nopidfile", arg_fd,
+                       (char *)NULL);
                 _exit(127);
         }
         g_dbus_pid = pid;
@@ -978,7 +979,8 @@ static DBusHandlerResult echo_handler(DBusConnection *conn, DBusMessage *msg, vo
         if (!dbus_message_is_method_call(msg, DBUS_IFACE, "Echo"))
                 return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
         dbus_error_init(&err);
-        if (!dbus_message_get_args(msg, &err, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, &len, DBUS_TYPE_INVALID)) {
+        if (!dbus_message_get_args(msg, &err, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, &len,
+                                   DBUS_TYPE_INVALID)) {
                 reply = dbus_message_new_error(msg, DBUS_ERROR_INVALID_ARGS, err.message);
                 dbus_error_free(&err);
         } else {
@@ -1044,8 +1046,8 @@ static struct lat dbus_rtt(long warm, long n)
                 DBusError err;
                 uint64_t t0 = now_ns();
                 DBusMessage *m = dbus_message_new_method_call(DBUS_NAME, DBUS_PATH, DBUS_IFACE, "Echo");
-                if (!m || !dbus_message_append_args(m, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &pp, (int)sizeof(payload),
-                                                    DBUS_TYPE_INVALID))
+                if (!m || !dbus_message_append_args(m, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &pp,
+                                                    (int)sizeof(payload), DBUS_TYPE_INVALID))
                         die("dbus message", ENOMEM);
                 dbus_error_init(&err);
                 DBusMessage *r = dbus_connection_send_with_reply_and_block(conn, m, IO_TIMEOUT_MS, &err);
@@ -1097,7 +1099,8 @@ int main(int argc, char **argv)
                 if (end != argv[1] && !*end && s > 0 && s <= 1000)
                         scale = s;
                 else
-                        fprintf(stderr, "bus_socket: ignoring argument '%s' (expected a scale factor, e.g. 0.5)\n",
+                        fprintf(stderr,
+                                "bus_socket: ignoring argument '%s' (expected a scale factor, e.g. 0.5)\n",
                                 argv[1]);
         }
         long n_stream1 = scaled(scale, 1000000), n_stream8 = scaled(scale, 150000);
@@ -1223,7 +1226,8 @@ int main(int argc, char **argv)
                bus_q.p99_us / raw_q.p99_us);
         printf("  MOVE_ABS under input lease -> input stub (worker thread) -> ACT_ACK back:\n");
         printf("    baseline raw ping-pong %u B -> %u B:  min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
-               (unsigned)MOVE_FRAME, (unsigned)ACK_FRAME, raw_m.min_us, raw_m.p50_us, raw_m.p99_us, raw_m.mean_us);
+               (unsigned)MOVE_FRAME, (unsigned)ACK_FRAME, raw_m.min_us, raw_m.p50_us, raw_m.p99_us,
+               raw_m.mean_us);
         printf("    bus:                              min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us"
                "  = p50 %.2fx, p99 %.2fx raw (goal <= 2)\n",
                bus_m.min_us, bus_m.p50_us, bus_m.p99_us, bus_m.mean_us, bus_m.p50_us / raw_m.p50_us,
@@ -1234,9 +1238,11 @@ int main(int argc, char **argv)
                n_dbus);
         printf("  dbus-daemon Echo(ay[%u]) call:    min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)ECHO_BYTES, db.min_us, db.p50_us, db.p99_us, db.mean_us);
-        printf("  bus CMD_STATUS_QUERY round trip: p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= 10)\n",
+        printf("  bus CMD_STATUS_QUERY round trip: p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= "
+               "10)\n",
                db.p50_us / bus_q.p50_us, db.p99_us / bus_q.p99_us);
-        printf("  bus MOVE_ABS round trip:         p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= 10)\n",
+        printf("  bus MOVE_ABS round trip:         p50 %5.1fx, p99 %5.1fx faster than dbus-daemon (goal >= "
+               "10)\n",
                db.p50_us / bus_m.p50_us, db.p99_us / bus_m.p99_us);
         printf("  (ceiling: the raw ping-pong itself is p50 %.1fx, p99 %.1fx faster than dbus-daemon)\n",
                db.p50_us / raw_q.p50_us, db.p99_us / raw_q.p99_us);

@@ -67,7 +67,6 @@ static bool g_smoke;
 
 /* Reasons the run is invalid, collected so that all are reported. */
 
-
 static uint64_t now_ns(void)
 {
         struct timespec ts;

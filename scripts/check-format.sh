@@ -8,6 +8,10 @@ if [ -z "$CF" ]; then
         echo "check-format: clang-format not found (apt-get install clang-format)" >&2
         exit 1
 fi
+if ! git rev-parse --git-dir >/dev/null 2>&1; then
+        echo "check-format: not a git checkout; skipped"
+        exit 77
+fi
 mapfile -t files < <(git ls-files '*.c' '*.h')
 bad=()
 for f in "${files[@]}"; do

@@ -27,7 +27,7 @@ struct vmsig_fd_reg {
         int fd;                /* owned by the adapter; closed in close() */
         uint32_t epoll_events; /* EPOLLIN, ... (level-triggered) */
         enum vmsig_rdy_shape shape;
-        uint64_t cookie;       /* passed back to on_readiness for demux */
+        uint64_t cookie; /* passed back to on_readiness for demux */
 };
 
 #define VMSIG_FD_REG_MAX 8 /* per adapter instance */
@@ -87,8 +87,8 @@ enum {
 };
 
 struct vmsig_adapter_ops {
-        const char *name;   /* "memctx-stub", "vmhost-qmp", ... */
-        uint8_t seam;       /* enum vmsig_source */
+        const char *name; /* "memctx-stub", "vmhost-qmp", ... */
+        uint8_t seam;     /* enum vmsig_source */
         int (*open)(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance);
         /* Bring up workers and fill reg[0..cap) with fds to watch. */
         int (*attach)(void *instance, const struct vmsig_emit_sink *sink, struct vmsig_fd_reg *reg,
@@ -99,8 +99,7 @@ struct vmsig_adapter_ops {
          * payload/payload_len: a CMD_MEMWRITE source that did not fit inline
          * (VMSIG_F_SRC_PAYLOAD), valid only during this call; NULL/0 when the
          * bytes are inline in the body. */
-        int (*submit)(void *instance, const struct vmsig_event *ev, const void *payload,
-                      size_t payload_len);
+        int (*submit)(void *instance, const struct vmsig_event *ev, const void *payload, size_t payload_len);
         /* Stop and join workers, close fds, free. Never called from inside
          * one of this instance's own callbacks. */
         void (*close)(void *instance);
@@ -138,7 +137,8 @@ const struct vmsig_adapter_ops *vmsig_vmhost_stub_ops(void);
  * sender, same corr). The caller decides whether to acknowledge: a
  * successful fire-and-forget input command is not. */
 int vmsig_sink_ack(const struct vmsig_emit_sink *sink, uint8_t source, const struct vmsig_event_hdr *cmd,
-                   int32_t result, uint64_t value, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+                   int32_t result, uint64_t value, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /* A DIAG line: code 0 or a negative errno. */
 int vmsig_sink_diag(const struct vmsig_emit_sink *sink, uint32_t endpoint, uint8_t source, int32_t code,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));

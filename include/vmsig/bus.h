@@ -154,9 +154,8 @@ typedef int (*vmsig_deliver_fn)(struct vmsig_control *ctl, const struct vmsig_ev
  * the control is freed after the current batch: drop the pointer. */
 typedef void (*vmsig_closed_fn)(struct vmsig_control *ctl, int reason, const char *msg, void *userdata);
 
-int vmsig_control_new(struct vmsig_bus *bus, const struct vmsig_control_info *info,
-                      vmsig_deliver_fn deliver, vmsig_closed_fn closed, void *userdata,
-                      struct vmsig_control **ret);
+int vmsig_control_new(struct vmsig_bus *bus, const struct vmsig_control_info *info, vmsig_deliver_fn deliver,
+                      vmsig_closed_fn closed, void *userdata, struct vmsig_control **ret);
 /* Revoke its leases, drop its queue; freed after the batch. No closed
  * callback (the owner asked). Accepts NULL, returns NULL. */
 struct vmsig_control *vmsig_control_close(struct vmsig_control *ctl);

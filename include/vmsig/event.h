@@ -7,8 +7,8 @@
  * thread, a queue or a socket unchanged. */
 
 #include <stdbool.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -93,10 +93,10 @@ enum {
 
 /* Wire-stable layout (little-endian on the wire, see docs/protocol.md). */
 struct vmsig_event_hdr {
-        uint16_t kind;     /* enum vmsig_kind */
-        uint8_t source;    /* enum vmsig_source */
-        uint8_t codec;     /* owned by the adapter; 0 = the structs below */
-        uint8_t priority;  /* lower first */
+        uint16_t kind;    /* enum vmsig_kind */
+        uint8_t source;   /* enum vmsig_source */
+        uint8_t codec;    /* owned by the adapter; 0 = the structs below */
+        uint8_t priority; /* lower first */
         uint8_t reserved0;
         uint16_t flags;    /* enum vmsig_flag */
         uint32_t endpoint; /* 0 = none/any */
@@ -120,8 +120,8 @@ _Static_assert(sizeof(struct vmsig_event) == 512, "event size is fixed");
 
 /* ---- typed bodies (codec 0) ---- */
 
-#define VMSIG_NAME_MAX 64 /* including NUL */
-#define VMSIG_MSG_MAX 160 /* including NUL */
+#define VMSIG_NAME_MAX 64  /* including NUL */
+#define VMSIG_MSG_MAX  160 /* including NUL */
 
 enum vmsig_roster_change {
         VMSIG_ROSTER_APPEARED = 1,
@@ -158,7 +158,7 @@ struct vmsig_ack_body {
         int32_t result;    /* 0 or a negative errno */
         uint16_t cmd_kind; /* the kind being acknowledged */
         uint16_t reserved;
-        uint64_t value;    /* command-specific, e.g. bytes written */
+        uint64_t value; /* command-specific, e.g. bytes written */
         char msg[VMSIG_MSG_MAX];
 };
 
@@ -187,9 +187,9 @@ struct vmsig_input_body {
 };
 
 enum vmsig_power_op {
-        VMSIG_POWER_ON = 1,        /* start / continue a shut-down guest */
-        VMSIG_POWER_OFF = 2,       /* hard off (QEMU quit) */
-        VMSIG_POWER_RESET = 3,     /* hard reset */
+        VMSIG_POWER_ON = 1,    /* start / continue a shut-down guest */
+        VMSIG_POWER_OFF = 2,   /* hard off (QEMU quit) */
+        VMSIG_POWER_RESET = 3, /* hard reset */
         VMSIG_POWER_PAUSE = 4,
         VMSIG_POWER_RESUME = 5,
         VMSIG_POWER_POWERDOWN = 6, /* ACPI request to the guest */
@@ -249,9 +249,8 @@ int vmsig_event_set_body(struct vmsig_event *ev, const void *body, size_t len);
 
 /* Fill an ACT_ACK for cmd: endpoint, corr, peer (addressed to the sender),
  * kind being acked, result, value, printf-style message. */
-void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint8_t source,
-                    int32_t result, uint64_t value, const char *fmt, ...)
-        __attribute__((format(printf, 6, 7)));
+void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint8_t source, int32_t result,
+                    uint64_t value, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Bytes that actually matter: header + body_len (what queues copy). */
 static inline size_t vmsig_event_size(const struct vmsig_event *ev)

@@ -40,15 +40,15 @@ typedef void (*vmsig_server_refused_fn)(void *userdata, const struct vmsig_peer 
                                         const char *why);
 
 struct vmsig_server_config {
-        const char *path;      /* socket path; ignored by vmsig_server_new_fd */
-        mode_t mode;           /* socket file mode, e.g. 0660; 0 = leave */
-        gid_t group;           /* (gid_t)-1 = leave */
-        uint32_t tail_max;     /* MEMWRITE source tail bound; default 1 MiB */
-        size_t out_bytes;      /* per-connection socket output buffer; default 256 KiB */
-        size_t queue_bytes;    /* the bus queue bound (vmsig_bus_limits), told in WELCOME; default 1 MiB */
-        size_t soft_bytes;     /* queued beyond this for soft_seconds -> disconnect */
-        unsigned soft_seconds; /* 0 (default) disables the soft limit */
-        unsigned conns_per_uid;/* default 16 */
+        const char *path;       /* socket path; ignored by vmsig_server_new_fd */
+        mode_t mode;            /* socket file mode, e.g. 0660; 0 = leave */
+        gid_t group;            /* (gid_t)-1 = leave */
+        uint32_t tail_max;      /* MEMWRITE source tail bound; default 1 MiB */
+        size_t out_bytes;       /* per-connection socket output buffer; default 256 KiB */
+        size_t queue_bytes;     /* the bus queue bound (vmsig_bus_limits), told in WELCOME; default 1 MiB */
+        size_t soft_bytes;      /* queued beyond this for soft_seconds -> disconnect */
+        unsigned soft_seconds;  /* 0 (default) disables the soft limit */
+        unsigned conns_per_uid; /* default 16 */
         vmsig_admit_fn admit;
         void *admit_userdata;
         vmsig_server_log_fn log;

@@ -32,9 +32,9 @@
 #include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
+#include "adapters/input_cmd.h"
 #include "adapters/vmconn.h"
 #include "vmctl/vmctl.h"
-#include "adapters/input_cmd.h"
 
 #define POOL_SLOTS   4096u /* QMP commands in flight per VM (= QMP_MAX_PENDING) */
 #define COOKIE_QMP   1u

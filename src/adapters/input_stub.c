@@ -19,8 +19,8 @@
 #include <vmsig/adapter.h>
 #include <vmsig/event.h>
 
-#include "adapters/stub_internal.h"
 #include "adapters/input_cmd.h"
+#include "adapters/stub_internal.h"
 
 #define RING_SLOTS  4096u /* commands in flight; beyond that submit says -EBUSY */
 #define RECORD_PATH 4096
@@ -104,8 +104,8 @@ static void *worker_main(void *arg)
                 if (r < 0 || !(c.hdr.flags & VMSIG_F_FF)) {
                         char msg[VMSIG_MSG_MAX];
                         if (r < 0)
-                                snprintf(msg, sizeof(msg), "recording %s failed: %s", vmsig_kind_name(c.hdr.kind),
-                                         strerror(-r));
+                                snprintf(msg, sizeof(msg), "recording %s failed: %s",
+                                         vmsig_kind_name(c.hdr.kind), strerror(-r));
                         else
                                 snprintf(msg, sizeof(msg), "%s recorded", vmsig_kind_name(c.hdr.kind));
                         if (vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c.hdr, r, s->recorded, "%s", msg) ==
@@ -140,8 +140,8 @@ static void input_close(void *instance)
         }
         /* We are closing: these ACKs still pass (loop thread). */
         if (s->has_late)
-                (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &s->late_hdr, s->late_result, s->late_value, "%s",
-                                     s->late_msg);
+                (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &s->late_hdr, s->late_result, s->late_value,
+                                     "%s", s->late_msg);
         for (; s->n; s->head = (s->head + 1) % RING_SLOTS, s->n--) {
                 const struct input_cmd *c = &s->ring[s->head];
                 (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c->hdr, -ECANCELED, s->recorded,

@@ -51,18 +51,18 @@
 #include <vmsig/event.h>
 #include <vmsig/memctx.h>
 
-#include "util/clock.h"
-#include "host/mtree.h"
 #include "adapters/memctx_engine.h"
 #include "adapters/vmconn.h"
+#include "host/mtree.h"
+#include "util/clock.h"
 
-#define COOKIE_QMP   1u
-#define COOKIE_RETRY 2u /* the session's reconnect timer */
-#define COOKIE_BOOT  3u /* worker -> loop */
-#define COOKIE_KICK  4u /* our bootstrap backoff */
+#define COOKIE_QMP     1u
+#define COOKIE_RETRY   2u     /* the session's reconnect timer */
+#define COOKIE_BOOT    3u     /* worker -> loop */
+#define COOKIE_KICK    4u     /* our bootstrap backoff */
 #define HMP_TIMEOUT_MS 10000u /* our own pipeline steps: nobody waits on them */
-#define PAGE_4K      UINT64_C(4096)
-#define SIZE_2M      (UINT64_C(2) << 20)
+#define PAGE_4K        UINT64_C(4096)
+#define SIZE_2M        (UINT64_C(2) << 20)
 /* Linux maps its image in [-2 GiB, -1 GiB); an IDT still in there means the
  * kernel has not reached trap_init (its final IDT lives in the cpu entry
  * area), so the CR3 may be an early page table that is freed later. */
@@ -528,7 +528,8 @@ static int w_target(void *ud, struct mce_target *t, char *msg, size_t len)
         struct memctx *m = ud;
 
         if (!m->w.ram) {
-                snprintf(msg, len, "guest RAM not available (%s)", m->w.why[0] ? m->w.why : "QEMU not connected");
+                snprintf(msg, len, "guest RAM not available (%s)",
+                         m->w.why[0] ? m->w.why : "QEMU not connected");
                 return -ENOTCONN;
         }
         t->ram = m->w.ram;
@@ -601,8 +602,8 @@ static void failed(struct memctx *m, int code, const char *what, const char *msg
                 (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, first,
                                       "memctx: bootstrap retry timer failed: %s", strerror(-first));
         else if (first == 1) /* a booting guest is transient: say it once */
-                (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, code, "memctx %s: %.120s; retrying",
-                                      what, msg);
+                (void)vmsig_sink_diag(m->sink, m->endpoint, VMSIG_SRC_MEMCTX, code,
+                                      "memctx %s: %.120s; retrying", what, msg);
 }
 
 static void invalidate(struct memctx *m, bool ram_too)

@@ -174,7 +174,8 @@ static int plan_virt(struct mce *e, const struct mw_job *j, const struct mce_tar
         else if (r == -ERANGE)
                 ack(e, &j->hdr, -EFAULT, 0, "non-canonical address 0x%" PRIx64, bad);
         else if (r == -ENXIO)
-                ack(e, &j->hdr, -EINVAL, 0, "bad page tables (root 0x%" PRIx64 ") at 0x%" PRIx64, as.root, bad);
+                ack(e, &j->hdr, -EINVAL, 0, "bad page tables (root 0x%" PRIx64 ") at 0x%" PRIx64, as.root,
+                    bad);
         else
                 ack(e, &j->hdr, r, 0, "planning the write failed: %s", strerror(-r));
         return r;
@@ -391,7 +392,8 @@ void mce_stop(struct mce *e)
                 struct mw_job *j = e->head;
                 e->head = j->next;
                 if (e->sink)
-                        ack(e, &j->hdr, -ECANCELED, 0, "not applied: the VM's memctx adapter was detached first");
+                        ack(e, &j->hdr, -ECANCELED, 0,
+                            "not applied: the VM's memctx adapter was detached first");
                 free(j);
         }
         e->tail = NULL;

@@ -38,8 +38,8 @@
 #include <vmsig/event.h>
 #include <vmsig/memctx.h>
 
-#include "adapters/stub_internal.h"
 #include "adapters/memctx_engine.h"
+#include "adapters/stub_internal.h"
 
 #define COOKIE_BOOT_DONE 1u
 #define COOKIE_RETRY     2u
@@ -399,8 +399,8 @@ static void boot_finished(struct memctx_stub *s)
         r = s->sink->register_memctx(s->sink, &ctx, &epoch);
         close(fd); /* the core keeps its own dup */
         if (r < 0) {
-                (void)vmsig_sink_diag(s->sink, s->endpoint, VMSIG_SRC_MEMCTX, r, "registering memctx failed: %s",
-                                      strerror(-r));
+                (void)vmsig_sink_diag(s->sink, s->endpoint, VMSIG_SRC_MEMCTX, r,
+                                      "registering memctx failed: %s", strerror(-r));
                 return;
         }
         s->registered = true;

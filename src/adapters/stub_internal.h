@@ -13,9 +13,9 @@
 #include <string.h>
 #include <time.h>
 
-#include <vmsig/stub_guest.h> /* VMSIG_STUB_BANNER{,_VA,_GPA}: public */
-#include "util/clock.h"
+#include <vmsig/stub_guest.h>  /* VMSIG_STUB_BANNER{,_VA,_GPA}: public */
 #include "adapters/registry.h" /* adapter_options_parse: the options checker */
+#include "util/clock.h"
 
 /* ---- the synthetic guest built by the memctx stub ----
  *
@@ -58,6 +58,5 @@
 #define VMSIG_STUB_PTE_US   UINT64_C(0x4)
 #define VMSIG_STUB_PTE_PS   UINT64_C(0x80)
 #define VMSIG_STUB_PTE_ADDR UINT64_C(0x000ffffffffff000)
-
 
 #endif

@@ -16,8 +16,8 @@
 
 #include <vmsig/event.h>
 
-#include "util/clock.h"
 #include "adapters/vmconn.h"
+#include "util/clock.h"
 
 #define RETRY_MIN_DEFAULT_MS 100u
 #define RETRY_MAX_DEFAULT_MS 5000u
@@ -64,10 +64,10 @@ struct vmconn {
         int tfd; /* one timer for retry, handshake and command deadlines (absolute) */
         uint64_t armed_ns;
         uint32_t min_ms, max_ms, cur_ms, hs_ms;
-        uint64_t retry_at_ns;  /* 0: no retry armed */
-        uint64_t hs_deadline;  /* handshake deadline while CONNECTING */
-        bool hs_diag;          /* the handshake DIAG of this outage went out */
-        bool stall_diag;       /* the "not answering" DIAG of this stall went out */
+        uint64_t retry_at_ns; /* 0: no retry armed */
+        uint64_t hs_deadline; /* handshake deadline while CONNECTING */
+        bool hs_diag;         /* the handshake DIAG of this outage went out */
+        bool stall_diag;      /* the "not answering" DIAG of this stall went out */
 
         struct req reqs; /* list head, FIFO: the in-flight one and those queued */
         unsigned nreqs;
@@ -266,8 +266,9 @@ static void expired_unsent(struct vmconn *c, struct req *r)
 {
         char why[160];
 
-        snprintf(why, sizeof(why), "QEMU is not answering (waited %u ms): %.40s was not sent and never will be",
-                 r->timeout_ms, r->what);
+        snprintf(why, sizeof(why),
+                 "QEMU is not answering (waited %u ms): %.40s was not sent and never will be", r->timeout_ms,
+                 r->what);
         if (!c->stall_diag) {
                 c->stall_diag = true;
                 diag(c, -ETIMEDOUT, "VM '%s': QEMU is not answering QMP on %s (%.40s waited %u ms, not sent)",
@@ -304,7 +305,8 @@ static bool expire_one(struct vmconn *c, uint64_t now)
                 }
                 /* Sent: "outcome unknown" now, but it keeps its slot until
                  * QEMU replies, so nothing else reaches a stuck QEMU. */
-                snprintf(why, sizeof(why), "QEMU did not answer %.40s within %u ms; it was sent and may still take effect",
+                snprintf(why, sizeof(why),
+                         "QEMU did not answer %.40s within %u ms; it was sent and may still take effect",
                          r->what, r->timeout_ms);
                 if (!c->stall_diag) {
                         c->stall_diag = true;
@@ -364,7 +366,8 @@ static void pump(struct vmconn *c)
                         if (r->admit && r->l) {
                                 e = r->admit(r->l, r->userdata, why, sizeof(why));
                                 if (e < 0 && !why[0])
-                                        snprintf(why, sizeof(why), "%.40s not sent: %s", r->what, strerror(-e));
+                                        snprintf(why, sizeof(why), "%.40s not sent: %s", r->what,
+                                                 strerror(-e));
                         }
                         if (e == 0) {
                                 e = r->hmp ? qmp_hmp(c->q, r->what, req_reply, r, NULL)
@@ -685,12 +688,14 @@ void vmconn_detach(struct vmconn_listener *l)
                 } else if (r->sent) {
                         char why[160];
                         snprintf(why, sizeof(why),
-                                 "%.40s was sent to QEMU but the VM's adapter left before the answer; it may still take effect",
+                                 "%.40s was sent to QEMU but the VM's adapter left before the answer; it may "
+                                 "still take effect",
                                  r->what);
                         answer(c, r, -EINPROGRESS, why);
                 } else if (r->cb) {
                         char why[160];
-                        snprintf(why, sizeof(why), "%.40s not sent to QEMU: the VM's adapter was detached", r->what);
+                        snprintf(why, sizeof(why), "%.40s not sent to QEMU: the VM's adapter was detached",
+                                 r->what);
                         answer(c, r, -ECANCELED, why);
                 }
                 n = r->next;
@@ -796,7 +801,8 @@ int vmconn_execute(struct vmconn_listener *l, const char *command, struct json_o
 {
         struct vmconn_cmd cmd = {.command = command,
                                  .args = args,
-                                 .timeout_ms = l && l->timeout_ms ? l->timeout_ms : VMCONN_TIMEOUT_DEFAULT_MS};
+                                 .timeout_ms =
+                                     l && l->timeout_ms ? l->timeout_ms : VMCONN_TIMEOUT_DEFAULT_MS};
 
         return vmconn_submit(l, &cmd, cb, userdata);
 }
@@ -805,7 +811,8 @@ int vmconn_hmp(struct vmconn_listener *l, const char *command_line, vmconn_reply
 {
         struct vmconn_cmd cmd = {.command = command_line,
                                  .hmp = true,
-                                 .timeout_ms = l && l->timeout_ms ? l->timeout_ms : VMCONN_TIMEOUT_DEFAULT_MS};
+                                 .timeout_ms =
+                                     l && l->timeout_ms ? l->timeout_ms : VMCONN_TIMEOUT_DEFAULT_MS};
 
         return vmconn_submit(l, &cmd, cb, userdata);
 }

@@ -88,7 +88,7 @@ struct vmconn_listener {
 
 #define VMCONN_TIMEOUT_DEFAULT_MS   3000u /* well under vmsigctl's 5 s wait */
 #define VMCONN_HANDSHAKE_DEFAULT_MS 5000u
-#define VMCONN_LIVE_MS              20u   /* QEMU answered this recently: no probe */
+#define VMCONN_LIVE_MS              20u /* QEMU answered this recently: no probe */
 
 struct vmconn_opts {
         uint32_t retry_min_ms; /* 0: 100 */
@@ -137,16 +137,23 @@ struct vmconn_cmd {
         uint32_t timeout_ms; /* 0: no deadline */
         int (*admit)(struct vmconn_listener *l, void *userdata, char *why, size_t why_len);
 };
-int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmconn_reply_fn cb, void *userdata);
+int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmconn_reply_fn cb,
+                  void *userdata);
 
 /* The options every adapter on a session takes (adapter_options_parse):
  * the retry bounds of vmconn_opts and, for adapters that issue commands,
  * their deadline (vmconn_listener.timeout_ms). */
-#define VMCONN_OPT_RETRY                                                                             \
-        {.key = "retry_ms", .type = OPT_U64, .min = 1, .max = 60000, .def = 100},                    \
-            {.key = "retry_max_ms", .type = OPT_U64, .min = 1, .max = 600000, .def = 2000, .at_least = "retry_ms"}
-#define VMCONN_OPT_CMD_TIMEOUT                                                                       \
-        {.key = "cmd_timeout_ms", .type = OPT_U64, .min = 10, .max = 600000, .def = VMCONN_TIMEOUT_DEFAULT_MS}
+#define VMCONN_OPT_RETRY                                                                                     \
+        {.key = "retry_ms", .type = OPT_U64, .min = 1, .max = 60000, .def = 100},                            \
+        {                                                                                                    \
+                .key = "retry_max_ms", .type = OPT_U64, .min = 1, .max = 600000, .def = 2000,                \
+                .at_least = "retry_ms"                                                                       \
+        }
+#define VMCONN_OPT_CMD_TIMEOUT                                                                               \
+        {                                                                                                    \
+                .key = "cmd_timeout_ms", .type = OPT_U64, .min = 10, .max = 600000,                          \
+                .def = VMCONN_TIMEOUT_DEFAULT_MS                                                             \
+        }
 
 /* The uid of the process on the other end of the QMP socket (SO_PEERCRED:
  * whoever listen()ed on it, i.e. QEMU as it was when it created the socket).

@@ -81,16 +81,15 @@ struct vmhost {
         struct vmconn_listener l;
         bool attached;
         uint32_t timeout_ms; /* per command */
-        uint8_t state;  /* last emitted enum vmsig_run_state */
-        bool announced; /* a STATUS went out */
-        struct op ops;  /* list head */
+        uint8_t state;       /* last emitted enum vmsig_run_state */
+        bool announced;      /* a STATUS went out */
+        struct op ops;       /* list head */
 
         /* the one "on" in progress (its op is in h->ops) */
         int on_tfd; /* times out a parked "on" */
         struct op *on;
         bool on_reset_seen, on_shutdown_seen; /* events while system_reset was in flight */
 };
-
 
 static uint8_t map_run_state(const char *s)
 {
@@ -496,8 +495,9 @@ static void vmhost_close(void *instance)
          * closing); no reply callback runs after this. */
         vmconn_detach(&h->l);
         if (h->on && h->on->what == Q_ON_PARKED)
-                on_finish(h, h->on, -EINPROGRESS,
-                          "system_reset done, but the VM's adapter left before cont: the VM may stay stopped");
+                on_finish(
+                    h, h->on, -EINPROGRESS,
+                    "system_reset done, but the VM's adapter left before cont: the VM may stay stopped");
         while (h->ops.next != &h->ops) {
                 struct op *o = h->ops.next;
                 if (o->what != Q_STATUS)

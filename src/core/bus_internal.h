@@ -17,8 +17,8 @@
 
 struct qnode {
         struct qnode *next;
-        int fd;          /* MEMCTX: the bus's own dup, -1 otherwise */
-        void *payload;   /* CMD_MEMWRITE source tail, malloc'd, or NULL */
+        int fd;        /* MEMCTX: the bus's own dup, -1 otherwise */
+        void *payload; /* CMD_MEMWRITE source tail, malloc'd, or NULL */
         size_t payload_len;
         struct vmsig_event ev;
 };
@@ -36,7 +36,7 @@ struct prioq {
 
 int prioq_init(struct prioq *pq);
 void prioq_done(struct prioq *pq);
-struct qnode *prioq_node_new(struct prioq *pq); /* NULL on OOM */
+struct qnode *prioq_node_new(struct prioq *pq);             /* NULL on OOM */
 void prioq_node_release(struct prioq *pq, struct qnode *n); /* closes fd, frees payload */
 void prioq_push(struct prioq *pq, struct qnode *n);
 struct qnode *prioq_pop(struct prioq *pq);
@@ -74,8 +74,8 @@ struct cq_entry {
 
 struct ctlq {
         struct cq_entry *ring;
-        unsigned cap;   /* allocated entries (grows by doubling) */
-        unsigned max;   /* bound from limits.queue_bytes */
+        unsigned cap; /* allocated entries (grows by doubling) */
+        unsigned max; /* bound from limits.queue_bytes */
         unsigned head;
         unsigned count;
         unsigned fds;
@@ -126,8 +126,8 @@ struct attachment {
         struct vmsig_emit_sink sink;
         struct watch *watches[VMSIG_FD_REG_MAX];
         unsigned nwatches;
-        atomic_bool dead; /* read by worker threads in emit */
-        bool closing;     /* in close(): loop-thread ACT_ACK emits still pass */
+        atomic_bool dead;      /* read by worker threads in emit */
+        bool closing;          /* in close(): loop-thread ACT_ACK emits still pass */
         struct pend_set *pend; /* pending.c: accepted commands awaiting an ACK */
         struct attachment *next_dead;
 };
@@ -146,8 +146,8 @@ struct endpoint {
         struct attachment *att[VMSIG_SEAM_COUNT];
         uint8_t run_state;
         struct lease lease[VMSIG_LEASE_CLASS_COUNT];
-        uint64_t memctx_epoch;   /* last epoch handed out */
-        bool memctx_registered;  /* a valid datum is published (or queued) */
+        uint64_t memctx_epoch;  /* last epoch handed out */
+        bool memctx_registered; /* a valid datum is published (or queued) */
         /* retained, as of dispatch */
         bool has_roster, has_status, has_memctx;
         struct vmsig_event roster, status, memctx;
@@ -181,7 +181,7 @@ struct vmsig_control {
 };
 
 struct vmsig_io {
-        struct watch w; /* first: the watch reaper frees the io */
+        struct watch w;               /* first: the watch reaper frees the io */
         struct vmsig_io *next, *prev; /* live ios, freed by vmsig_bus_free */
 };
 
@@ -276,16 +276,16 @@ void lease_describe_holder(const struct lease *l, char *buf, size_t len);
 /* dispatch.c */
 void dispatch_one(struct vmsig_bus *bus, struct qnode *n);
 void bus_ack(struct vmsig_bus *bus, const struct vmsig_event *cmd, int32_t result, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* pending.c: one ACT_ACK per accepted command, whatever happens to the VM */
-#define PENDING_EV_SWEEP 0xfff0 /* internal kind, never on the wire */
+#define PENDING_EV_SWEEP 0xfff0                                         /* internal kind, never on the wire */
 int pending_add(struct attachment *att, const struct vmsig_event *cmd); /* -ENOBUFS when full */
 void pending_drop_last(struct attachment *att); /* the adapter did not accept it after all */
 unsigned pending_max(void);
 void pending_on_ack(struct vmsig_bus *bus, const struct vmsig_event *ack);
 void pending_detached(struct attachment *att); /* its ACKs may still come */
-void pending_closed(struct attachment *att); /* after close(): answer what stays unanswered */
+void pending_closed(struct attachment *att);   /* after close(): answer what stays unanswered */
 void pending_sweep(struct vmsig_bus *bus, const struct vmsig_event *marker);
 void pending_free_all(struct vmsig_bus *bus);
 

@@ -10,8 +10,8 @@ static const struct {
         uint32_t cap;
         const char *name;
 } cap_names[] = {
-        {VMSIG_CAP_ROSTER, "roster"}, {VMSIG_CAP_MEMCTX, "memctx"}, {VMSIG_CAP_STATUS, "status"},
-        {VMSIG_CAP_INPUT, "input"},   {VMSIG_CAP_POWER, "power"},   {VMSIG_CAP_MEMWRITE, "memwrite"},
+    {VMSIG_CAP_ROSTER, "roster"}, {VMSIG_CAP_MEMCTX, "memctx"}, {VMSIG_CAP_STATUS, "status"},
+    {VMSIG_CAP_INPUT, "input"},   {VMSIG_CAP_POWER, "power"},   {VMSIG_CAP_MEMWRITE, "memwrite"},
 };
 #define N_CAPS (sizeof(cap_names) / sizeof(cap_names[0]))
 

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "util/clock.h"
 #include "core/kinds.h"
+#include "util/clock.h"
 
 struct vmsig_control *control_get(struct vmsig_bus *bus, uint32_t id)
 {
@@ -23,9 +23,8 @@ struct vmsig_control *control_get(struct vmsig_bus *bus, uint32_t id)
         return NULL;
 }
 
-int vmsig_control_new(struct vmsig_bus *bus, const struct vmsig_control_info *info,
-                      vmsig_deliver_fn deliver, vmsig_closed_fn closed, void *userdata,
-                      struct vmsig_control **ret)
+int vmsig_control_new(struct vmsig_bus *bus, const struct vmsig_control_info *info, vmsig_deliver_fn deliver,
+                      vmsig_closed_fn closed, void *userdata, struct vmsig_control **ret)
 {
         struct vmsig_control *c;
 
@@ -383,7 +382,7 @@ static int send_common(struct vmsig_control *ctl, const struct vmsig_event *ev, 
          * the ACKs and lease events of others. */
         if (copy.hdr.priority < VMSIG_PRIO_URGENT)
                 copy.hdr.priority = VMSIG_PRIO_URGENT;
-        copy.hdr.flags &= (uint16_t)~(VMSIG_F_RETAINED | VMSIG_F_HAS_FD | VMSIG_F_SRC_PAYLOAD);
+        copy.hdr.flags &= (uint16_t) ~(VMSIG_F_RETAINED | VMSIG_F_HAS_FD | VMSIG_F_SRC_PAYLOAD);
         if (payload)
                 copy.hdr.flags |= VMSIG_F_SRC_PAYLOAD;
         return bus_enqueue(ctl->bus, &copy, -1, payload, payload_len);

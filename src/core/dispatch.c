@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "core/bus_internal.h"
-#include "util/clock.h"
 #include "core/kinds.h"
+#include "util/clock.h"
 
 void bus_ack(struct vmsig_bus *bus, const struct vmsig_event *cmd, int32_t result, const char *fmt, ...)
 {
@@ -37,8 +37,8 @@ static bool destructive(uint16_t kind)
 static void retain(struct vmsig_bus *bus, struct qnode *n)
 {
         struct endpoint *ep = n->ev.hdr.endpoint && n->ev.hdr.endpoint <= bus->lim.max_endpoints
-                                      ? bus->eps[n->ev.hdr.endpoint - 1]
-                                      : NULL;
+                                  ? bus->eps[n->ev.hdr.endpoint - 1]
+                                  : NULL;
         const struct vmsig_event *ev = &n->ev;
 
         if (!ep || !(kind_info(ev->hdr.kind)->flags & KIND_RETAINED))
@@ -82,8 +82,8 @@ static void dispatch_up(struct vmsig_bus *bus, struct qnode *n)
 
         retain(bus, n);
         fd = n->fd;
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && ev->hdr.endpoint && ev->hdr.endpoint <= bus->lim.max_endpoints &&
-            bus->eps[ev->hdr.endpoint - 1])
+        if (ev->hdr.kind == VMSIG_EV_MEMCTX && ev->hdr.endpoint &&
+            ev->hdr.endpoint <= bus->lim.max_endpoints && bus->eps[ev->hdr.endpoint - 1])
                 fd = bus->eps[ev->hdr.endpoint - 1]->memctx_fd;
         if (!(ev->hdr.flags & VMSIG_F_HAS_FD))
                 fd = -1;
@@ -157,7 +157,8 @@ static int check_extent(struct vmsig_bus *bus, const struct qnode *n, const stru
         case MW_OK:
                 return 0;
         case MW_E_BODY:
-                snprintf(why, len, "CMD_MEMWRITE body is %u bytes, needs at least %zu", ev->hdr.body_len, head);
+                snprintf(why, len, "CMD_MEMWRITE body is %u bytes, needs at least %zu", ev->hdr.body_len,
+                         head);
                 return -EINVAL;
         case MW_E_FLAGS:
                 snprintf(why, len, "CMD_MEMWRITE flags 0x%x: only PHYS (0x1) is defined", mw_flags);
@@ -239,15 +240,16 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
         }
         att = ep->att[seam - 1];
         if (!att) {
-                bus_ack(bus, cmd, -ENODEV, "'%s' has no %s adapter", ep->name, vmsig_source_name((uint8_t)seam));
+                bus_ack(bus, cmd, -ENODEV, "'%s' has no %s adapter", ep->name,
+                        vmsig_source_name((uint8_t)seam));
                 return;
         }
         /* Ledger before submit: an accepted command must never lose its ACK. */
         bool track = !(cmd->hdr.flags & VMSIG_F_FF);
         if (track && (r = pending_add(att, cmd)) < 0) {
                 if (r == -ENOBUFS)
-                        bus_ack(bus, cmd, r, "'%s' has %u %s commands in flight: wait for their ACKs", ep->name,
-                                pending_max(), vmsig_source_name((uint8_t)seam));
+                        bus_ack(bus, cmd, r, "'%s' has %u %s commands in flight: wait for their ACKs",
+                                ep->name, pending_max(), vmsig_source_name((uint8_t)seam));
                 else
                         bus_ack(bus, cmd, r, "%s on '%s': %s", kname, ep->name, strerror(-r));
                 return;
@@ -259,8 +261,8 @@ static void dispatch_down(struct vmsig_bus *bus, struct qnode *n)
                 bus_audit(bus, VMSIG_AUDIT_COMMAND, ctl, cmd, r < 0 ? r : 0,
                           r == VMSIG_SUBMIT_ACCEPTED ? "accepted" : "refused by adapter");
         if (r == VMSIG_SUBMIT_NOT_MINE)
-                bus_ack(bus, cmd, -EOPNOTSUPP, "%s adapter of '%s' does not handle %s", att->ops->name, ep->name,
-                        kname);
+                bus_ack(bus, cmd, -EOPNOTSUPP, "%s adapter of '%s' does not handle %s", att->ops->name,
+                        ep->name, kname);
         else if (r < 0)
                 bus_ack(bus, cmd, r, "%s adapter of '%s' refused %s: %s", att->ops->name, ep->name, kname,
                         strerror(-r));

@@ -367,8 +367,7 @@ int vmsig_bus_attach(struct vmsig_bus *bus, uint32_t endpoint, const struct vmsi
         size_t nregs = 0;
         int idx, r;
 
-        if (!bus || !ops || !ops->open || !ops->attach || !ops->on_readiness || !ops->submit ||
-            !ops->close)
+        if (!bus || !ops || !ops->open || !ops->attach || !ops->on_readiness || !ops->submit || !ops->close)
                 return -EINVAL;
         ep = endpoint_get(bus, endpoint);
         if (!ep)

@@ -9,8 +9,8 @@
 
 #include <vmsig/event.h>
 
-#include "util/clock.h"
 #include "core/kinds.h"
+#include "util/clock.h"
 
 void vmsig_event_init(struct vmsig_event *ev, uint16_t kind, uint32_t endpoint, uint8_t source)
 {
@@ -35,8 +35,8 @@ int vmsig_event_set_body(struct vmsig_event *ev, const void *body, size_t len)
         return 0;
 }
 
-void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint8_t source,
-                    int32_t result, uint64_t value, const char *fmt, ...)
+void vmsig_ack_init(struct vmsig_event *ack, const struct vmsig_event *cmd, uint8_t source, int32_t result,
+                    uint64_t value, const char *fmt, ...)
 {
         struct vmsig_ack_body b;
 
@@ -96,7 +96,6 @@ const char *vmsig_run_state_name(uint8_t s)
 
 const char *vmsig_power_op_name(uint32_t op)
 {
-        static const char *const names[] = {NULL,    "on",     "off",      "reset",
-                                            "pause", "resume", "powerdown"};
+        static const char *const names[] = {NULL, "on", "off", "reset", "pause", "resume", "powerdown"};
         return op >= 1 && op < sizeof(names) / sizeof(names[0]) ? names[op] : "?";
 }

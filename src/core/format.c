@@ -93,7 +93,8 @@ void kind_format_roster(struct kind_fmt *f, const struct vmsig_event *ev)
         put_str(o, b.name, sizeof(b.name), json);
         put(o, "%s%s%schange%s%s%s%s", q, sep, k0, eq, q, b.change < 4 ? ch[b.change] : "?", q);
         char sn[64];
-        put(o, "%s%sseams%s%s%s%s", sep, k0, eq, q, vmsig_seams_format(b.seams, " ", "none", sn, sizeof(sn)), q);
+        put(o, "%s%sseams%s%s%s%s", sep, k0, eq, q, vmsig_seams_format(b.seams, " ", "none", sn, sizeof(sn)),
+            q);
         put(o, "%s%srun_state%s%s%s%s", sep, k0, eq, q, vmsig_run_state_name(b.run_state), q);
 }
 
@@ -208,11 +209,11 @@ char *vmsig_event_format_json(const struct vmsig_event *ev, char *buf, size_t le
         buf[0] = '\0';
         put(&o,
             "{\"kind\": \"%s\", \"endpoint\": %u, \"source\": \"%s\", \"priority\": %u, \"flags\": %u, "
-            "\"peer\": %u, \"corr\": %" PRIu64 ", \"seq\": %" PRIu64 ", \"ts_ns\": %" PRIu64 ", \"cr3\": %" PRIu64
-            ", \"retained\": %s, ",
-            vmsig_kind_name(ev->hdr.kind), ev->hdr.endpoint, vmsig_source_name(ev->hdr.source), ev->hdr.priority,
-            ev->hdr.flags, ev->hdr.peer, ev->hdr.corr, ev->hdr.seq, ev->hdr.ts_ns, ev->hdr.cr3,
-            (ev->hdr.flags & VMSIG_F_RETAINED) ? "true" : "false");
+            "\"peer\": %u, \"corr\": %" PRIu64 ", \"seq\": %" PRIu64 ", \"ts_ns\": %" PRIu64
+            ", \"cr3\": %" PRIu64 ", \"retained\": %s, ",
+            vmsig_kind_name(ev->hdr.kind), ev->hdr.endpoint, vmsig_source_name(ev->hdr.source),
+            ev->hdr.priority, ev->hdr.flags, ev->hdr.peer, ev->hdr.corr, ev->hdr.seq, ev->hdr.ts_ns,
+            ev->hdr.cr3, (ev->hdr.flags & VMSIG_F_RETAINED) ? "true" : "false");
         put(&o, "\"body\": {");
         describe(&o, ev, true);
         put(&o, "}}");

@@ -10,9 +10,9 @@
 #include "util/clock.h"
 
 static const uint32_t class_cap[VMSIG_LEASE_CLASS_COUNT] = {
-        [VMSIG_LEASE_INPUT] = VMSIG_CAP_INPUT,
-        [VMSIG_LEASE_POWER] = VMSIG_CAP_POWER,
-        [VMSIG_LEASE_MEMWRITE] = VMSIG_CAP_MEMWRITE,
+    [VMSIG_LEASE_INPUT] = VMSIG_CAP_INPUT,
+    [VMSIG_LEASE_POWER] = VMSIG_CAP_POWER,
+    [VMSIG_LEASE_MEMWRITE] = VMSIG_CAP_MEMWRITE,
 };
 
 void lease_describe_holder(const struct lease *l, char *buf, size_t len)
@@ -107,8 +107,8 @@ void lease_command(struct vmsig_bus *bus, struct vmsig_control *ctl, const struc
         const char *cname;
 
         if (cmd->hdr.body_len != sizeof(b)) {
-                snprintf(why, sizeof(why), "%s body is %u bytes, expected %zu", vmsig_kind_name(cmd->hdr.kind),
-                         cmd->hdr.body_len, sizeof(b));
+                snprintf(why, sizeof(why), "%s body is %u bytes, expected %zu",
+                         vmsig_kind_name(cmd->hdr.kind), cmd->hdr.body_len, sizeof(b));
                 bus_audit(bus, VMSIG_AUDIT_DENY, ctl, cmd, -EINVAL, why);
                 bus_ack(bus, cmd, -EINVAL, "%s", why);
                 return;
@@ -136,8 +136,8 @@ void lease_command(struct vmsig_bus *bus, struct vmsig_control *ctl, const struc
         if (cmd->hdr.kind == VMSIG_EV_LEASE_RELEASE) {
                 if (l->holder != ctl->id) {
                         lease_describe_holder(l, who, sizeof(who));
-                        bus_ack(bus, cmd, -EPERM, "%s lease on '%s' is not yours (held by %s)", cname, ep->name,
-                                who);
+                        bus_ack(bus, cmd, -EPERM, "%s lease on '%s' is not yours (held by %s)", cname,
+                                ep->name, who);
                         return;
                 }
                 end_lease(bus, ep, b.class_, VMSIG_LEASE_R_RELEASED);

@@ -95,7 +95,8 @@ int pending_add(struct attachment *att, const struct vmsig_event *cmd)
                 int r;
                 /* Reclaim tombstones when they are many (or growth is over),
                  * else grow: either way a compaction is paid for by many adds. */
-                if (s->cap && (s->count - s->live >= s->cap / 4 || (s->cap == PEND_MAX && s->live < s->count)))
+                if (s->cap &&
+                    (s->count - s->live >= s->cap / 4 || (s->cap == PEND_MAX && s->live < s->count)))
                         r = set_reshape(s, s->cap);
                 else if (s->cap < PEND_MAX)
                         r = set_reshape(s, s->cap ? s->cap * 2 : PEND_MIN);
@@ -105,8 +106,8 @@ int pending_add(struct attachment *att, const struct vmsig_event *cmd)
                         return r;
         }
         s->count++;
-        *at(s, s->count - 1) =
-            (struct pend_entry){.corr = cmd->hdr.corr, .peer = cmd->hdr.peer, .kind = cmd->hdr.kind, .live = true};
+        *at(s, s->count - 1) = (struct pend_entry){
+            .corr = cmd->hdr.corr, .peer = cmd->hdr.peer, .kind = cmd->hdr.kind, .live = true};
         s->live++;
         return 0;
 }
@@ -156,7 +157,8 @@ void pending_on_ack(struct vmsig_bus *bus, const struct vmsig_event *ack)
         memcpy(&a, ack->body, sizeof(a));
         /* Oldest first: a detached adapter's late ACK belongs to its own set. */
         for (struct pend_set *s = bus->pend_draining; s; s = s->next)
-                if (s->endpoint == id && s->seam == seam && set_remove(s, ack->hdr.peer, ack->hdr.corr, a.cmd_kind))
+                if (s->endpoint == id && s->seam == seam &&
+                    set_remove(s, ack->hdr.peer, ack->hdr.corr, a.cmd_kind))
                         return;
         if (id == 0 || id > bus->lim.max_endpoints || !bus->eps[id - 1])
                 return;

@@ -596,7 +596,7 @@ int config_parse_string(const char *text, size_t len, const char *filename, unsi
                 err[0] = '\0';
         if (len > CONFIG_FILE_MAX)
                 return parse_fail(-EFBIG, err, errlen, p.filename, 0, "file", "too large (max %u bytes)",
-                            CONFIG_FILE_MAX);
+                                  CONFIG_FILE_MAX);
         if (!text && len)
                 return -EINVAL;
         r = config_new_default(&p.c);
@@ -661,7 +661,7 @@ int config_load(const char *path, unsigned flags, struct config **ret, char *err
         if (st.st_size > (off_t)CONFIG_FILE_MAX) {
                 close(fd);
                 return parse_fail(-EFBIG, err, errlen, path, 0, "file", "too large (max %u bytes)",
-                            CONFIG_FILE_MAX);
+                                  CONFIG_FILE_MAX);
         }
         buf = malloc(CONFIG_FILE_MAX + 1);
         if (!buf) {

@@ -17,10 +17,10 @@
 
 #include <vmsig/server.h>
 
-#include "util/clock.h"
 #include "daemon/audit.h"
 #include "daemon/daemon.h"
 #include "daemon/discovery.h"
+#include "util/clock.h"
 
 struct vmsigd {
         const struct config *cfg;
@@ -134,7 +134,8 @@ static int vm_added(const char *name, const struct trigger *t, const char *filen
         return 0;
 }
 
-static void vm_changed(const char *name, const struct trigger *t, const char *filename, unsigned flags, void *ud)
+static void vm_changed(const char *name, const struct trigger *t, const char *filename, unsigned flags,
+                       void *ud)
 {
         struct vmsigd *d = ud;
         const char *failed = "?";
@@ -312,8 +313,12 @@ static int admit(void *ud, const struct vmsig_peer *p, uint32_t *ret_caps, char 
 static void refused(void *ud, const struct vmsig_peer *p, int code, const char *why)
 {
         struct vmsigd *d = ud;
-        struct vmsig_audit_record rec = {.what = VMSIG_AUDIT_DENY, .uid = p->uid, .pid = p->pid,
-                                         .control_name = "", .result = code, .reason = why};
+        struct vmsig_audit_record rec = {.what = VMSIG_AUDIT_DENY,
+                                         .uid = p->uid,
+                                         .pid = p->pid,
+                                         .control_name = "",
+                                         .result = code,
+                                         .reason = why};
 
         audit_write(d->audit, &rec);
 }
@@ -367,19 +372,19 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
         vmsig_bus_set_audit(d->bus, audit_bus_fn, d->audit);
 
         struct vmsig_server_config sc = {
-                .path = config->socket,
-                .mode = config->socket_mode,
-                .group = config->has_socket_group ? config->socket_gid : (gid_t)-1,
-                .tail_max = (uint32_t)config->limits.tail_max,
-                .soft_bytes = config->limits.queue_soft_bytes,
-                .soft_seconds = config->limits.queue_soft_bytes ? config->limits.queue_soft_seconds : 0,
-                .conns_per_uid = config->limits.conns_per_uid,
-                .queue_bytes = lim.queue_bytes,
-                .admit = admit,
-                .admit_userdata = d,
-                .log = server_log,
-                .log_userdata = d,
-                .refused = refused,
+            .path = config->socket,
+            .mode = config->socket_mode,
+            .group = config->has_socket_group ? config->socket_gid : (gid_t)-1,
+            .tail_max = (uint32_t)config->limits.tail_max,
+            .soft_bytes = config->limits.queue_soft_bytes,
+            .soft_seconds = config->limits.queue_soft_bytes ? config->limits.queue_soft_seconds : 0,
+            .conns_per_uid = config->limits.conns_per_uid,
+            .queue_bytes = lim.queue_bytes,
+            .admit = admit,
+            .admit_userdata = d,
+            .log = server_log,
+            .log_userdata = d,
+            .refused = refused,
         };
         r = mkdir_parent(config->socket);
         if (r >= 0)
@@ -406,12 +411,14 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
         }
         r = discovery_new(config->trigger_dir, DISCOVERY_CREATE_DIR, &cb, d, &d->disc);
         if (r < 0) {
-                snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir, strerror(-r));
+                snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir,
+                         strerror(-r));
                 goto fail;
         }
         r = vmsig_bus_add_io(d->bus, discovery_get_fd(d->disc), EPOLLIN, on_discovery, d, &d->disc_io);
         if (r < 0) {
-                snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir, strerror(-r));
+                snprintf(err, errlen, "cannot watch trigger directory %s: %s", config->trigger_dir,
+                         strerror(-r));
                 goto fail;
         }
         discovery_rescan_start(d->disc, "startup"); /* VMs that started while we were down */

@@ -142,11 +142,14 @@ static void on_signal(struct vmsig_io *io, int fd, uint32_t events, void *ud)
 int main(int argc, char **argv)
 {
         enum { OPT_CHECK = 0x100 };
-        static const struct option opts[] = {
-                {"config", required_argument, NULL, 'c'},  {"socket", required_argument, NULL, 's'},
-                {"trigger-dir", required_argument, NULL, 't'}, {"audit", required_argument, NULL, 'a'},
-                {"check-config", no_argument, NULL, OPT_CHECK}, {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},      {0}};
+        static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"socket", required_argument, NULL, 's'},
+                                             {"trigger-dir", required_argument, NULL, 't'},
+                                             {"audit", required_argument, NULL, 'a'},
+                                             {"check-config", no_argument, NULL, OPT_CHECK},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {0}};
         const char *config_path = NULL, *socket_path = NULL, *trigger_dir = NULL, *audit = NULL;
         bool check = false;
         struct config *cfg = NULL;

@@ -205,8 +205,8 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
         if (!filename)
                 filename = "(trigger)";
         if (len > TRIGGER_FILE_MAX)
-                return parse_fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%zu bytes, max %u)", len,
-                            TRIGGER_FILE_MAX);
+                return parse_fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%zu bytes, max %u)",
+                                  len, TRIGGER_FILE_MAX);
         if (!text && len)
                 return parse_fail(-EINVAL, err, errlen, filename, 0, "file", "no data");
 
@@ -226,7 +226,7 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 lineno++;
                 if (n > TRIGGER_LINE_MAX)
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)",
-                                    "too long (%zu bytes, max %u)", n, TRIGGER_LINE_MAX);
+                                          "too long (%zu bytes, max %u)", n, TRIGGER_LINE_MAX);
                 if (memchr(line, '\0', n))
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)", "NUL byte");
 
@@ -240,7 +240,7 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                 eq = memchr(line, '=', n);
                 if (!eq)
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)",
-                                    "expected key=value or a '#' comment");
+                                          "expected key=value or a '#' comment");
                 k = line;
                 kn = (size_t)(eq - line);
                 while (kn && is_blank(k[kn - 1]))
@@ -257,7 +257,8 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         char key[64];
                         size_t cn = kn < sizeof(key) - 1 ? kn : sizeof(key) - 1;
                         if (kn == 0)
-                                return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)", "empty key");
+                                return parse_fail(-EINVAL, err, errlen, filename, lineno, "(line)",
+                                                  "empty key");
                         store(key, k, cn);
                         return parse_fail(-EINVAL, err, errlen, filename, lineno, key, "unknown key");
                 }
@@ -362,7 +363,7 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
                 memset(ret_st, 0, sizeof(*ret_st));
         if (trigger_filename_ignored(filename))
                 return parse_fail(-EAGAIN, err, errlen, filename ? filename : "", 0, "file",
-                            "temporary or invalid file name, ignored");
+                                  "temporary or invalid file name, ignored");
 
         fd = openat(dirfd, filename, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
@@ -384,13 +385,13 @@ int trigger_load(int dirfd, const char *filename, struct trigger *ret, struct st
                 r = parse_fail(-EBADFD, err, errlen, filename, 0, "file", "not a regular file");
         else if (st.st_uid != 0 && st.st_uid != geteuid())
                 r = parse_fail(-EPERM, err, errlen, filename, 0, "file",
-                         "owned by uid %u, not by root or the daemon", (unsigned)st.st_uid);
+                               "owned by uid %u, not by root or the daemon", (unsigned)st.st_uid);
         else if (st.st_mode & (S_IWGRP | S_IWOTH))
-                r = parse_fail(-EPERM, err, errlen, filename, 0, "file", "writable by group or others (mode %04o)",
-                         (unsigned)(st.st_mode & 07777));
+                r = parse_fail(-EPERM, err, errlen, filename, 0, "file",
+                               "writable by group or others (mode %04o)", (unsigned)(st.st_mode & 07777));
         else if (st.st_size > (off_t)TRIGGER_FILE_MAX)
                 r = parse_fail(-EFBIG, err, errlen, filename, 0, "file", "too large (%lld bytes, max %u)",
-                         (long long)st.st_size, TRIGGER_FILE_MAX);
+                               (long long)st.st_size, TRIGGER_FILE_MAX);
         else
                 r = 0;
         if (r < 0) {

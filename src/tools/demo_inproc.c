@@ -68,8 +68,8 @@ static void audit_print(const struct vmsig_audit_record *r, void *ud)
 {
         static const char *const what[] = {"", "DENY", "COMMAND", "RESULT", "LEASE"};
 
-        if (r->what == VMSIG_AUDIT_COMMAND && (int)r->what == last_audit.what && r->control_id == last_audit.control && r->kind == last_audit.kind &&
-            r->corr == last_audit.corr) {
+        if (r->what == VMSIG_AUDIT_COMMAND && (int)r->what == last_audit.what &&
+            r->control_id == last_audit.control && r->kind == last_audit.kind && r->corr == last_audit.corr) {
                 last_audit.repeats++;
                 return;
         }
@@ -110,8 +110,8 @@ static int attach(struct vmsig_bus *bus, uint32_t ep, const struct vmsig_adapter
 {
         int r = vmsig_bus_attach(bus, ep, ops, cfg);
         if (r < 0)
-                fprintf(stderr, "vmsig-demo-inproc: attaching %s to '%s' failed: %s\n", ops->name, cfg->vm_name,
-                        strerror(-r));
+                fprintf(stderr, "vmsig-demo-inproc: attaching %s to '%s' failed: %s\n", ops->name,
+                        cfg->vm_name, strerror(-r));
         return r;
 }
 
@@ -146,7 +146,9 @@ int main(int argc, char **argv)
         vmsig_bus_set_audit(bus, audit_print, NULL);
 
         step("a watcher subscribes to everything (roster, status, memctx capabilities)");
-        struct vmsig_control_info wi = {.name = "watcher", .uid = getuid(), .pid = getpid(),
+        struct vmsig_control_info wi = {.name = "watcher",
+                                        .uid = getuid(),
+                                        .pid = getpid(),
                                         .caps = VMSIG_CAP_ROSTER | VMSIG_CAP_STATUS | VMSIG_CAP_MEMCTX};
         vmsig_control_new(bus, &wi, deliver_print, NULL, "watcher", &watcher);
         vmsig_control_subscribe(watcher, 0, VMSIG_KINDS_ALL_UP);
@@ -155,7 +157,8 @@ int main(int argc, char **argv)
         struct vmsig_adapter_cfg mcfg = {.vm_name = "alpha", .options = "fail_boots=2,retry_ms=50"};
         struct vmsig_adapter_cfg acfg = {.vm_name = "alpha"};
         struct vmsig_adapter_cfg bcfg = {.vm_name = "beta"};
-        if (vmsig_bus_endpoint_add(bus, "alpha", &alpha) < 0 || vmsig_bus_endpoint_add(bus, "beta", &beta) < 0 ||
+        if (vmsig_bus_endpoint_add(bus, "alpha", &alpha) < 0 ||
+            vmsig_bus_endpoint_add(bus, "beta", &beta) < 0 ||
             attach(bus, alpha, vmsig_memctx_stub_ops(), &mcfg) < 0 ||
             attach(bus, alpha, vmsig_input_stub_ops(), &acfg) < 0 ||
             attach(bus, alpha, vmsig_vmhost_stub_ops(), &acfg) < 0 ||
@@ -166,7 +169,8 @@ int main(int argc, char **argv)
         settle(bus, 600);
 
         step("an agent arrives late: retained state is replayed to it first");
-        struct vmsig_control_info ai = {.name = "agent", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_ALL};
+        struct vmsig_control_info ai = {
+            .name = "agent", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_ALL};
         vmsig_control_new(bus, &ai, deliver_agent, NULL, &agent, &agent_ctl);
         vmsig_control_subscribe(agent_ctl, alpha, VMSIG_KINDS_ALL_UP);
         settle(bus, 50);
@@ -177,8 +181,8 @@ int main(int argc, char **argv)
                 char banner[64] = {0};
                 if (vmsig_memctx_gpa_to_offset(&agent.ctx, VMSIG_STUB_BANNER_GPA, &off, &avail) == 0 &&
                     pread(agent.ctx.fd, banner, sizeof(VMSIG_STUB_BANNER) - 1, (off_t)off) > 0)
-                        printf("  banner at GPA 0x%llx (epoch %" PRIu64 "): \"%s\"\n", (unsigned long long)VMSIG_STUB_BANNER_GPA,
-                               agent.ctx.epoch, banner);
+                        printf("  banner at GPA 0x%llx (epoch %" PRIu64 "): \"%s\"\n",
+                               (unsigned long long)VMSIG_STUB_BANNER_GPA, agent.ctx.epoch, banner);
         }
 
         step("the agent takes the input, power and memwrite leases of 'alpha'");
@@ -187,7 +191,8 @@ int main(int argc, char **argv)
         settle(bus, 50);
 
         step("a rival agent wants the input lease too: denied, naming the holder");
-        struct vmsig_control_info ri = {.name = "rival", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_INPUT};
+        struct vmsig_control_info ri = {
+            .name = "rival", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_INPUT};
         vmsig_control_new(bus, &ri, deliver_print, NULL, "rival", &rival);
         vmsig_control_lease_acquire(rival, alpha, VMSIG_LEASE_INPUT, 200);
         settle(bus, 50);
@@ -235,7 +240,8 @@ int main(int argc, char **argv)
         }
 
         step("an intruder with only the roster capability tries to reset 'alpha': refused and audited");
-        struct vmsig_control_info ii = {.name = "intruder", .uid = 65534, .pid = getpid(), .caps = VMSIG_CAP_ROSTER};
+        struct vmsig_control_info ii = {
+            .name = "intruder", .uid = 65534, .pid = getpid(), .caps = VMSIG_CAP_ROSTER};
         vmsig_control_new(bus, &ii, deliver_print, NULL, "intruder", &intruder);
         pw = power(alpha, VMSIG_POWER_RESET, 600);
         vmsig_control_send(intruder, &pw);

@@ -9,8 +9,8 @@
 #include <stdint.h>
 
 #define KEYMAP_LEFTSHIFT 42
-#define KEYMAP_LEFTCTRL 29
-#define KEYMAP_LEFTALT 56
+#define KEYMAP_LEFTCTRL  29
+#define KEYMAP_LEFTALT   56
 
 /* "a", "KEY_A", "enter", "f5", "leftctrl", or a number. 0 if unknown. */
 uint32_t keymap_by_name(const char *name);

@@ -36,12 +36,12 @@
 
 #include <vmsig/server.h>
 
-#include "util/clock.h"
 #include "transport/wire.h"
+#include "util/clock.h"
 
 #define OUT_FDS_MAX 16
-#define RX_CHUNK 65536
-#define MAX_GROUPS 64
+#define RX_CHUNK    65536
+#define MAX_GROUPS  64
 
 /* Socket buffer kept free behind the last frame we write, so the ERROR
  * that ends a connection always fits in the socket (the rest of a partly
@@ -90,14 +90,14 @@ struct conn {
         size_t boundary;
         uint32_t ctl_id;
         size_t sndbuf, reserve; /* the socket's send buffer and what we keep free of it */
-        bool closing; /* ERROR queued: only writing, until flushed or the deadline */
+        bool closing;           /* ERROR queued: only writing, until flushed or the deadline */
         uint64_t close_deadline_ns;
         struct out_fd ofd[OUT_FDS_MAX];
         unsigned nofd;
-        bool want_out;  /* EPOLLOUT armed */
-        bool dirty;     /* bytes appended this iteration, not yet written */
+        bool want_out; /* EPOLLOUT armed */
+        bool dirty;    /* bytes appended this iteration, not yet written */
         struct conn *next_dirty;
-        bool stalled;   /* told the bus -EAGAIN */
+        bool stalled; /* told the bus -EAGAIN */
         bool dead;
         /* A SUBSCRIBE reply held until the replay queued ahead of it is out,
          * so on the wire the replay always precedes its REPLY. */
@@ -133,7 +133,8 @@ struct vmsig_server {
         struct refuse_slot refuse[REFUSE_SLOTS + 1]; /* the last: other uids */
 };
 
-static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void logf_(struct vmsig_server *srv, int prio, const char *fmt, ...)
 {
         char msg[512];
@@ -358,8 +359,8 @@ static int conn_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev,
         }
         n = wire_encode_event(c->out + c->out_end, c->out_cap - c->out_end, ev, false);
         if (n < 0) {
-                logf_(c->srv, LOG_ERR, "cannot encode %s for uid %u: %s", vmsig_kind_name(ev->hdr.kind), c->uid,
-                      strerror((int)-n));
+                logf_(c->srv, LOG_ERR, "cannot encode %s for uid %u: %s", vmsig_kind_name(ev->hdr.kind),
+                      c->uid, strerror((int)-n));
                 return 0; /* an event we cannot express is not the client's fault */
         }
         if (*fd >= 0) {
@@ -508,8 +509,8 @@ static void conn_read(struct conn *c)
 
         for (int rounds = 0; rounds < 16 && !c->dead && !c->closing; rounds++) {
                 struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
-                                    .msg_controllen = sizeof(cb.b)};
+                struct msghdr mh = {
+                    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof(cb.b)};
                 ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
                 bool got_fd = false;
 
@@ -537,8 +538,8 @@ static void conn_read(struct conn *c)
                         return;
                 }
                 if (got_fd) {
-                        conn_fail(c, wire_err_errno(WIRE_E_FD), "protocol violation: %s (clients send no fds)",
-                                  wire_err_str(WIRE_E_FD));
+                        conn_fail(c, wire_err_errno(WIRE_E_FD),
+                                  "protocol violation: %s (clients send no fds)", wire_err_str(WIRE_E_FD));
                         return;
                 }
                 if (n == 0) {
@@ -864,10 +865,14 @@ static void on_accept(struct vmsig_io *io, int lfd, uint32_t events, void *ud)
                 srv->conns = c;
                 srv->nconns++;
 
-                struct vmsig_peer peer = {.uid = cred.uid, .gid = cred.gid, .pid = cred.pid, .groups = groups,
+                struct vmsig_peer peer = {.uid = cred.uid,
+                                          .gid = cred.gid,
+                                          .pid = cred.pid,
+                                          .groups = groups,
                                           .n_groups = glen / sizeof(gid_t)};
-                int r = srv->cfg.admit ? srv->cfg.admit(srv->cfg.admit_userdata, &peer, &c->caps, why, sizeof(why))
-                                       : -EACCES;
+                int r = srv->cfg.admit
+                            ? srv->cfg.admit(srv->cfg.admit_userdata, &peer, &c->caps, why, sizeof(why))
+                            : -EACCES;
                 if (r < 0) {
                         conn_refuse(c, &peer, r, why[0] ? why : "not admitted");
                         continue;

@@ -295,16 +295,20 @@ static void test_options_match_qemu_adapters(void **state)
                 const struct vmsig_adapter_ops *ops = cases[i].ops();
                 if (!ops)
                         skip(); /* a stub-only build has no real adapters */
-                struct vmsig_adapter_cfg cfg = {
-                    .vm_name = "a", .qmp_path = "/nonexistent/q", .ram_path = "/nonexistent/r", .options = cases[i].opt};
+                struct vmsig_adapter_cfg cfg = {.vm_name = "a",
+                                                .qmp_path = "/nonexistent/q",
+                                                .ram_path = "/nonexistent/r",
+                                                .options = cases[i].opt};
                 void *inst = NULL;
                 int ra = ops->open(&cfg, 1, &inst);
                 if (ra == 0)
                         ops->close(inst);
-                snprintf(text, sizeof(text), "name=a\nqmp=/q\nram=/r\n%s_options=%s\n", cases[i].key, cases[i].opt);
+                snprintf(text, sizeof(text), "name=a\nqmp=/q\nram=/r\n%s_options=%s\n", cases[i].key,
+                         cases[i].opt);
                 int rp = parse(text, &t, err, sizeof(err));
                 if ((ra == 0) != (rp == 0))
-                        fail_msg("%s '%s': adapter %d, parser %d (%s)", cases[i].key, cases[i].opt, ra, rp, err);
+                        fail_msg("%s '%s': adapter %d, parser %d (%s)", cases[i].key, cases[i].opt, ra, rp,
+                                 err);
         }
 }
 

@@ -3,9 +3,9 @@
  * connection cap, capability and lease denials in the audit file, and
  * destructive commands audited as command + result. Tests that need a
  * second uid run a forked child as 65534 and skip when not root. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <vmsig/bus.h>
@@ -92,14 +92,15 @@ static void test_other_uid_refused(void **state)
         struct child_out o;
         assert_int_equal(vh_run_as(OTHER_UID, child_client, &in, &o, sizeof(o)), 0);
         if (o.connect_r != -EACCES || !strstr(o.msg, "uid 65534"))
-                fail_msg("uid %d: connect %d '%s', expected -EACCES naming the uid", OTHER_UID, o.connect_r, o.msg);
+                fail_msg("uid %d: connect %d '%s', expected -EACCES naming the uid", OTHER_UID, o.connect_r,
+                         o.msg);
         assert_true(vh_file_has_line(H.audit, "what=deny", "uid=65534", "not admitted", (char *)NULL));
 
         char out[4096];
         int code = vh_vmsigctl(&H, OTHER_UID, out, sizeof(out), "list", (char *)NULL);
         if (code != 3 || !strstr(out, "uid 65534"))
-                fail_msg("vmsigctl as uid %d: exit %d, output '%s'; expected 3 and the refusal", OTHER_UID, code,
-                         out);
+                fail_msg("vmsigctl as uid %d: exit %d, output '%s'; expected 3 and the refusal", OTHER_UID,
+                         code, out);
 
         /* Root is still served. */
         code = vh_vmsigctl(&H, -1, out, sizeof(out), "list", (char *)NULL);
@@ -122,7 +123,8 @@ static void test_conns_per_uid(void **state)
         int r = vmsig_client_connect(c, H.sock, "three", VH_TIMEOUT_MS);
         const struct vmsig_client_error *e = vmsig_client_last_error(c);
         if (r >= 0 || !e->from_daemon || !strstr(e->msg, "limit") || !strstr(e->msg, "uid"))
-                fail_msg("third connection: %d '%s'; expected a refusal naming the uid and the limit", r, e->msg);
+                fail_msg("third connection: %d '%s'; expected a refusal naming the uid and the limit", r,
+                         e->msg);
         vmsig_client_free(c);
 
         char out[4096];
@@ -157,9 +159,9 @@ static uint32_t start_with_vm(const char *extra, struct vmsig_client **ret_root)
         vh_must_start(&H, extra);
         struct vmsig_client *root = vh_client(&H, "root");
         assert_non_null(root);
-        assert_int_equal(vh_subscribe(root, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_LEASE_REVOKE), NULL,
-                                      NULL),
-                         0);
+        assert_int_equal(
+            vh_subscribe(root, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_LEASE_REVOKE), NULL, NULL),
+            0);
         assert_int_equal(vh_vm_add(&H, "alpha", NULL), 0);
         uint32_t ep = vh_wait_vm(root, "alpha");
         assert_true(ep != 0);
@@ -185,7 +187,8 @@ static void test_capability_denied_audited(void **state)
         assert_int_equal(o.ack_r, 0);
         assert_int_equal(o.ack_kind, VMSIG_EV_CMD_POWER);
         if (o.ack_result != -EPERM)
-                fail_msg("power without the capability: ACK %d '%s', expected -EPERM", o.ack_result, o.ack_msg);
+                fail_msg("power without the capability: ACK %d '%s', expected -EPERM", o.ack_result,
+                         o.ack_msg);
         if (!vh_file_has_line(H.audit, "what=deny", "uid=65534", "name=\"other-uid\"", "kind=CMD_POWER",
                               "err=EPERM", (char *)NULL))
                 fail_msg("no audit deny line for uid 65534 CMD_POWER");
@@ -240,7 +243,8 @@ static void test_lease_denied_and_commands_audited(void **state)
         snprintf(c2, sizeof(c2), "corr=%llu", (unsigned long long)corr);
         if (!vh_file_has_line(H.audit, "what=command", "name=\"root\"", "kind=CMD_POWER", c2, (char *)NULL))
                 fail_msg("no audit command line for CMD_POWER %s", c2);
-        if (!vh_file_has_line(H.audit, "what=result", "name=\"root\"", "kind=CMD_POWER", c2, "result=0", (char *)NULL))
+        if (!vh_file_has_line(H.audit, "what=result", "name=\"root\"", "kind=CMD_POWER", c2, "result=0",
+                              (char *)NULL))
                 fail_msg("no audit result line for CMD_POWER %s", c2);
         /* The lease-less command was never submitted. */
         assert_false(vh_file_has_line(H.audit, "what=command", c1, "kind=MOVE_ABS", (char *)NULL));
@@ -250,10 +254,10 @@ static void test_lease_denied_and_commands_audited(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_other_uid_refused, teardown),
-                cmocka_unit_test_teardown(test_conns_per_uid, teardown),
-                cmocka_unit_test_teardown(test_capability_denied_audited, teardown),
-                cmocka_unit_test_teardown(test_lease_denied_and_commands_audited, teardown),
+            cmocka_unit_test_teardown(test_other_uid_refused, teardown),
+            cmocka_unit_test_teardown(test_conns_per_uid, teardown),
+            cmocka_unit_test_teardown(test_capability_denied_audited, teardown),
+            cmocka_unit_test_teardown(test_lease_denied_and_commands_audited, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,9 +3,9 @@
  * (atomically), removed, renamed (same VM: no ROSTER LEFT), a malformed
  * file logged and ignored, and a burst of 100 VMs coming and going seen as
  * exactly 100 APPEARED and 100 LEFT, with vmsigctl list agreeing. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "vmsigd_harness.h"
@@ -212,8 +212,8 @@ static void test_burst_of_100(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_add_remove_rename_invalid, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_burst_of_100, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_add_remove_rename_invalid, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_burst_of_100, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

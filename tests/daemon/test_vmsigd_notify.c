@@ -85,7 +85,7 @@ static void test_ready_after_socket_and_watch(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_ready_after_socket_and_watch),
+            cmocka_unit_test(test_ready_after_socket_and_watch),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

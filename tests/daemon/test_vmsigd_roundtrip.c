@@ -3,9 +3,9 @@
  * HELLO/WELCOME, SUBSCRIBE (retained replay strictly before its REPLY),
  * UNSUBSCRIBE, every DOWN command kind acknowledged with its corr, every UP
  * kind observed, and the MEMCTX fd (SCM_RIGHTS, read-only, banner). */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <sys/mman.h>
@@ -34,8 +34,8 @@ static int teardown(void **state)
 
 /* Every event a control saw, for "each UP kind at least once". */
 struct seen {
-        uint64_t kinds;   /* 1 << kind */
-        unsigned n_diag;  /* DIAG about diag_ep */
+        uint64_t kinds;  /* 1 << kind */
+        unsigned n_diag; /* DIAG about diag_ep */
         uint32_t diag_ep;
         unsigned n_bcast; /* events with peer 0 */
 };
@@ -95,7 +95,8 @@ static void expect_ack(struct vmsig_client *c, uint64_t corr, uint16_t cmd_kind,
         ack.msg[sizeof(ack.msg) - 1] = '\0';
         if (ack.result != result || ack.cmd_kind != cmd_kind)
                 fail_msg("ACK corr %llu: %s result %d (%s), expected %s result %d", (unsigned long long)corr,
-                         vmsig_kind_name(ack.cmd_kind), ack.result, ack.msg, vmsig_kind_name(cmd_kind), result);
+                         vmsig_kind_name(ack.cmd_kind), ack.result, ack.msg, vmsig_kind_name(cmd_kind),
+                         result);
         assert_int_equal(ev.hdr.endpoint, ep);
         assert_int_equal(ev.hdr.peer, vmsig_client_get_info(c)->control_id);
         assert_int_equal(ev.hdr.flags & VMSIG_F_RETAINED, 0);
@@ -165,7 +166,8 @@ static void test_handshake_subscribe_replay(void **state)
         /* Nothing to replay yet; then a VM appears live. */
         assert_int_equal(vh_subscribe(w, 0, VH_ALL_UP_KINDS, NULL, NULL), 0);
         assert_int_equal(vh_vm_add(&H, "alpha", NULL), 0);
-        struct vh_match ma = {.kind = VMSIG_EV_ROSTER, .name = "alpha", .roster_change = VMSIG_ROSTER_APPEARED};
+        struct vh_match ma = {
+            .kind = VMSIG_EV_ROSTER, .name = "alpha", .roster_change = VMSIG_ROSTER_APPEARED};
         struct vmsig_event ev;
         assert_int_equal(vh_wait_event(w, &ma, &ev, NULL, NULL, VH_TIMEOUT_MS), 0);
         assert_int_equal(ev.hdr.flags & VMSIG_F_RETAINED, 0);
@@ -320,10 +322,13 @@ static void test_every_command_and_up_kind(void **state)
                 uint32_t code;
                 int32_t value;
         } in[] = {
-                {VMSIG_EV_MOVE_ABS, 16384, 8192, 0, 0}, {VMSIG_EV_MOVE_REL, 5, -7, 0, 0},
-                {VMSIG_EV_BUTTON, 0, 0, VMSIG_BTN_LEFT, 1}, {VMSIG_EV_BUTTON, 0, 0, VMSIG_BTN_LEFT, 0},
-                {VMSIG_EV_KEY, 0, 0, 30 /* KEY_A */, 1},     {VMSIG_EV_KEY, 0, 0, 30, 0},
-                {VMSIG_EV_WHEEL, 0, -2, 0, 0},
+            {VMSIG_EV_MOVE_ABS, 16384, 8192, 0, 0},
+            {VMSIG_EV_MOVE_REL, 5, -7, 0, 0},
+            {VMSIG_EV_BUTTON, 0, 0, VMSIG_BTN_LEFT, 1},
+            {VMSIG_EV_BUTTON, 0, 0, VMSIG_BTN_LEFT, 0},
+            {VMSIG_EV_KEY, 0, 0, 30 /* KEY_A */, 1},
+            {VMSIG_EV_KEY, 0, 0, 30, 0},
+            {VMSIG_EV_WHEEL, 0, -2, 0, 0},
         };
         uint64_t corrs[sizeof(in) / sizeof(in[0])];
         /* Pipelined: all sent first, then the ACKs in order. */
@@ -481,7 +486,8 @@ static void test_memctx_fd(void **state)
 
         void *ro = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, base);
         assert_true(ro != MAP_FAILED);
-        assert_memory_equal((const char *)ro + (off - (uint64_t)base), VMSIG_STUB_BANNER, sizeof(VMSIG_STUB_BANNER));
+        assert_memory_equal((const char *)ro + (off - (uint64_t)base), VMSIG_STUB_BANNER,
+                            sizeof(VMSIG_STUB_BANNER));
         munmap(ro, maplen);
 
         char buf[sizeof(VMSIG_STUB_BANNER)];
@@ -498,7 +504,8 @@ static void test_memctx_replay(void **state)
         (void)state;
         struct vmsig_client *w = vh_client(&H, "watcher");
         assert_non_null(w);
-        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX), NULL, NULL), 0);
+        assert_int_equal(
+            vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX), NULL, NULL), 0);
         assert_int_equal(vh_vm_add(&H, "alpha", NULL), 0);
         uint32_t ep = vh_wait_vm(w, "alpha");
         assert_true(ep != 0);
@@ -511,7 +518,8 @@ static void test_memctx_replay(void **state)
                 assert_non_null(c);
                 assert_int_equal(vh_subscribe(c, round ? ep : 0, 1ull << VMSIG_EV_MEMCTX, track, &s), 0);
                 if (!(s.kinds & (1ull << VMSIG_EV_MEMCTX)))
-                        fail_msg("no retained MEMCTX replayed for a subscription to endpoint %u", round ? ep : 0);
+                        fail_msg("no retained MEMCTX replayed for a subscription to endpoint %u",
+                                 round ? ep : 0);
                 vh_client_close(c);
         }
         vh_client_close(w);
@@ -554,12 +562,12 @@ static void test_roster_tracks_run_state(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_handshake_subscribe_replay, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_every_command_and_up_kind, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_memctx_fd, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_memctx_replay, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_status_query_order, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_roster_tracks_run_state, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_handshake_subscribe_replay, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_every_command_and_up_kind, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_memctx_fd, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_memctx_replay, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_status_query_order, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_roster_tracks_run_state, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

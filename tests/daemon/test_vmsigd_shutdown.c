@@ -2,9 +2,9 @@
 /* vmsigd integration: SIGTERM with 16 connected controls, one holding a
  * lease. Every client gets ERROR -ESHUTDOWN and then the end of the stream;
  * vmsigd exits 0 within a few seconds and removes its socket file. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "vmsigd_harness.h"
@@ -98,7 +98,7 @@ static void test_sigterm_with_16_controls(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_teardown(test_sigterm_with_16_controls, teardown),
+            cmocka_unit_test_teardown(test_sigterm_with_16_controls, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

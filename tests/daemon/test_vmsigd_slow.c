@@ -6,15 +6,15 @@
  * disconnected -- when it finally reads it finds an ERROR "too slow"
  * (-ENOBUFS) and then the end of the stream -- while the normal one got
  * every STATUS, in order. [limits] queue_bytes = 64K. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "vmsigd_harness.h"
 
 #define MAX_COMMANDS 40000
-#define BATCH 64
+#define BATCH        64
 
 static struct vh H;
 
@@ -57,7 +57,8 @@ static void log_status(const struct vmsig_event *ev, int fd, void *ud)
                         l->seq_backwards = true;
                 l->last_seq[ev->hdr.priority] = ev->hdr.seq;
         }
-        if (ev->hdr.kind != VMSIG_EV_STATUS || ev->hdr.endpoint != l->ep || (ev->hdr.flags & VMSIG_F_RETAINED))
+        if (ev->hdr.kind != VMSIG_EV_STATUS || ev->hdr.endpoint != l->ep ||
+            (ev->hdr.flags & VMSIG_F_RETAINED))
                 return;
         if (ev->body[0] != l->expect_next)
                 l->out_of_order = true;
@@ -209,8 +210,8 @@ static void test_soft_limit_disconnects(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_slow_control_disconnected, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_soft_limit_disconnects, setup_soft, teardown),
+            cmocka_unit_test_setup_teardown(test_slow_control_disconnected, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_soft_limit_disconnects, setup_soft, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

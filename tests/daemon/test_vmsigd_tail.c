@@ -4,9 +4,9 @@
  * tiny writes; zero and over-bound tails are framing violations (ERROR
  * -EMSGSIZE, then the end of the stream); a client dropped mid-tail loses
  * its memwrite lease and nobody else notices anything. tail_max = 4096. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <sched.h>
@@ -44,8 +44,9 @@ static int setup(void **state)
         if (vh_start(&H, "[limits]\ntail_max = 4096\n") < 0)
                 goto fail;
         W = vh_client(&H, "watcher");
-        if (!W || vh_subscribe(W, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) |
-                                             (1ull << VMSIG_EV_LEASE_GRANT) | (1ull << VMSIG_EV_LEASE_REVOKE),
+        if (!W || vh_subscribe(W, 0,
+                               (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) |
+                                   (1ull << VMSIG_EV_LEASE_GRANT) | (1ull << VMSIG_EV_LEASE_REVOKE),
                                NULL, NULL) != 0)
                 goto fail;
         if (vh_vm_add(&H, "alpha", NULL) < 0 || !(EP = vh_wait_vm(W, "alpha")))
@@ -143,7 +144,8 @@ static void expect_error_then_end(int fd, int code, const char *needle)
                 assert_int_equal(f.type, WIRE_EVENT);
         }
         if (f.u.error.code != code || !strstr(f.u.error.msg, needle))
-                fail_msg("ERROR %d '%s', expected %d naming '%s'", f.u.error.code, f.u.error.msg, code, needle);
+                fail_msg("ERROR %d '%s', expected %d naming '%s'", f.u.error.code, f.u.error.msg, code,
+                         needle);
         assert_true(vh_raw_ends(fd, VH_TIMEOUT_MS));
 }
 
@@ -296,11 +298,11 @@ static void test_drop_mid_tail(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_exact_tail, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_tail_in_tiny_writes, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_tail_over_bound, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_drop_mid_tail, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_exact_tail, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_tail_in_tiny_writes, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_zero_tail, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_tail_over_bound, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_drop_mid_tail, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,8 +53,8 @@ struct vh {
         char conf[128];
         char audit[128];
         char log[128];
-        pid_t pid;      /* > 0 while the child is not reaped */
-        int status;     /* wait status once reaped */
+        pid_t pid;  /* > 0 while the child is not reaped */
+        int status; /* wait status once reaped */
         bool reaped;
 };
 
@@ -272,8 +272,8 @@ static VH_UNUSED int vh_start(struct vh *h, const char *extra)
         if (mkdir(h->trig, 0755) < 0)
                 return -errno;
         snprintf(conf, sizeof(conf),
-                 "[daemon]\nsocket = %s\ntrigger_dir = %s\naudit = file:%s\nsocket_mode = 0666\n%s\n", h->sock,
-                 h->trig, h->audit, extra ? extra : "");
+                 "[daemon]\nsocket = %s\ntrigger_dir = %s\naudit = file:%s\nsocket_mode = 0666\n%s\n",
+                 h->sock, h->trig, h->audit, extra ? extra : "");
         r = vh_write_file(h->conf, conf, 0644);
         if (r < 0)
                 return r;
@@ -504,8 +504,9 @@ static VH_UNUSED int vh_wait_event(struct vmsig_client *c, const struct vh_match
 /* Receive until the REPLY with corr (copied to *ret_reply); events before
  * it (a subscription's retained replay) go to seen, or are dropped. 0, or
  * a negative errno of the connection (-ETIMEDOUT, the daemon's ERROR...). */
-static VH_UNUSED int vh_wait_reply(struct vmsig_client *c, uint64_t corr, struct vmsig_client_reply *ret_reply,
-                                   vh_seen_fn seen, void *ud, int timeout_ms)
+static VH_UNUSED int vh_wait_reply(struct vmsig_client *c, uint64_t corr,
+                                   struct vmsig_client_reply *ret_reply, vh_seen_fn seen, void *ud,
+                                   int timeout_ms)
 {
         uint64_t deadline = vh_now_ms() + (uint64_t)timeout_ms;
 
@@ -549,7 +550,8 @@ static VH_UNUSED int vh_wait_ack(struct vmsig_client *c, uint64_t corr, struct v
 
 /* Subscribe and wait for the REPLY; its result (0 / -EPERM ...) or a
  * transport error. */
-static VH_UNUSED int vh_subscribe(struct vmsig_client *c, uint32_t ep, uint64_t kinds, vh_seen_fn seen, void *ud)
+static VH_UNUSED int vh_subscribe(struct vmsig_client *c, uint32_t ep, uint64_t kinds, vh_seen_fn seen,
+                                  void *ud)
 {
         struct vmsig_client_reply rep;
         uint64_t corr = 0;
@@ -575,9 +577,9 @@ static VH_UNUSED int vh_lease(struct vmsig_client *c, uint32_t ep, uint8_t cls, 
         return r < 0 ? r : ack.result;
 }
 
-#define VH_ALL_UP_KINDS                                                                                        \
-        ((1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) | (1ull << VMSIG_EV_STATUS) |                    \
-         (1ull << VMSIG_EV_ACT_ACK) | (1ull << VMSIG_EV_DIAG) | (1ull << VMSIG_EV_LEASE_GRANT) |               \
+#define VH_ALL_UP_KINDS                                                                                      \
+        ((1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) | (1ull << VMSIG_EV_STATUS) |                 \
+         (1ull << VMSIG_EV_ACT_ACK) | (1ull << VMSIG_EV_DIAG) | (1ull << VMSIG_EV_LEASE_GRANT) |             \
          (1ull << VMSIG_EV_LEASE_DENY) | (1ull << VMSIG_EV_LEASE_REVOKE))
 
 /* Wait until the VM name appears for a roster watcher; its endpoint id. */
@@ -646,8 +648,8 @@ static VH_UNUSED int vh_raw_read_exact(int fd, void *buf, size_t len, uint64_t d
                         struct cmsghdr align;
                 } cb;
                 struct iovec iov = {.iov_base = p + got, .iov_len = len - got};
-                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
-                                    .msg_controllen = sizeof(cb.b)};
+                struct msghdr mh = {
+                    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof(cb.b)};
                 ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EINTR || errno == EAGAIN)
@@ -684,7 +686,8 @@ static VH_UNUSED int vh_raw_frame(int fd, struct wire_frame *f, int timeout_ms)
 
         if (r <= 0)
                 return r;
-        uint32_t len = (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 24;
+        uint32_t len =
+            (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 24;
         uint16_t type = (uint16_t)(buf[4] | buf[5] << 8);
         if (len > WIRE_PAYLOAD_MAX)
                 return -EBADMSG;
@@ -763,7 +766,8 @@ static VH_UNUSED int vh_raw_lease_cmd(int fd, uint32_t ep, uint16_t kind, uint8_
 
 /* Read frames until the ACT_ACK with corr; its result, or a transport error
  * (> 0 never). Returns -EBADE if an ERROR frame came instead (code in *err). */
-static VH_UNUSED int vh_raw_wait_ack(int fd, uint64_t corr, struct vmsig_ack_body *ack, struct wire_error *err)
+static VH_UNUSED int vh_raw_wait_ack(int fd, uint64_t corr, struct vmsig_ack_body *ack,
+                                     struct wire_error *err)
 {
         uint64_t deadline = vh_now_ms() + VH_TIMEOUT_MS;
 
@@ -777,7 +781,8 @@ static VH_UNUSED int vh_raw_wait_ack(int fd, uint64_t corr, struct vmsig_ack_bod
                                 *err = f.u.error;
                         return -EBADE;
                 }
-                if (f.type == WIRE_EVENT && f.u.event.hdr.kind == VMSIG_EV_ACT_ACK && f.u.event.hdr.corr == corr) {
+                if (f.type == WIRE_EVENT && f.u.event.hdr.kind == VMSIG_EV_ACT_ACK &&
+                    f.u.event.hdr.corr == corr) {
                         memcpy(ack, f.u.event.body, sizeof(*ack));
                         ack->msg[sizeof(ack->msg) - 1] = '\0';
                         return 0;
@@ -898,11 +903,11 @@ static VH_UNUSED int vh_run_as(uid_t uid, vh_child_fn fn, void *ud, void *out, s
 }
 
 /* Start the daemon for a cmocka test or fail it with the log. */
-#define vh_must_start(h, extra)                                                                                \
-        do {                                                                                                   \
-                int vh_r_ = vh_start((h), (extra));                                                            \
-                if (vh_r_ < 0)                                                                                 \
-                        fail_msg("vmsigd did not start: %s", strerror(-vh_r_));                               \
+#define vh_must_start(h, extra)                                                                              \
+        do {                                                                                                 \
+                int vh_r_ = vh_start((h), (extra));                                                          \
+                if (vh_r_ < 0)                                                                               \
+                        fail_msg("vmsigd did not start: %s", strerror(-vh_r_));                              \
         } while (0)
 
 #endif

@@ -187,8 +187,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (adapter_options_parse(NULL, NULL, 0, NULL, NULL, NULL, 0))
                 abort();
 
-        static const char *const probe[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms", "os", "uinput", "ram_mib",
-                                            "fail_boots", "state",        "record", "a",      "ab"};
+        static const char *const probe[] = {"retry_ms", "retry_max_ms", "cmd_timeout_ms", "os",     "uinput",
+                                            "ram_mib",  "fail_boots",   "state",          "record", "a",
+                                            "ab"};
         for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++)
                 check_get(opts, it, n, probe[i]);
         /* an empty key never matches, not even "=v" */

@@ -145,8 +145,8 @@ static void test_option_get(void **state)
         assert_int_equal(vmsig_option_u64("b=-0", "b", 42, &v), -EINVAL);
         /* Numbers: decimal or 0x hex only; what strtoull would also take is
          * refused (found by fuzz_options). */
-        static const char *const bad[] = {" 100", "+100", "100 ", "0x", "0x-1", "1e3", "",
-                                          "18446744073709551616", "0x10000000000000000"};
+        static const char *const bad[] = {
+            " 100", "+100", "100 ", "0x", "0x-1", "1e3", "", "18446744073709551616", "0x10000000000000000"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 if (vmsig_option_parse_u64(bad[i], &v) != -EINVAL)
                         fail_msg("\"%s\" was taken as a number", bad[i]);

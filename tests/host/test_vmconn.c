@@ -8,9 +8,9 @@
  *  - admit runs right before the write and can cancel;
  *  - detach answers a listener's commands, fire-and-forget ones still go;
  *  - a silent peer times out the handshake: one DIAG, then a retry. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <errno.h>
@@ -104,8 +104,15 @@ static void on_reply(struct vmconn_listener *l, const struct qmp_reply *r, void 
         snprintf(res->reason, sizeof(res->reason), "%s", r->reason ? r->reason : "");
 }
 
-static void l_ready(struct vmconn_listener *l) { (void)l; }
-static void l_event(struct vmconn_listener *l, const struct qmp_event *ev) { (void)l; (void)ev; }
+static void l_ready(struct vmconn_listener *l)
+{
+        (void)l;
+}
+static void l_event(struct vmconn_listener *l, const struct qmp_event *ev)
+{
+        (void)l;
+        (void)ev;
+}
 static int gone_err;
 static void l_gone(struct vmconn_listener *l, int err, const char *reason)
 {
@@ -125,7 +132,8 @@ static void peer_line(struct peer *p, const char *line)
         if (strstr(line, "qmp_capabilities"))
                 snprintf(out, sizeof(out), "{\"return\": {}, \"id\": %ld}\r\n", n);
         else if (strstr(line, "query-status"))
-                snprintf(out, sizeof(out), "{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": %ld}\r\n", n);
+                snprintf(out, sizeof(out),
+                         "{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": %ld}\r\n", n);
         else if (p->answer_all)
                 snprintf(out, sizeof(out), "{\"return\": {}, \"id\": %ld}\r\n", n);
         else
@@ -159,7 +167,8 @@ static void step(int timeout_ms)
                 for (unsigned i = 0; i < F[k].nregs; i++) {
                         map_l[n] = k;
                         map_r[n] = i;
-                        pf[n++] = (struct pollfd){.fd = F[k].regs[i].fd, .events = (short)F[k].regs[i].epoll_events};
+                        pf[n++] = (struct pollfd){.fd = F[k].regs[i].fd,
+                                                  .events = (short)F[k].regs[i].epoll_events};
                 }
         assert_true(poll(pf, n, timeout_ms) >= 0);
         if (pf[0].revents & POLLIN) {
@@ -226,12 +235,10 @@ static int setup(void **state)
                 return -1;
         for (int k = 0; k < 2; k++) {
                 memset(&F[k], 0, sizeof(F[k]));
-                F[k].sink = (struct vmsig_emit_sink){.emit = f_emit, .watch_fd = f_watch, .unwatch_fd = f_unwatch};
-                L[k] = (struct vmconn_listener){.ops = &lops,
-                                                .sink = &F[k].sink,
-                                                .cookie_qmp = 1,
-                                                .cookie_timer = 2,
-                                                .timeout_ms = 300};
+                F[k].sink =
+                    (struct vmsig_emit_sink){.emit = f_emit, .watch_fd = f_watch, .unwatch_fd = f_unwatch};
+                L[k] = (struct vmconn_listener){
+                    .ops = &lops, .sink = &F[k].sink, .cookie_qmp = 1, .cookie_timer = 2, .timeout_ms = 300};
         }
         gone_err = 0;
         return 0;
@@ -360,7 +367,8 @@ int main(void)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_unsent_command_is_dropped_at_its_deadline, setup, teardown),
             cmocka_unit_test_setup_teardown(test_admit_cancels_before_the_write, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_detach_answers_and_fire_and_forget_still_goes, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_detach_answers_and_fire_and_forget_still_goes, setup,
+                                            teardown),
             cmocka_unit_test_setup_teardown(test_silent_peer_times_out_the_handshake_once, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

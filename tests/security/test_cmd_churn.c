@@ -9,9 +9,9 @@
  * the controls sent (lease commands included) is counted by corr: each must
  * be answered exactly once. The old daemon lost the ACKs of commands still
  * queued in an adapter when its VM left. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"
@@ -122,7 +122,8 @@ static void pump(int timeout_ms)
         struct pollfd p[NVM + 1];
 
         for (int i = 0; i < NVM; i++)
-                p[i] = (struct pollfd){.fd = vmsig_client_fd(C[i].c), .events = vmsig_client_poll_events(C[i].c)};
+                p[i] = (struct pollfd){.fd = vmsig_client_fd(C[i].c),
+                                       .events = vmsig_client_poll_events(C[i].c)};
         p[NVM] = (struct pollfd){.fd = vmsig_client_fd(W), .events = POLLIN};
         if (poll(p, NVM + 1, timeout_ms) < 0)
                 return;

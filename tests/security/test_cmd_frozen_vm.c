@@ -92,7 +92,8 @@ static void test_frozen_qemu_commands_time_out_and_never_run_late(void **state)
 
         struct vmsig_client *w = vh_client(&H, "frozen-watch");
         assert_non_null(w);
-        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_STATUS), NULL, NULL), 0);
+        assert_int_equal(
+            vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_STATUS), NULL, NULL), 0);
         write_trigger("frozen");
         uint32_t ep = vh_wait_vm(w, "frozen");
         assert_true(ep != 0);
@@ -157,7 +158,8 @@ static void test_frozen_qemu_commands_time_out_and_never_run_late(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_frozen_qemu_commands_time_out_and_never_run_late, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_frozen_qemu_commands_time_out_and_never_run_late, setup,
+                                            teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,9 +10,9 @@
  *    daemon must keep serving.
  *  - mute: greets, accepts qmp_capabilities, then never answers again.
  *    `vmsigctl power VM pause` must fail with the command's own timeout. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <inttypes.h>
@@ -64,8 +64,9 @@ static bool read_line(int fd, char *buf, size_t len)
  * first real command (so the session is surely ready) and never answers. */
 static bool mute_handshake(int fd)
 {
-        static const char greet[] = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
-                                    "\"package\": \"\"}, \"capabilities\": []}}\r\n";
+        static const char greet[] =
+            "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
+            "\"package\": \"\"}, \"capabilities\": []}}\r\n";
         char line[1024], ok[128];
 
         if (write(fd, greet, sizeof(greet) - 1) < 0 || !read_line(fd, line, sizeof(line)))
@@ -82,7 +83,8 @@ static void *peer_main(void *arg)
         struct peer *p = arg;
 
         for (;;) {
-                struct pollfd f[2] = {{.fd = p->lfd, .events = POLLIN}, {.fd = p->stop_pipe[0], .events = POLLIN}};
+                struct pollfd f[2] = {{.fd = p->lfd, .events = POLLIN},
+                                      {.fd = p->stop_pipe[0], .events = POLLIN}};
                 if (poll(f, 2, -1) < 0 && errno != EINTR)
                         break;
                 if (f[1].revents)
@@ -203,7 +205,8 @@ static void test_silent_peer_gets_a_diag_and_retries(void **state)
         assert_int_equal(peer_start(&P, PEER_SILENT, H.dir), 0);
         struct vmsig_client *w = vh_client(&H, "silent-watch");
         assert_non_null(w);
-        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_DIAG), NULL, NULL), 0);
+        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_DIAG), NULL, NULL),
+                         0);
         add_vm("silentvm");
 
         struct diags d = {.want = "no QMP greeting"};
@@ -235,7 +238,8 @@ static void test_mute_qemu_command_times_out_naming_qemu(void **state)
         assert_int_equal(peer_start(&P, PEER_MUTE, H.dir), 0);
         struct vmsig_client *w = vh_client(&H, "mute-watch");
         assert_non_null(w);
-        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_DIAG), NULL, NULL), 0);
+        assert_int_equal(vh_subscribe(w, 0, (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_DIAG), NULL, NULL),
+                         0);
         add_vm("mutevm");
         assert_true(vh_wait_vm(w, "mutevm") != 0);
         uint64_t deadline = vh_now_ms() + 30000;

@@ -5,9 +5,9 @@
  * "\x1b[2J\ngranted" must not clear an operator's screen nor forge a
  * "granted" line when the operator runs `vmsigctl lease` or `vmsigctl input`:
  * vmsigctl prints whatever came from vmsigd escaped. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"

@@ -5,9 +5,9 @@
  *  - At SIGTERM leases end with LEASE_REVOKE reason 4 (shutdown), which
  *    controls still connected receive before their ERROR -ESHUTDOWN, and the
  *    audit says so. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"

@@ -5,9 +5,9 @@
  *    ERROR with the reason, and the client library reports that reason;
  *  - "send 0" and reserved fields a control sets are violations: that
  *    connection gets ERROR -EPROTO and ends, the others are still served. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include "daemon/vmsigd_harness.h"

@@ -153,8 +153,8 @@ static void test_no_spin_without_spare(void **state)
                 struct wire_frame f;
                 int r = vh_raw_frame(waiting[i], &f, VH_TIMEOUT_MS);
                 if (r != 1 || f.type != WIRE_WELCOME)
-                        fail_msg("client %u waiting through the shortage: no WELCOME (read %d, type %u)", i, r,
-                                 r == 1 ? f.type : 0);
+                        fail_msg("client %u waiting through the shortage: no WELCOME (read %d, type %u)", i,
+                                 r, r == 1 ? f.type : 0);
                 close(waiting[i]);
         }
         char *log = vh_read_file(H.log);

@@ -131,8 +131,8 @@ static void test_soft_limit_error_survives(void **state)
         (void)state;
         /* A hard limit far above: each pause/resume queues a STATUS and a
          * ROSTER change, and only the soft limit may end this one. */
-        run("[limits]\nqueue_bytes = 8M\nqueue_soft_bytes = 64K\nqueue_soft_seconds = 1\n", "(soft limit", 3000,
-            "soft limit");
+        run("[limits]\nqueue_bytes = 8M\nqueue_soft_bytes = 64K\nqueue_soft_seconds = 1\n", "(soft limit",
+            3000, "soft limit");
 }
 
 int main(void)

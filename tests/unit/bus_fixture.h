@@ -57,8 +57,8 @@ static inline int tad_attach(void *inst, const struct vmsig_emit_sink *sink, str
         t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (t->efd < 0)
                 return -errno;
-        reg[0] = (struct vmsig_fd_reg){.fd = t->efd, .epoll_events = 0x001 /* EPOLLIN */,
-                                       .shape = VMSIG_RDY_EVENTFD, .cookie = 7};
+        reg[0] = (struct vmsig_fd_reg){
+            .fd = t->efd, .epoll_events = 0x001 /* EPOLLIN */, .shape = VMSIG_RDY_EVENTFD, .cookie = 7};
         *ret_n = 1;
         return 0;
 }
@@ -98,20 +98,20 @@ static inline void tad_kick(struct tad *t)
         (void)!write(t->efd, &one, sizeof(one));
 }
 
-#define TAD_OPS(var, seam_)                                                                                 \
-        static int var##_open(const struct vmsig_adapter_cfg *c, uint32_t e, void **r)                      \
-        {                                                                                                   \
-                int x = tad_open(c, e, r);                                                                  \
-                if (x == 0)                                                                                 \
-                        ((struct tad *)*r)->seam = seam_;                                                   \
-                return x;                                                                                   \
-        }                                                                                                   \
-        static const struct vmsig_adapter_ops var = {.name = #var,                                          \
-                                                     .seam = seam_,                                         \
-                                                     .open = var##_open,                                    \
-                                                     .attach = tad_attach,                                  \
-                                                     .on_readiness = tad_ready,                             \
-                                                     .submit = tad_submit,                                  \
+#define TAD_OPS(var, seam_)                                                                                  \
+        static int var##_open(const struct vmsig_adapter_cfg *c, uint32_t e, void **r)                       \
+        {                                                                                                    \
+                int x = tad_open(c, e, r);                                                                   \
+                if (x == 0)                                                                                  \
+                        ((struct tad *)*r)->seam = seam_;                                                    \
+                return x;                                                                                    \
+        }                                                                                                    \
+        static const struct vmsig_adapter_ops var = {.name = #var,                                           \
+                                                     .seam = seam_,                                          \
+                                                     .open = var##_open,                                     \
+                                                     .attach = tad_attach,                                   \
+                                                     .on_readiness = tad_ready,                              \
+                                                     .submit = tad_submit,                                   \
                                                      .close = tad_close}
 
 /* ---- recording control ---- */
@@ -122,8 +122,8 @@ struct rec {
         int fd[REC_MAX];
         unsigned n;
         unsigned total;
-        bool stall;       /* return -EAGAIN */
-        bool keep_fds;    /* take ownership of delivered fds */
+        bool stall;    /* return -EAGAIN */
+        bool keep_fds; /* take ownership of delivered fds */
         int closed_reason;
         char closed_msg[VMSIG_MSG_MAX];
         bool closed;

@@ -340,8 +340,9 @@ static void test_lease_exclusive_deny_release_on_disconnect(void **state)
         struct tad *it = tad_last;
         struct vmsig_control *a = rec_control(bus, &ra, "alice", VMSIG_CAP_ALL);
         struct vmsig_control *b = rec_control(bus, &rb, "bob", VMSIG_CAP_ALL);
-        assert_int_equal(vmsig_control_subscribe(b, ep, VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |
-                                                                VMSIG_KIND_BIT(VMSIG_EV_LEASE_REVOKE)),
+        assert_int_equal(vmsig_control_subscribe(b, ep,
+                                                 VMSIG_KIND_BIT(VMSIG_EV_LEASE_GRANT) |
+                                                     VMSIG_KIND_BIT(VMSIG_EV_LEASE_REVOKE)),
                          0);
         pump(bus, 1);
 
@@ -860,19 +861,19 @@ static void test_post_hook_runs_after_delivery(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_order_priority_fifo),
-                cmocka_unit_test(test_order_reevaluated_after_dispatch),
-                cmocka_unit_test(test_retained_replay_before_live),
-                cmocka_unit_test(test_memctx_epoch_and_invalidation),
-                cmocka_unit_test(test_lease_exclusive_deny_release_on_disconnect),
-                cmocka_unit_test(test_capability_source_extent_denials_audited),
-                cmocka_unit_test(test_ff_suppresses_ack_only_on_success),
-                cmocka_unit_test(test_detach_inside_own_callback),
-                cmocka_unit_test(test_detach_and_close_inside_control_callback),
-                cmocka_unit_test(test_attach_detach_churn_while_events_flow),
-                cmocka_unit_test(test_stalled_control_disconnected_others_keep_receiving),
-                cmocka_unit_test(test_endpoint_slots_and_roster),
-                cmocka_unit_test(test_post_hook_runs_after_delivery),
+            cmocka_unit_test(test_order_priority_fifo),
+            cmocka_unit_test(test_order_reevaluated_after_dispatch),
+            cmocka_unit_test(test_retained_replay_before_live),
+            cmocka_unit_test(test_memctx_epoch_and_invalidation),
+            cmocka_unit_test(test_lease_exclusive_deny_release_on_disconnect),
+            cmocka_unit_test(test_capability_source_extent_denials_audited),
+            cmocka_unit_test(test_ff_suppresses_ack_only_on_success),
+            cmocka_unit_test(test_detach_inside_own_callback),
+            cmocka_unit_test(test_detach_and_close_inside_control_callback),
+            cmocka_unit_test(test_attach_detach_churn_while_events_flow),
+            cmocka_unit_test(test_stalled_control_disconnected_others_keep_receiving),
+            cmocka_unit_test(test_endpoint_slots_and_roster),
+            cmocka_unit_test(test_post_hook_runs_after_delivery),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -168,8 +168,8 @@ static void test_stub_trio_commands(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_fail_boots_retries_with_one_diag),
-                cmocka_unit_test(test_stub_trio_commands),
+            cmocka_unit_test(test_fail_boots_retries_with_one_diag),
+            cmocka_unit_test(test_stub_trio_commands),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,7 +88,7 @@ static void test_emit_from_four_threads(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_emit_from_four_threads),
+            cmocka_unit_test(test_emit_from_four_threads),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,8 +86,8 @@ static void test_kind_tables(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_memwrite_decode),
-                cmocka_unit_test(test_kind_tables),
+            cmocka_unit_test(test_memwrite_decode),
+            cmocka_unit_test(test_kind_tables),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,8 +16,8 @@
 static void test_roster_and_ack(void **state)
 {
         struct vmsig_event ev;
-        struct vmsig_roster_body rb = {.change = VMSIG_ROSTER_APPEARED, .seams = 1u << VMSIG_SRC_INPUT,
-                                       .run_state = VMSIG_RUN_RUNNING};
+        struct vmsig_roster_body rb = {
+            .change = VMSIG_ROSTER_APPEARED, .seams = 1u << VMSIG_SRC_INPUT, .run_state = VMSIG_RUN_RUNNING};
         char buf[512];
 
         strcpy(rb.name, "vm\"1\n");
@@ -47,11 +47,12 @@ static void test_roster_and_ack(void **state)
 
 static void test_every_kind_and_malformed(void **state)
 {
-        static const uint16_t kinds[] = {
-                VMSIG_EV_ROSTER, VMSIG_EV_MEMCTX, VMSIG_EV_STATUS, VMSIG_EV_ACT_ACK, VMSIG_EV_DIAG,
-                VMSIG_EV_LEASE_GRANT, VMSIG_EV_LEASE_DENY, VMSIG_EV_LEASE_REVOKE, VMSIG_EV_MOVE_ABS,
-                VMSIG_EV_MOVE_REL, VMSIG_EV_BUTTON, VMSIG_EV_KEY, VMSIG_EV_WHEEL, VMSIG_EV_CMD_POWER,
-                VMSIG_EV_CMD_MEMWRITE, VMSIG_EV_LEASE_ACQUIRE, VMSIG_EV_LEASE_RELEASE};
+        static const uint16_t kinds[] = {VMSIG_EV_ROSTER,        VMSIG_EV_MEMCTX,       VMSIG_EV_STATUS,
+                                         VMSIG_EV_ACT_ACK,       VMSIG_EV_DIAG,         VMSIG_EV_LEASE_GRANT,
+                                         VMSIG_EV_LEASE_DENY,    VMSIG_EV_LEASE_REVOKE, VMSIG_EV_MOVE_ABS,
+                                         VMSIG_EV_MOVE_REL,      VMSIG_EV_BUTTON,       VMSIG_EV_KEY,
+                                         VMSIG_EV_WHEEL,         VMSIG_EV_CMD_POWER,    VMSIG_EV_CMD_MEMWRITE,
+                                         VMSIG_EV_LEASE_ACQUIRE, VMSIG_EV_LEASE_RELEASE};
         char buf[64], big[1024];
         struct vmsig_event ev;
 
@@ -99,9 +100,9 @@ static void test_str_escape(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_roster_and_ack),
-                cmocka_unit_test(test_every_kind_and_malformed),
-                cmocka_unit_test(test_str_escape),
+            cmocka_unit_test(test_roster_and_ack),
+            cmocka_unit_test(test_every_kind_and_malformed),
+            cmocka_unit_test(test_str_escape),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,9 +8,9 @@
  *  - a shrunk RAM file: -EIO, nothing written;
  *  - close: the ACK a detach refused is re-sent, queued writes get
  *    -ECANCELED, in that order, nothing twice. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -28,12 +28,12 @@
 
 #include "adapters/memctx_engine.h"
 
-#define RAM_SIZE   (64u * 1024u)
-#define ROOT       UINT64_C(0x1000)
-#define VA_RW      UINT64_C(0x0)    /* -> gpa 0x8000, writable */
-#define VA_RO      UINT64_C(0x1000) /* -> gpa 0x9000, read-only */
-#define GPA_RW     UINT64_C(0x8000)
-#define PTE_P_RW   UINT64_C(0x3)
+#define RAM_SIZE (64u * 1024u)
+#define ROOT     UINT64_C(0x1000)
+#define VA_RW    UINT64_C(0x0)    /* -> gpa 0x8000, writable */
+#define VA_RO    UINT64_C(0x1000) /* -> gpa 0x9000, read-only */
+#define GPA_RW   UINT64_C(0x8000)
+#define PTE_P_RW UINT64_C(0x3)
 
 struct fx {
         struct vmsig_emit_sink sink; /* first: emit casts back */
@@ -217,7 +217,8 @@ static void test_writes(void **state)
 
         /* past the inline size: the worker; physical */
         memset(big, 0x5a, sizeof(big));
-        assert_int_equal(submit(f, 2, 0, 0xa000, VMSIG_MEMWRITE_PHYS, big, sizeof(big)), VMSIG_SUBMIT_ACCEPTED);
+        assert_int_equal(submit(f, 2, 0, 0xa000, VMSIG_MEMWRITE_PHYS, big, sizeof(big)),
+                         VMSIG_SUBMIT_ACCEPTED);
         a = ack_of(f, 2);
         assert_int_equal(a.result, 0);
         assert_memory_equal(f->ram + 0xa000, big, sizeof(big));
@@ -310,7 +311,7 @@ static void test_close_answers_everything(void **state)
         }
         assert_int_equal(f->ram[GPA_RW], 'Q');
         assert_int_equal(f->ram[GPA_RW + 1], 0); /* never applied */
-        mce_stop(f->e); /* idempotent: nothing twice */
+        mce_stop(f->e);                          /* idempotent: nothing twice */
         assert_int_equal(f->n, 3);
         assert_int_equal(submit(f, 30, 0, VA_RW, 0, "X", 1), -ENOTCONN);
         fx_free(f);

@@ -7,9 +7,9 @@
  *  - one whose worker answered just before the detach: that answer only;
  *  - the ledger is bounded: beyond it the core refuses with -ENOBUFS;
  *  - check_issuer follows the lease and the control's life. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <pthread.h>
@@ -251,8 +251,10 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_silent_adapter_is_answered_by_the_core, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_adapter_answering_in_close_is_not_answered_twice, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_worker_answer_before_detach_is_the_only_one, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_adapter_answering_in_close_is_not_answered_twice, setup,
+                                            teardown),
+            cmocka_unit_test_setup_teardown(test_worker_answer_before_detach_is_the_only_one, setup,
+                                            teardown),
             cmocka_unit_test_setup_teardown(test_ledger_is_bounded, setup, teardown),
             cmocka_unit_test_setup_teardown(test_check_issuer_follows_lease_and_control, setup, teardown),
         };

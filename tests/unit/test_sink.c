@@ -2,9 +2,9 @@
 /* The adapters' emit helpers (vmsig_sink_ack/diag/status): the events they
  * build, byte for byte what the adapters used to build by hand, and emit's
  * result passed back (-ESHUTDOWN after a detach). */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
 #include <errno.h>
@@ -38,8 +38,8 @@ static void test_ack(void **state)
         vmsig_event_init(&cmd, VMSIG_EV_CMD_MEMWRITE, 7, VMSIG_SRC_CORE);
         cmd.hdr.corr = 42;
         cmd.hdr.peer = 3;
-        assert_int_equal(vmsig_sink_ack(&r.sink, VMSIG_SRC_MEMCTX, &cmd.hdr, -EFAULT, 9, "page at 0x%x", 0x1000),
-                         0);
+        assert_int_equal(
+            vmsig_sink_ack(&r.sink, VMSIG_SRC_MEMCTX, &cmd.hdr, -EFAULT, 9, "page at 0x%x", 0x1000), 0);
         assert_int_equal(r.n, 1);
         vmsig_ack_init(&want, &cmd, VMSIG_SRC_MEMCTX, -EFAULT, 9, "page at 0x1000");
         want.hdr.ts_ns = r.last.hdr.ts_ns;

@@ -593,7 +593,7 @@ static void test_memctx_memwrite(void **state)
         a = mw(ts, 17, 0, low - 4, VMSIG_MEMWRITE_PHYS, junk, 8);
         assert_int_equal(a.result, -EFAULT);
         assert_string_equal(a.msg, "not RAM at gpa 0x400000"); /* the real adapter's words */
-        a = mw(ts, 18, 0, 0x0000800000000000ull, 0, junk, 4); /* non-canonical */
+        a = mw(ts, 18, 0, 0x0000800000000000ull, 0, junk, 4);  /* non-canonical */
         assert_int_equal(a.result, -EFAULT);
         assert_string_equal(a.msg, "non-canonical address 0x800000000000");
         a = mw(ts, 19, 0, UINT64_MAX - 1, VMSIG_MEMWRITE_PHYS, junk, 4); /* wraps */

@@ -93,7 +93,8 @@ static void start_qemu(struct fx *f, const char *mem, const char *const *more)
         unlink(f->ram);
         /* QEMU may open its QMP socket before it creates the RAM file */
         struct stat st;
-        for (long deadline = vm_guest_now_ms() + 15000; stat(f->g.shm, &st) < 0 && vm_guest_now_ms() < deadline;)
+        for (long deadline = vm_guest_now_ms() + 15000;
+             stat(f->g.shm, &st) < 0 && vm_guest_now_ms() < deadline;)
                 usleep(10000);
         assert_int_equal(link(f->g.shm, f->ram), 0);
 }

@@ -99,11 +99,13 @@ static uint64_t find_process_root(struct vmie_ram *ram, uint64_t kernel_root, ui
                                 found = gpa;
                 }
         }
-        printf("# %u page tables share the kernel half; the target's root is 0x%" PRIx64 "\n", candidates, found);
+        printf("# %u page tables share the kernel half; the target's root is 0x%" PRIx64 "\n", candidates,
+               found);
         return found;
 }
 
-static void read_target(struct vmie_ram *ram, uint64_t root, uint8_t levels, uint64_t va, char *buf, size_t len)
+static void read_target(struct vmie_ram *ram, uint64_t root, uint8_t levels, uint64_t va, char *buf,
+                        size_t len)
 {
         struct vmie_as as = {.ram = ram, .root = root, .levels = levels};
         size_t done = 0;
@@ -161,8 +163,8 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
 
         /* Kernel memory the guest prints: /proc/version's sysname. */
         snprintf(arg_uts, sizeof(arg_uts), "0x%" PRIx64, uts);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "mw", arg_uts, "4c494e5558", (char *)NULL),
-                         0);
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "mw", arg_uts, "4c494e5558", (char *)NULL), 0);
         assert_true(serial_has("VMSIG-PROC-VERSION LINUX version", 10000));
 
         /* A user process: its root found through the memctx, then written. */
@@ -222,9 +224,9 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
 
         /* Denied: an unmapped page (the guard hole at the start of the
          * kernel half); nothing to write there, and nothing written anywhere. */
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "mw", "0xffff800000000000", "00",
-                                     (char *)NULL),
-                         1);
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "mw", "0xffff800000000000", "00", (char *)NULL),
+            1);
         assert_non_null(strstr(out, "unmapped"));
         read_target(ram, root, levels, va, buf, 25);
         assert_string_equal(buf, "VMSIG-MW-TARGET:patched!");
@@ -253,7 +255,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_memwrite_seen_by_kernel_and_process, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_memwrite_seen_by_kernel_and_process, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

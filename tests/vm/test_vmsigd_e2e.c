@@ -94,7 +94,7 @@ static void test_trigger_to_banner_power_write_and_death(void **state)
         assert_non_null(c);
         assert_int_equal(vh_subscribe(c, 0,
                                       VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX) |
-                                              VMSIG_KIND_BIT(VMSIG_EV_STATUS),
+                                          VMSIG_KIND_BIT(VMSIG_EV_STATUS),
                                       NULL, NULL),
                          0);
         write_trigger("e2e");
@@ -131,8 +131,8 @@ static void test_trigger_to_banner_power_write_and_death(void **state)
         assert_int_equal(vh_wait_event(c, &st, NULL, NULL, NULL, 10000), 0);
 
         /* linux_banner is .rodata: the write is refused whole, nothing written. */
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "e2e", addr, "4c494e5558", (char *)NULL),
-                         1);
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "e2e", addr, "4c494e5558", (char *)NULL), 1);
         assert_non_null(strstr(out, "read-only"));
         assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "e2e", addr, "16", (char *)NULL), 0);
         assert_non_null(strstr(out, "|Linux version 6"));
@@ -142,8 +142,8 @@ static void test_trigger_to_banner_power_write_and_death(void **state)
         char uaddr[32];
         assert_true(uts != 0);
         snprintf(uaddr, sizeof(uaddr), "0x%" PRIx64, uts);
-        assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "e2e", uaddr, "4c494e5558", (char *)NULL),
-                         0);
+        assert_int_equal(
+            vh_vmsigctl(&H, -1, out, sizeof(out), "write", "e2e", uaddr, "4c494e5558", (char *)NULL), 0);
         assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "read", "e2e", uaddr, "16", (char *)NULL), 0);
         assert_non_null(strstr(out, "|LINUX"));
 
@@ -174,7 +174,7 @@ static void test_trigger_to_banner_power_write_and_death(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test_setup_teardown(test_trigger_to_banner_power_write_and_death, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_trigger_to_banner_power_write_and_death, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
