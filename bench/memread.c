@@ -6,6 +6,10 @@
  *     for sequential guest-physical reads);
  *   - QMP human-monitor-command `xp` / `gva2gpa` over one open QMP connection
  *     (what a user without vmsig has for reads and translations).
+ *   - process_vm_readv on the QEMU process through its mapping of the RAM
+ *     file found in /proc/<pid>/maps (how memflow's qemu connector and
+ *     vmread read guest memory), for 8 B and 4 KiB random and 1 MiB
+ *     sequential reads; the bytes must be identical both ways.
  * It boots the real test guest (tests/vm/build-guest.sh, TCG, RAM in a
  * /dev/shm file, QMP socket), takes the RAM layout from `info mtree -f` and
  * the kernel root from `info registers` (validated by reading linux_banner
@@ -45,6 +49,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -542,6 +547,9 @@ static int load_sysmap(const char *path, struct sysmap *m)
 
 static volatile uint64_t g_sink;
 
+struct pvm; /* the process_vm_readv baseline, below */
+static int pvm_read(const struct pvm *p, uint64_t gpa, void *buf, size_t len);
+
 struct bw {
         const struct vmie_ram *ram;
         size_t nr;
@@ -549,9 +557,10 @@ struct bw {
         uint64_t total;
         uint8_t *anon; /* baseline source, total bytes */
         uint8_t *dst;  /* CHUNK bytes */
+        const struct pvm *pvm;
 };
 
-enum bw_mode { BW_MEMCPY, BW_READ, BW_PEEK };
+enum bw_mode { BW_MEMCPY, BW_READ, BW_PEEK, BW_PVM };
 
 /* One sequential pass over all guest RAM (or the same number of bytes of
  * the anonymous buffer), CHUNK at a time into dst. Returns bytes/s. */
@@ -566,6 +575,9 @@ static double bw_pass(struct bw *b, enum bw_mode mode)
                                 memcpy(b->dst, b->anon + done, n);
                         } else if (mode == BW_READ) {
                                 if (vmie_ram_read(b->ram, gpa, b->dst, n) < 0)
+                                        return -1;
+                        } else if (mode == BW_PVM) {
+                                if (pvm_read(b->pvm, gpa, b->dst, n) < 0)
                                         return -1;
                         } else {
                                 const void *p;
@@ -634,6 +646,107 @@ static void shuffle(uint64_t *v, size_t n)
                 uint64_t t = v[i - 1];
                 v[i - 1] = v[j];
                 v[j] = t;
+        }
+}
+
+/* ---------------- baseline: process_vm_readv on the QEMU process ---------------- */
+
+/* How memflow's qemu connector and vmread read guest memory: find QEMU's
+ * mapping of the guest RAM file in /proc/<pid>/maps, then read
+ * guest-physical ranges through it with process_vm_readv. */
+struct pvm {
+        pid_t pid;
+        size_t nr;
+        struct {
+                uint64_t gpa, len, hva;
+        } r[VMIE_RAM_MAX_RANGES];
+};
+
+/* Map every RAM range to the address QEMU mapped its file bytes at. */
+static int pvm_open(pid_t pid, const char *path, const struct vmie_range *r, size_t nr, struct pvm *p)
+{
+        char maps[64], line[PATH_MAX + 128];
+        snprintf(maps, sizeof(maps), "/proc/%d/maps", (int)pid);
+        FILE *f = fopen(maps, "re");
+        if (!f)
+                return -errno;
+        memset(p, 0, sizeof(*p));
+        p->pid = pid;
+        p->nr = nr;
+        while (fgets(line, sizeof(line), f)) {
+                unsigned long long start, end, off;
+                int pos = 0;
+                line[strcspn(line, "\n")] = 0;
+                if (sscanf(line, "%llx-%llx %*s %llx %*s %*s %n", &start, &end, &off, &pos) < 3 || !pos ||
+                    strcmp(line + pos, path) != 0)
+                        continue;
+                for (size_t i = 0; i < nr; i++)
+                        if (!p->r[i].hva && r[i].file_offset >= off &&
+                            r[i].file_offset + r[i].len <= off + (end - start))
+                                p->r[i] =
+                                    (typeof(p->r[i])){r[i].gpa, r[i].len, start + (r[i].file_offset - off)};
+        }
+        fclose(f);
+        for (size_t i = 0; i < nr; i++)
+                if (!p->r[i].hva)
+                        return -ENOENT;
+        return 0;
+}
+
+static int pvm_read(const struct pvm *p, uint64_t gpa, void *buf, size_t len)
+{
+        for (size_t i = 0; i < p->nr; i++) {
+                if (gpa < p->r[i].gpa || gpa - p->r[i].gpa > p->r[i].len ||
+                    len > p->r[i].len - (gpa - p->r[i].gpa))
+                        continue;
+                struct iovec l = {buf, len}, rm = {(void *)(uintptr_t)(p->r[i].hva + gpa - p->r[i].gpa), len};
+                ssize_t n = process_vm_readv(p->pid, &l, 1, &rm, 1, 0);
+                return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+        }
+        return -EFAULT;
+}
+
+static double pvm_rate(const struct pvm *p, const uint64_t *gpa, size_t n, uint8_t *buf, size_t len,
+                       double secs, long *ret_errors)
+{
+        uint64_t t0 = now_ns(), ops = 0;
+        long errs = 0;
+        do {
+                for (size_t i = 0; i < n; i++) {
+                        if (pvm_read(p, gpa[i], buf, len) == 0)
+                                g_sink += buf[0];
+                        else
+                                errs++;
+                }
+                ops += n;
+        } while (secs_since(t0) < secs);
+        *ret_errors = errs;
+        return (double)ops / secs_since(t0);
+}
+
+/* Compare [gpa, gpa+len) read both ways, 4 KiB page by page. The guest runs:
+ * a page that differs between two vmie reads around the process_vm_readv one
+ * is changing and not counted; a stable page must be identical both ways. */
+struct pvm_cmp {
+        size_t same, differ, changing, failed;
+};
+
+static void pvm_compare(const struct vmie_ram *ram, const struct pvm *p, uint64_t gpa, size_t len, uint8_t *a,
+                        uint8_t *bb, uint8_t *c, struct pvm_cmp *st)
+{
+        if (vmie_ram_read(ram, gpa, a, len) < 0 || pvm_read(p, gpa, bb, len) < 0 ||
+            vmie_ram_read(ram, gpa, c, len) < 0) {
+                st->failed++;
+                return;
+        }
+        for (size_t o = 0; o < len; o += 4096) {
+                size_t n = len - o < 4096 ? len - o : 4096;
+                if (memcmp(a + o, c + o, n) != 0)
+                        st->changing++;
+                else if (memcmp(a + o, bb + o, n) != 0)
+                        st->differ++;
+                else
+                        st->same++;
         }
 }
 
@@ -750,6 +863,15 @@ int main(int argc, char **argv)
                 return bench_report_invalid();
         }
         b.ram = ram;
+        struct pvm pvm;
+        r = pvm_open(g_vm.pid, g_vm.shm, b.r, b.nr, &pvm);
+        if (r < 0) {
+                invalid("no mapping of %s covering guest RAM in QEMU's /proc/%d/maps: %s", g_vm.shm,
+                        (int)g_vm.pid, strerror(-r));
+                qmp_free(q);
+                return bench_report_invalid();
+        }
+        b.pvm = &pvm;
         printf("  layout (info mtree -f, backend %s): %zu range(s), %.1f MiB of guest RAM, %s\n", lay.backend,
                b.nr, b.total / 1048576.0,
                vmie_ram_is_mapped(ram) ? "mapped read-only" : "pread (not mapped)");
@@ -901,19 +1023,23 @@ int main(int argc, char **argv)
         st_ok = st_ok && stat(g_vm.shm, &st1) == 0;
         enum { PASSES_MAX = 21 }; /* a pass is ~15 ms: many, interleaved, median */
         const int passes = g_smoke ? 1 : PASSES_MAX;
-        double v_cpy[PASSES_MAX], v_read[PASSES_MAX], v_peek[PASSES_MAX];
-        bool bw_failed = cold < 0;
+        double v_cpy[PASSES_MAX], v_read[PASSES_MAX], v_peek[PASSES_MAX], v_pvm[PASSES_MAX];
+        bool bw_failed = cold < 0, pvm_failed = false;
         for (int i = 0; i < passes; i++) {
                 v_cpy[i] = bw_pass(&b, BW_MEMCPY);
                 v_read[i] = bw_pass(&b, BW_READ);
                 v_peek[i] = bw_pass(&b, BW_PEEK);
+                v_pvm[i] = bw_pass(&b, BW_PVM);
                 bw_failed = bw_failed || v_read[i] < 0 || v_peek[i] < 0;
+                pvm_failed = pvm_failed || v_pvm[i] < 0;
         }
         double m_cpy = median(v_cpy, (size_t)passes), m_read = median(v_read, (size_t)passes),
-               m_peek = median(v_peek, (size_t)passes);
+               m_peek = median(v_peek, (size_t)passes), m_pvm = median(v_pvm, (size_t)passes);
         munmap(b.anon, b.total);
         if (bw_failed)
                 invalid("a sequential vmie_ram_read/vmie_ram_peek of guest RAM failed");
+        if (pvm_failed)
+                invalid("a sequential process_vm_readv of QEMU's guest RAM mapping failed");
 
         /* ---- 2. translations ---- */
         struct vmie_tlb *tlb = NULL;
@@ -1098,6 +1224,31 @@ int main(int argc, char **argv)
         long rd_err8 = 0, rd_err4k = 0;
         double v_rd8 = read_rate(ram, gpa8, nws, vbuf, 8, 2 * box, &rd_err8);
         double v_rd4k = read_rate(ram, gpa4k, nws, vbuf, 4096, 2 * box, &rd_err4k);
+        /* process_vm_readv at the same GPAs, then the bytes compared both ways */
+        long p_err8 = 0, p_err4k = 0;
+        double p_rd8 = pvm_rate(&pvm, gpa8, nws, vbuf, 8, 2 * box, &p_err8);
+        double p_rd4k = pvm_rate(&pvm, gpa4k, nws, vbuf, 4096, 2 * box, &p_err4k);
+        struct pvm_cmp pc = {0};
+        {
+                uint8_t *ca = malloc(CHUNK), *cb = malloc(CHUNK), *cc = malloc(CHUNK);
+                if (ca && cb && cc) {
+                        for (size_t i = 0; i < nws; i++)
+                                pvm_compare(ram, &pvm, gpa4k[i], 4096, ca, cb, cc, &pc);
+                        /* whole 1 MiB chunks: each range's first, and linux_banner's */
+                        struct vmie_xlate bx;
+                        for (size_t i = 0; i < b.nr; i++)
+                                if (b.r[i].len >= CHUNK)
+                                        pvm_compare(ram, &pvm, b.r[i].gpa, CHUNK, ca, cb, cc, &pc);
+                        if (vmie_walk(&as, sm.banner, &bx) == 0 && bx.gpa >= CHUNK)
+                                pvm_compare(ram, &pvm, (bx.gpa & ~(uint64_t)(CHUNK - 1)), CHUNK, ca, cb, cc,
+                                            &pc);
+                } else {
+                        pc.failed++;
+                }
+                free(ca);
+                free(cb);
+                free(cc);
+        }
 
         /* ---- every check, before any figure ---- */
         if (hmp_fail)
@@ -1112,6 +1263,17 @@ int main(int argc, char **argv)
                 invalid("linux_banner's page via QEMU xp != vmie_ram_read");
         if (rd_err8 || rd_err4k)
                 invalid("vmie_ram_read failed during the timed runs: 8 B %ld, 4 KiB %ld", rd_err8, rd_err4k);
+        if (p_err8 || p_err4k)
+                invalid("process_vm_readv failed during the timed runs: 8 B %ld, 4 KiB %ld", p_err8, p_err4k);
+        if (pc.failed || pc.differ)
+                invalid("process_vm_readv vs vmie_ram_read: %zu of %zu stable 4 KiB pages differ, %zu reads "
+                        "failed",
+                        pc.differ, pc.same + pc.differ, pc.failed);
+        else if (pc.same < nws / 2)
+                invalid(
+                    "process_vm_readv vs vmie_ram_read: only %zu stable 4 KiB pages to compare (%zu changed "
+                    "while being read)",
+                    pc.same, pc.changing);
         {
                 /* still the same address space: a root that died mid-run
                  * (a process's PGD) no longer translates the working set */
@@ -1128,12 +1290,14 @@ int main(int argc, char **argv)
         if (rc)
                 goto out;
         if (g_smoke) {
-                printf("  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
-                       "translation or read errors, cached == walked, tlb hit rates above their floors; QEMU "
-                       "gva2gpa "
-                       "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures (no figures in smoke "
-                       "mode)\n",
-                       nws, q_done, q_done);
+                printf(
+                    "  smoke: valid -- root is swapper_pg_dir per QEMU; %zu-address working set: no "
+                    "translation or read errors, cached == walked, tlb hit rates above their floors; QEMU "
+                    "gva2gpa "
+                    "agreed on %zu/%zu, xp on linux_banner's page; no QMP failures; process_vm_readv on "
+                    "QEMU == vmie_ram_read on %zu stable 4 KiB pages (%zu changing skipped), 8 B / 4 KiB / "
+                    "1 MiB reads without errors (no figures in smoke mode)\n",
+                    nws, q_done, q_done, pc.same, pc.changing);
                 goto out;
         }
 
@@ -1190,6 +1354,24 @@ int main(int argc, char **argv)
         printf("  checks: gva2gpa agreed with vmie_walk on %zu/%zu addresses; no short xp replies; "
                "linux_banner's page via xp == vmie_ram_read\n",
                q_done, q_done);
+
+        printf(
+            "\n4. process_vm_readv on the QEMU process (how memflow's qemu connector and vmread read guest\n"
+            "   memory: QEMU's mapping of the RAM file from /proc/%d/maps), against vmie_ram_read (%s)\n",
+            (int)g_vm.pid, vmie_ram_is_mapped(ram) ? "mapped" : "pread");
+        printf("  8 B random (working-set GPAs):   process_vm_readv %12.0f /s, vmie_ram_read %12.0f /s = "
+               "%6.1fx\n",
+               p_rd8, v_rd8, v_rd8 / p_rd8);
+        printf("  4 KiB random (working-set pages): process_vm_readv %11.0f /s, vmie_ram_read %12.0f /s = "
+               "%6.1fx\n",
+               p_rd4k, v_rd4k, v_rd4k / p_rd4k);
+        printf("  1 MiB sequential (all RAM, median of %d passes): process_vm_readv %.2f GB/s, vmie_ram_read "
+               "%.2f "
+               "GB/s = %.2fx\n",
+               passes, m_pvm / GB, m_read / GB, m_read / m_pvm);
+        printf("  checks: identical bytes both ways on %zu stable 4 KiB pages (%zu changed between reads, "
+               "skipped); no read errors\n",
+               pc.same, pc.changing);
 
 out:
         free(ws);

@@ -8,7 +8,7 @@ PACKAGES=(
   libcmocka-dev libjson-c-dev libinih-dev libsystemd-dev libevdev-dev
   valgrind cpio gzip
   qemu-system-x86 busybox-static linux-image-cloud-amd64
-  dbus-daemon libdbus-1-dev
+  dbus-daemon dbus-broker libdbus-1-dev
   debhelper dpkg-dev fakeroot systemd groff-base man-db
 )
 
