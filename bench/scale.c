@@ -471,6 +471,15 @@ int main(int argc, char **argv)
         if (smoke)
                 return 0;
 
+#if defined(__SANITIZE_ADDRESS__)
+        printf("note: sanitizer build: RSS counts ASan's shadow and quarantine; judge the goals in a release "
+               "build\n");
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+        printf("note: sanitizer build: RSS counts ASan's shadow and quarantine; judge the goals in a release "
+               "build\n");
+#endif
+#endif
         const struct result *lo = find(res, n_res, eps[0], ctls[0]);
         const struct result *hi = find(res, n_res, eps[n_eps - 1], ctls[n_ctls - 1]);
         printf("largest (%u VMs x %u ctls) / smallest (%u x %u): RSS %.2fx, cpu/event %.2fx, cpu/delivery "
