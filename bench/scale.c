@@ -59,7 +59,7 @@ struct result {
         long rss_kib, hwm_kib;
         double cpu_us_ev, cpu_us_del, stat_us_ev;
         double p50_us, p99_us;
-        double attach_ms;
+        double attach_ms, attach_cpu_us;
 };
 
 static uint64_t now_ns(void)
@@ -303,7 +303,8 @@ static int run_case(unsigned n_ep, unsigned n_ctl, unsigned n_ev, struct result 
         }
 
         /* attach, one VM at a time */
-        uint64_t attach_sum = 0;
+        double attach_ms[MAX_EP];
+        int64_t acpu0 = proc_sched_ns(H.pid);
         for (unsigned vm = 0; vm < n_ep; vm++) {
                 uint64_t t0 = now_ns(), deadline = vh_now_ms() + EV_TIMEOUT_MS;
                 if (write_trigger(vm) < 0) {
@@ -318,9 +319,15 @@ static int run_case(unsigned n_ep, unsigned n_ctl, unsigned n_ev, struct result 
                         if (pump(&r, pfd, vh_left(deadline)) < 0)
                                 goto out;
                 }
-                attach_sum += r.roster_ns[vm] - t0;
+                attach_ms[vm] = (double)(r.roster_ns[vm] - t0) / 1e6;
         }
-        res->attach_ms = (double)attach_sum / n_ep / 1e6;
+        int64_t acpu1 = proc_sched_ns(H.pid);
+        if (acpu0 < 0 || acpu1 < acpu0)
+                invalid("cannot read the daemon's schedstat");
+        res->attach_cpu_us = (double)(acpu1 - acpu0) / 1000.0 / n_ep;
+        /* the median: wall-clock on a shared box has outliers */
+        qsort(attach_ms, n_ep, sizeof(double), cmp_d);
+        res->attach_ms = pct(attach_ms, n_ep, 0.5);
         /* every control must see every VM; the commander takes the power leases */
         for (unsigned vm = 0; vm < n_ep; vm++) {
                 uint64_t deadline = vh_now_ms() + EV_TIMEOUT_MS;
@@ -410,9 +417,9 @@ out:
 
 static void print_row(const struct result *x)
 {
-        printf("%5u %5u %6u %8ld %8ld %10.1f %10.2f %10.1f %9.1f %9.1f %10.3f\n", x->n_ep, x->n_ctl, x->n_ev,
-               x->rss_kib, x->hwm_kib, x->cpu_us_ev, x->cpu_us_del, x->stat_us_ev, x->p50_us, x->p99_us,
-               x->attach_ms);
+        printf("%5u %5u %6u %8ld %8ld %10.1f %10.2f %10.1f %9.1f %9.1f %10.3f %11.1f\n", x->n_ep, x->n_ctl,
+               x->n_ev, x->rss_kib, x->hwm_kib, x->cpu_us_ev, x->cpu_us_del, x->stat_us_ev, x->p50_us,
+               x->p99_us, x->attach_ms, x->attach_cpu_us);
 }
 
 static const struct result *find(const struct result *v, size_t n, unsigned ep, unsigned ctl)
@@ -463,8 +470,11 @@ int main(int argc, char **argv)
         printf("vmsigd scale (%s, one run on a shared box; CPU = sum of the daemon's thread run times "
                "(schedstat), 'stat' = utime+stime, clock ticks)\n",
                smoke ? "smoke sizes" : "full");
-        printf("%5s %5s %6s %8s %8s %10s %10s %10s %9s %9s %10s\n", "VMs", "ctls", "events", "RSS_KiB",
-               "HWM_KiB", "cpu_us/ev", "cpu_us/dlv", "stat_us/ev", "p50_us", "p99_us", "attach_ms");
+        printf("%5s %5s %6s %8s %8s %10s %10s %10s %9s %9s %10s %11s\n", "VMs", "ctls", "events", "RSS_KiB",
+               "HWM_KiB", "cpu_us/ev", "cpu_us/dlv", "stat_us/ev", "p50_us", "p99_us", "attach_ms",
+               "att_cpu_us");
+        printf("(attach_ms: median per VM, trigger file written -> first ROSTER in a control; att_cpu_us: "
+               "daemon CPU per VM attached)\n");
         for (size_t i = 0; i < n_res; i++)
                 print_row(&res[i]);
         printf("every control got every STATUS exactly once, in order: valid\n");
@@ -489,15 +499,17 @@ int main(int argc, char **argv)
                hi->attach_ms / lo->attach_ms);
 
         /* growth in VMs at each control count, and in controls at each VM count */
-        double worst_ev = 0, worst_attach = 0, worst_del = 0;
+        double worst_ev = 0, worst_attach = 0, worst_acpu = 0, worst_del = 0;
         for (size_t j = 0; j < n_ctls; j++) {
                 const struct result *a = find(res, n_res, eps[0], ctls[j]);
                 const struct result *b = find(res, n_res, eps[n_eps - 1], ctls[j]);
                 double rev = b->cpu_us_ev / a->cpu_us_ev, rat = b->attach_ms / a->attach_ms;
-                printf("%u ctls, %u -> %u VMs: cpu/event %.2fx, attach/VM %.2fx\n", ctls[j], eps[0],
-                       eps[n_eps - 1], rev, rat);
+                double rac = b->attach_cpu_us / a->attach_cpu_us;
+                printf("%u ctls, %u -> %u VMs: cpu/event %.2fx, attach/VM %.2fx (wall), %.2fx (daemon CPU)\n",
+                       ctls[j], eps[0], eps[n_eps - 1], rev, rat, rac);
                 worst_ev = fmax(worst_ev, rev);
                 worst_attach = fmax(worst_attach, rat);
+                worst_acpu = fmax(worst_acpu, rac);
         }
         for (size_t i = 0; i < n_eps; i++) {
                 const struct result *a = find(res, n_res, eps[i], ctls[0]);
@@ -512,8 +524,11 @@ int main(int argc, char **argv)
                g->hwm_kib / 1024.0);
         goal("RSS <= 16 MiB with 16 VMs x 64 controls", g->rss_kib <= 16 * 1024);
         goal("cpu/event within 1.5x from 1 to 64 VMs (every control count)", worst_ev <= 1.5);
-        /* O(n^2) would make these grow with n (64x VMs, 256x controls); allow 2x noise */
-        goal("no O(n^2): cpu/event, attach/VM (over VMs) and cpu/delivery (over controls) within 2x",
-             worst_ev <= 2.0 && worst_attach <= 2.0 && worst_del <= 2.0);
+        /* O(n^2) would make these grow with n (64x VMs, 256x controls); allow 2x for noise. Wall-clock
+         * attach is printed, but judged by the daemon's CPU: the box is shared. */
+        goal("no O(n^2): cpu/event, daemon CPU per attach (over VMs) and cpu/delivery (over controls) "
+             "within 2x",
+             worst_ev <= 2.0 && worst_acpu <= 2.0 && worst_del <= 2.0);
+        (void)worst_attach;
         return 0;
 }
