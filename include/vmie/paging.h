@@ -65,13 +65,27 @@ uint64_t vmie_cr3_kernel_root(uint64_t cr3, unsigned maxphyaddr);
 int vmie_va_canonical(uint64_t va, unsigned levels);
 
 /* ---- Translation cache ----------------------------------------------------
- * Direct-mapped, keyed by (root, paging mode, 4 KiB virtual page); a hit is a
- * hash, two compares and a stamp check. Bounded in size (fixed at creation)
- * and lifetime (each entry expires ttl after it was filled: the guest is live
- * and its page tables change under us). Invalidation by epoch: every lookup
- * carries the caller's memctx epoch and a different epoch flushes everything.
+ * 2-way set-associative, keyed by (root, paging mode, 4 KiB virtual page);
+ * the set is picked by the low bits of the page number (offset per root), so
+ * a contiguous range of up to `entries` pages is held entirely. In a full set
+ * the first way is kept until it expires and the second is replaced. A hit
+ * is a few compares, one cache line and a stamp check, without a clock read.
  * Only successful translations are cached. NOT thread-safe: one per thread.
- * A cache must only ever be used with one vmie_ram per epoch. */
+ * A cache must only ever be used with one vmie_ram per epoch.
+ *
+ * Invalidation, effective on the very next call: vmie_tlb_flush; a change of
+ * vmie_as.epoch (every lookup carries the caller's memctx epoch, and a
+ * different one flushes everything).
+ *
+ * Lifetime (the guest is live and its page tables change under us): an entry
+ * is stamped with a clock reading taken at its walk and is used only while
+ * (the cache's latest clock reading - stamp) < ttl. The clock is read on
+ * every miss, at the start of every vmie_read_virt / vmie_read_str call and
+ * on every 16th vmie_translate call, not on each one: so vmie_translate may
+ * answer from an entry whose ttl ran out since the latest reading for at most
+ * 15 further calls on that cache (e.g. the first calls after an idle pause);
+ * reads never do. A caller that needs the bound at a given moment calls
+ * vmie_tlb_flush or changes the epoch. */
 struct vmie_tlb;
 
 #define VMIE_TLB_DEFAULT_ENTRIES 4096u

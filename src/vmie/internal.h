@@ -72,6 +72,10 @@ int vmiei_mode(const struct vmie_as *as, struct vmiei_mode *m);
 int vmiei_walk(const struct vmie_ram *ram, const struct vmiei_mode *m, uint64_t root, uint64_t va,
                struct vmie_xlate *ret);
 
+/* vmie_translate reads the cache's clock on every this-many-th call (and on
+ * every miss); paging.h states the resulting staleness bound. */
+#define VMIEI_TLB_CLOCK_EVERY 16u
+
 /* Clock hook for tests of the cache lifetime: fn returns nanoseconds. NULL
  * restores CLOCK_MONOTONIC_COARSE. */
 void vmiei_tlb_set_clock(struct vmie_tlb *tlb, uint64_t (*fn)(void *), void *arg);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Translation cache and the virtual reads that use it. The hit path is a
- * multiplicative hash, one cache line, two tag compares and a stamp check;
- * the clock is read once per API call, not per page. */
+/* Translation cache and the virtual reads that use it. The hit path of
+ * vmie_translate is a few compares against the last address space's key, an
+ * index, one cache line (a 2-way set) and a stamp check against the cache's
+ * last clock reading; the clock itself is read on misses, once per virtual
+ * read and on every VMIEI_TLB_CLOCK_EVERY-th translate call (paging.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -10,6 +12,7 @@
 
 /* Time is kept in ticks of 2^20 ns (~1.05 ms) so a stamp fits 32 bits. */
 #define TICK_SHIFT 20
+#define WAYS       2
 
 struct tlb_ent {
         uint64_t tag;   /* root page | mode bits */
@@ -26,12 +29,22 @@ struct tlb_ent {
 #define VAL_SZ_MASK  (3ull << VAL_SZ_SHIFT)
 
 struct vmie_tlb {
-        struct tlb_ent *e;
-        uint64_t mask;
-        unsigned bits;
+        struct tlb_ent *e; /* sets of WAYS entries, one cache line each */
+        uint64_t setmask;  /* sets - 1 */
         uint32_t gen;
-        uint32_t ttl; /* ticks */
+        uint32_t ttl;    /* ticks */
+        uint32_t now;    /* last clock reading, in ticks */
+        uint32_t budget; /* translate calls before the clock is read again */
         uint64_t epoch;
+        /* The last address space's key, so that a run of calls on one root
+         * skips the mode check and the tag computation. */
+        const struct vmie_ram *k_ram;
+        uint64_t k_root;
+        uint8_t k_levels, k_mpa;
+        bool k_ok;
+        struct vmiei_mode k_m;
+        uint64_t k_tag;
+        uint64_t k_spread; /* per-root set offset, keeps contiguous pages apart */
         uint64_t (*clock)(void *);
         void *clock_arg;
         struct vmie_tlb_stats st;
@@ -43,6 +56,12 @@ static uint64_t coarse_ns(void *arg)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void read_clock(struct vmie_tlb *t)
+{
+        t->now = (uint32_t)(t->clock(t->clock_arg) >> TICK_SHIFT);
+        t->budget = VMIEI_TLB_CLOCK_EVERY;
 }
 
 int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret)
@@ -61,17 +80,19 @@ int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret)
         struct vmie_tlb *t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
-        t->e = calloc((size_t)1 << bits, sizeof(*t->e));
+        size_t bytes = ((size_t)1 << bits) * sizeof(*t->e);
+        t->e = aligned_alloc(WAYS * sizeof(*t->e), bytes);
         if (!t->e) {
                 free(t);
                 return -ENOMEM;
         }
-        t->bits = bits;
-        t->mask = (1ull << bits) - 1;
+        memset(t->e, 0, bytes);
+        t->setmask = ((1ull << bits) / WAYS) - 1;
         t->gen = 1; /* zeroed entries (gen 0) never match */
         uint64_t ticks = (ttl_ns + (1ull << TICK_SHIFT) - 1) >> TICK_SHIFT;
         t->ttl = ticks > (1u << 31) ? (1u << 31) : (uint32_t)ticks;
         t->clock = coarse_ns;
+        read_clock(t);
         *ret = t;
         return 0;
 }
@@ -91,7 +112,7 @@ void vmie_tlb_flush(struct vmie_tlb *tlb)
                 return;
         tlb->st.flushes++;
         if (++tlb->gen == 0) { /* after 2^32 flushes: really clear once */
-                memset(tlb->e, 0, (size_t)(tlb->mask + 1) * sizeof(*tlb->e));
+                memset(tlb->e, 0, (size_t)(tlb->setmask + 1) * WAYS * sizeof(*tlb->e));
                 tlb->gen = 1;
         }
 }
@@ -110,45 +131,94 @@ void vmiei_tlb_set_clock(struct vmie_tlb *tlb, uint64_t (*fn)(void *), void *arg
 {
         tlb->clock = fn ? fn : coarse_ns;
         tlb->clock_arg = fn ? arg : NULL;
+        read_clock(tlb);
 }
 
 size_t vmiei_tlb_entries(const struct vmie_tlb *tlb)
 {
-        return (size_t)tlb->mask + 1;
+        return (size_t)(tlb->setmask + 1) * WAYS;
 }
 
-/* Per-call state: checked mode, cache tag and the one clock reading. */
+/* Per-call state: checked mode, cache tag and set offset. */
 struct xctx {
         const struct vmie_as *as;
         struct vmiei_mode m;
         struct vmie_tlb *tlb;
         uint64_t tag;
-        uint32_t now;
+        uint64_t spread;
 };
 
+static inline bool key_same(const struct vmie_tlb *t, const struct vmie_as *as)
+{
+        return t->k_ok && as->ram == t->k_ram && as->root == t->k_root && as->levels == t->k_levels &&
+               as->maxphyaddr == t->k_mpa;
+}
+
+/* Checks the mode (or reuses the cache's check of the same key) and applies
+ * an epoch change. Does not read the clock. */
 static int xctx_init(struct xctx *x, const struct vmie_as *as)
 {
-        int r = vmiei_mode(as, &x->m);
-        if (r < 0)
-                return r;
+        if (!as)
+                return -EINVAL;
+        struct vmie_tlb *t = as->tlb;
         x->as = as;
-        x->tlb = as->tlb;
-        if (!x->tlb)
-                return 0;
-        /* The mode is part of the key: the same root walked as 4- or 5-level,
-         * or with another MAXPHYADDR, gives different answers. */
-        x->tag = (as->root & ~0xfffull) | ((uint64_t)x->m.levels << 8) | (uint64_t)(as->maxphyaddr & 0x3f);
-        if (x->tlb->epoch != as->epoch) {
-                vmie_tlb_flush(x->tlb);
-                x->tlb->epoch = as->epoch;
+        x->tlb = t;
+        if (t && key_same(t, as)) {
+                x->m = t->k_m;
+                x->tag = t->k_tag;
+                x->spread = t->k_spread;
+        } else {
+                int r = vmiei_mode(as, &x->m);
+                if (r < 0)
+                        return r;
+                if (!t)
+                        return 0;
+                /* The mode is part of the key: the same root walked as 4- or
+                 * 5-level, or with another MAXPHYADDR, gives different
+                 * answers. */
+                x->tag =
+                    (as->root & ~0xfffull) | ((uint64_t)x->m.levels << 8) | (uint64_t)(as->maxphyaddr & 0x3f);
+                x->spread = ((x->tag >> 8) * 0x9e3779b97f4a7c15ull) >> 40;
+                t->k_ram = as->ram;
+                t->k_root = as->root;
+                t->k_levels = as->levels;
+                t->k_mpa = as->maxphyaddr;
+                t->k_m = x->m;
+                t->k_tag = x->tag;
+                t->k_spread = x->spread;
+                t->k_ok = true;
         }
-        x->now = (uint32_t)(x->tlb->clock(x->tlb->clock_arg) >> TICK_SHIFT);
+        if (t->epoch != as->epoch) {
+                vmie_tlb_flush(t);
+                t->epoch = as->epoch;
+        }
         return 0;
 }
 
-static inline uint64_t slot(const struct vmie_tlb *t, uint64_t tag, uint64_t vpage)
+/* Index by the low bits of the page number (offset per root): a contiguous
+ * range of pages fills distinct sets instead of colliding at random. */
+static inline struct tlb_ent *set_of(const struct vmie_tlb *t, uint64_t spread, uint64_t vpage)
 {
-        return ((vpage ^ (tag >> 12)) * 0x9e3779b97f4a7c15ull) >> (64 - t->bits);
+        return &t->e[((vpage + spread) & t->setmask) * WAYS];
+}
+
+static inline bool ent_live(const struct vmie_tlb *t, const struct tlb_ent *e)
+{
+        return e->gen == t->gen && (uint32_t)(t->now - e->stamp) < t->ttl;
+}
+
+static inline bool ent_hit(const struct vmie_tlb *t, const struct tlb_ent *e, uint64_t tag, uint64_t vpage)
+{
+        return e->vpage == vpage && e->tag == tag && ent_live(t, e);
+}
+
+static inline void ent_out(const struct tlb_ent *e, uint64_t va, struct vmie_xlate *ret)
+{
+        ret->gpa = (e->val & ~0xfffull) | (va & 0xfff);
+        ret->page_size = 1ull << (12 + 9 * ((e->val & VAL_SZ_MASK) >> VAL_SZ_SHIFT));
+        ret->writable = e->val & VAL_W;
+        ret->user = e->val & VAL_U;
+        ret->nx = e->val & VAL_NX;
 }
 
 static int xlate(struct xctx *x, uint64_t va, struct vmie_xlate *ret)
@@ -157,37 +227,55 @@ static int xlate(struct xctx *x, uint64_t va, struct vmie_xlate *ret)
         if (!t)
                 return vmiei_walk(x->as->ram, &x->m, x->as->root, va, ret);
         uint64_t vpage = va >> 12;
-        struct tlb_ent *e = &t->e[slot(t, x->tag, vpage)];
-        if (e->vpage == vpage && e->tag == x->tag && e->gen == t->gen &&
-            (uint32_t)(x->now - e->stamp) < t->ttl) {
-                t->st.hits++;
-                ret->gpa = (e->val & ~0xfffull) | (va & 0xfff);
-                ret->page_size = 1ull << (12 + 9 * ((e->val & VAL_SZ_MASK) >> VAL_SZ_SHIFT));
-                ret->writable = e->val & VAL_W;
-                ret->user = e->val & VAL_U;
-                ret->nx = e->val & VAL_NX;
-                return 0;
-        }
+        struct tlb_ent *s = set_of(t, x->spread, vpage);
+        for (unsigned w = 0; w < WAYS; w++)
+                if (ent_hit(t, &s[w], x->tag, vpage)) {
+                        t->st.hits++;
+                        ent_out(&s[w], va, ret);
+                        return 0;
+                }
         t->st.misses++;
+        /* A miss costs a walk anyway: a fresh reading stamps the fill. */
+        read_clock(t);
         /* Canonical check happens in the walk, so garbage never gets cached. */
         int r = vmiei_walk(x->as->ram, &x->m, x->as->root, va, ret);
         if (r < 0)
                 return r;
+        /* Way 0 is kept while live (expiry frees it within ttl); way 1 takes
+         * the rest. A cyclic scan over a full set then still hits way 0
+         * instead of missing everywhere, as LRU would. */
+        struct tlb_ent *e = ent_live(t, &s[0]) ? &s[1] : &s[0];
         uint64_t sz = ret->page_size == (1ull << 30) ? 2 : ret->page_size == (1ull << 21) ? 1 : 0;
         e->tag = x->tag;
         e->vpage = vpage;
         e->val = (ret->gpa & ~0xfffull) | (ret->writable ? VAL_W : 0) | (ret->user ? VAL_U : 0) |
                  (ret->nx ? VAL_NX : 0) | (sz << VAL_SZ_SHIFT);
         e->gen = t->gen;
-        e->stamp = x->now;
+        e->stamp = t->now;
         return 0;
 }
 
 int vmie_translate(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret)
 {
-        struct xctx x;
-        if (!ret)
+        if (!ret || !as)
                 return -EINVAL;
+        struct vmie_tlb *t = as->tlb;
+        /* The hit path: same address space and epoch as the last call. */
+        if (t && as->epoch == t->epoch && key_same(t, as)) {
+                if (--t->budget == 0)
+                        read_clock(t);
+                uint64_t vpage = va >> 12;
+                struct tlb_ent *s = set_of(t, t->k_spread, vpage);
+                for (unsigned w = 0; w < WAYS; w++)
+                        if (ent_hit(t, &s[w], t->k_tag, vpage)) {
+                                t->st.hits++;
+                                ent_out(&s[w], va, ret);
+                                return 0;
+                        }
+        } else if (t && --t->budget == 0) {
+                read_clock(t);
+        }
+        struct xctx x;
         int r = xctx_init(&x, as);
         if (r < 0)
                 return r;
@@ -221,6 +309,8 @@ int vmie_read_virt(const struct vmie_as *as, uint64_t va, void *buf, size_t len,
         r = xctx_init(&x, as);
         if (r < 0)
                 return r;
+        if (x.tlb)
+                read_clock(x.tlb);
         while (done < len) {
                 struct vmie_xlate xl;
                 uint64_t cur = va + done;
@@ -255,6 +345,8 @@ int vmie_read_str(const struct vmie_as *as, uint64_t va, char *buf, size_t cap, 
         int r = xctx_init(&x, as);
         if (r < 0)
                 return r;
+        if (x.tlb)
+                read_clock(x.tlb);
         while (got < cap - 1) {
                 struct vmie_xlate xl;
                 uint64_t cur = va + got;
