@@ -65,6 +65,13 @@ struct vmsig_emit_sink {
          * the adapter is detached). Adapters ask right before a queued
          * command takes effect, so a command never outlives its lease. */
         int (*check_issuer)(const struct vmsig_emit_sink *sink, uint32_t peer, int lease_class);
+        /* Any thread. A number that changes whenever a lease of lease_class
+         * on this endpoint ends (release, disconnect, shutdown). An adapter
+         * that queues work for a worker records it when it accepts the
+         * command (the core has just checked the lease) and compares before
+         * the work takes effect: if it changed, the sender's lease ended
+         * meanwhile and the work must not run. NULL from older cores. */
+        uint32_t (*lease_generation)(const struct vmsig_emit_sink *sink, int lease_class);
 };
 
 /* Per-attachment configuration (from a trigger file or a test). Driver

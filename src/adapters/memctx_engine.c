@@ -24,6 +24,7 @@ struct mw_job {
         uint64_t addr;
         uint32_t len;
         uint32_t flags;
+        uint32_t lease_gen; /* sink->lease_generation when accepted */
         uint8_t data[];
 };
 
@@ -229,6 +230,13 @@ out:
 
 /* ---- the worker ---- */
 
+/* A queued write runs only under the lease it was accepted under. */
+static bool lease_ended(const struct mce *e, const struct mw_job *j)
+{
+        return e->sink && e->sink->lease_generation &&
+               e->sink->lease_generation(e->sink, VMSIG_LEASE_MEMWRITE) != j->lease_gen;
+}
+
 static void *worker_main(void *arg)
 {
         struct mce *e = arg;
@@ -263,7 +271,11 @@ static void *worker_main(void *arg)
                         e->tail = NULL;
                 e->njobs--;
                 pthread_mutex_unlock(&e->lock);
-                run_job(e, j);
+                if (lease_ended(e, j))
+                        ack(e, &j->hdr, -ECANCELED, 0,
+                            "not applied: the sender's memwrite lease ended before the write ran");
+                else
+                        run_job(e, j);
                 free(j);
                 pthread_mutex_lock(&e->lock);
         }
@@ -360,6 +372,8 @@ int mce_submit(struct mce *e, const struct vmsig_event *ev, const void *payload,
                 free(j);
                 return VMSIG_SUBMIT_ACCEPTED;
         }
+        if (e->sink && e->sink->lease_generation)
+                j->lease_gen = e->sink->lease_generation(e->sink, VMSIG_LEASE_MEMWRITE);
         if (e->tail)
                 e->tail->next = j;
         else

@@ -126,7 +126,9 @@ struct attachment {
         struct vmsig_emit_sink sink;
         struct watch *watches[VMSIG_FD_REG_MAX];
         unsigned nwatches;
-        atomic_bool dead;      /* read by worker threads in emit */
+        atomic_bool dead; /* read by worker threads in emit */
+        /* bumped on the loop when a lease of the class ends; read by workers */
+        atomic_uint lease_gen[VMSIG_LEASE_CLASS_COUNT];
         bool closing;          /* in close(): loop-thread ACT_ACK emits still pass */
         struct pend_set *pend; /* pending.c: accepted commands awaiting an ACK */
         struct attachment *next_dead;

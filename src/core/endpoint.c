@@ -356,6 +356,15 @@ static int sink_check_issuer(const struct vmsig_emit_sink *sink, uint32_t peer, 
         return 0;
 }
 
+static uint32_t sink_lease_generation(const struct vmsig_emit_sink *sink, int lease_class)
+{
+        struct attachment *att = sink->core_;
+
+        if (lease_class < 0 || lease_class >= VMSIG_LEASE_CLASS_COUNT)
+                return 0;
+        return atomic_load(&att->lease_gen[lease_class]);
+}
+
 /* ---- attach / detach ---- */
 
 int vmsig_bus_attach(struct vmsig_bus *bus, uint32_t endpoint, const struct vmsig_adapter_ops *ops,
@@ -394,6 +403,7 @@ int vmsig_bus_attach(struct vmsig_bus *bus, uint32_t endpoint, const struct vmsi
         att->sink.watch_fd = sink_watch_fd;
         att->sink.unwatch_fd = sink_unwatch_fd;
         att->sink.check_issuer = sink_check_issuer;
+        att->sink.lease_generation = sink_lease_generation;
         att->sink.core_ = att;
 
         struct vmsig_adapter_cfg empty = {0};

@@ -65,6 +65,10 @@ static void end_lease(struct vmsig_bus *bus, struct endpoint *ep, uint8_t cls, u
         /* REVOKE names the holder it ended for, so publish before clearing. */
         publish(bus, ep, VMSIG_EV_LEASE_REVOKE, cls, reason, 0, 0);
         memset(&ep->lease[cls], 0, sizeof(ep->lease[cls]));
+        /* Work an adapter queued under this lease must not run now. */
+        for (unsigned i = 0; i < VMSIG_SEAM_COUNT; i++)
+                if (ep->att[i])
+                        atomic_fetch_add(&ep->att[i]->lease_gen[cls], 1);
 }
 
 void lease_revoke_all_of(struct vmsig_bus *bus, uint32_t control_id, uint8_t reason)

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,15 @@ struct fx {
         bool shrunk;
         /* the bootstrap blocks until released */
         bool boot_running, boot_release;
+        atomic_uint lease_gen; /* what the core's sink->lease_generation says */
 };
+
+static uint32_t f_lease_generation(const struct vmsig_emit_sink *sink, int lease_class)
+{
+        struct fx *f = (struct fx *)sink;
+
+        return lease_class == VMSIG_LEASE_MEMWRITE ? atomic_load(&f->lease_gen) : 0;
+}
 
 static int f_emit(const struct vmsig_emit_sink *sink, const struct vmsig_event *ev)
 {
@@ -121,6 +130,7 @@ static struct fx *fx_new(void)
 
         assert_non_null(f);
         f->sink.emit = f_emit;
+        f->sink.lease_generation = f_lease_generation;
         pthread_mutex_init(&f->mu, NULL);
         pthread_cond_init(&f->cv, NULL);
         f->ram = calloc(1, RAM_SIZE);
@@ -317,11 +327,47 @@ static void test_close_answers_everything(void **state)
         fx_free(f);
 }
 
+/* A write queued behind the worker runs only if the memwrite lease it was
+ * accepted under has not ended meanwhile (issue 9: a lease that ends must
+ * cancel what its holder queued). */
+static void test_lease_end_cancels_queued(void **state)
+{
+        struct fx *f = fx_new();
+        struct vmsig_ack_body a;
+
+        mce_lock(f->e);
+        mce_set_boot_locked(f->e, true);
+        mce_unlock(f->e);
+        pthread_mutex_lock(&f->mu);
+        while (!f->boot_running)
+                pthread_cond_wait(&f->cv, &f->mu);
+        pthread_mutex_unlock(&f->mu);
+
+        assert_int_equal(submit(f, 40, 0, VA_RW, 0, "L", 1), VMSIG_SUBMIT_ACCEPTED);
+        atomic_fetch_add(&f->lease_gen, 1); /* the sender's lease ends */
+        assert_int_equal(submit(f, 41, 0, VA_RW + 1, 0, "M", 1), VMSIG_SUBMIT_ACCEPTED); /* a new lease */
+
+        pthread_mutex_lock(&f->mu);
+        f->boot_release = true;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+
+        a = ack_of(f, 40);
+        assert_int_equal(a.result, -ECANCELED);
+        assert_string_equal(a.msg, "not applied: the sender's memwrite lease ended before the write ran");
+        a = ack_of(f, 41);
+        assert_int_equal(a.result, 0);
+        assert_int_equal(f->ram[GPA_RW], 0); /* never applied */
+        assert_int_equal(f->ram[GPA_RW + 1], 'M');
+        fx_free(f);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_writes),
             cmocka_unit_test(test_close_answers_everything),
+            cmocka_unit_test(test_lease_end_cancels_queued),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
