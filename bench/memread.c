@@ -617,14 +617,18 @@ static double xlate_rate(const struct vmie_as *as, xlate_fn fn, const uint64_t *
         return rate;
 }
 
-static double read_rate(const struct vmie_ram *ram, const uint64_t *gpa, size_t n, uint8_t *buf, size_t len,
-                        double secs, long *ret_errors)
+/* Random reads of len bytes at each gpa until secs pass, through rd(src,
+ * ...): the same loop times vmie_ram_read and the process_vm_readv baseline. */
+typedef int (*reader_fn)(const void *src, uint64_t gpa, uint8_t *buf, size_t len);
+
+static double read_rate(reader_fn rd, const void *src, const uint64_t *gpa, size_t n, uint8_t *buf,
+                        size_t len, double secs, long *ret_errors)
 {
         uint64_t t0 = now_ns(), ops = 0;
         long errs = 0;
         do {
                 for (size_t i = 0; i < n; i++) {
-                        if (vmie_ram_read(ram, gpa[i], buf, len) == 0)
+                        if (rd(src, gpa[i], buf, len) == 0)
                                 g_sink += buf[0];
                         else
                                 errs++;
@@ -633,6 +637,11 @@ static double read_rate(const struct vmie_ram *ram, const uint64_t *gpa, size_t 
         } while (secs_since(t0) < secs);
         *ret_errors = errs;
         return (double)ops / secs_since(t0);
+}
+
+static int vmie_reader(const void *ram, uint64_t gpa, uint8_t *buf, size_t len)
+{
+        return vmie_ram_read(ram, gpa, buf, len);
 }
 
 static void shuffle(uint64_t *v, size_t n)
@@ -706,22 +715,9 @@ static int pvm_read(const struct pvm *p, uint64_t gpa, void *buf, size_t len)
         return -EFAULT;
 }
 
-static double pvm_rate(const struct pvm *p, const uint64_t *gpa, size_t n, uint8_t *buf, size_t len,
-                       double secs, long *ret_errors)
+static int pvm_reader(const void *p, uint64_t gpa, uint8_t *buf, size_t len)
 {
-        uint64_t t0 = now_ns(), ops = 0;
-        long errs = 0;
-        do {
-                for (size_t i = 0; i < n; i++) {
-                        if (pvm_read(p, gpa[i], buf, len) == 0)
-                                g_sink += buf[0];
-                        else
-                                errs++;
-                }
-                ops += n;
-        } while (secs_since(t0) < secs);
-        *ret_errors = errs;
-        return (double)ops / secs_since(t0);
+        return pvm_read(p, gpa, buf, len);
 }
 
 /* Compare [gpa, gpa+len) read both ways, 4 KiB page by page. The guest runs:
@@ -1222,12 +1218,12 @@ int main(int argc, char **argv)
                 gpa4k[i] = ws_gpa[i] & ~4095ull;
         }
         long rd_err8 = 0, rd_err4k = 0;
-        double v_rd8 = read_rate(ram, gpa8, nws, vbuf, 8, 2 * box, &rd_err8);
-        double v_rd4k = read_rate(ram, gpa4k, nws, vbuf, 4096, 2 * box, &rd_err4k);
+        double v_rd8 = read_rate(vmie_reader, ram, gpa8, nws, vbuf, 8, 2 * box, &rd_err8);
+        double v_rd4k = read_rate(vmie_reader, ram, gpa4k, nws, vbuf, 4096, 2 * box, &rd_err4k);
         /* process_vm_readv at the same GPAs, then the bytes compared both ways */
         long p_err8 = 0, p_err4k = 0;
-        double p_rd8 = pvm_rate(&pvm, gpa8, nws, vbuf, 8, 2 * box, &p_err8);
-        double p_rd4k = pvm_rate(&pvm, gpa4k, nws, vbuf, 4096, 2 * box, &p_err4k);
+        double p_rd8 = read_rate(pvm_reader, &pvm, gpa8, nws, vbuf, 8, 2 * box, &p_err8);
+        double p_rd4k = read_rate(pvm_reader, &pvm, gpa4k, nws, vbuf, 4096, 2 * box, &p_err4k);
         struct pvm_cmp pc = {0};
         {
                 uint8_t *ca = malloc(CHUNK), *cb = malloc(CHUNK), *cc = malloc(CHUNK);

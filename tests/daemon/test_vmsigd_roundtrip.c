@@ -18,11 +18,7 @@ static struct vh H;
 static int setup(void **state)
 {
         (void)state;
-        if (vh_start(&H, NULL) < 0) {
-                vh_teardown(&H);
-                return -1;
-        }
-        return 0;
+        return vh_setup_default(&H);
 }
 
 static int teardown(void **state)

@@ -357,6 +357,17 @@ static VH_UNUSED void vh_teardown(struct vh *h)
         h->dir[0] = '\0';
 }
 
+/* The usual cmocka setup: a daemon with the default config, or -1 with
+ * everything already cleaned up. */
+static VH_UNUSED int vh_setup_default(struct vh *h)
+{
+        if (vh_start(h, NULL) < 0) {
+                vh_teardown(h);
+                return -1;
+        }
+        return 0;
+}
+
 static VH_UNUSED void vh_dump_log(const struct vh *h)
 {
         char *log = vh_read_file(h->log);

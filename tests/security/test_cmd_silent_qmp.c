@@ -146,10 +146,8 @@ static void peer_stop(struct peer *p)
 static int setup(void **state)
 {
         (void)state;
-        if (vh_start(&H, NULL) < 0) {
-                vh_teardown(&H);
+        if (vh_setup_default(&H) < 0)
                 return -1;
-        }
         snprintf(ram, sizeof(ram), "%s/ram", H.dir);
         return vh_write_file(ram, "", 0600) < 0 ? -1 : 0;
 }
