@@ -335,12 +335,12 @@ class Bus:
         """Read and handle frames until one was handled or the deadline."""
         try:
             f = self._next_raw(deadline)
+            if f is None:
+                return False
+            self._handle(*f)
         except ProtocolError as e:
             self._fail(e)
             raise
-        if f is None:
-            return False
-        self._handle(*f)
         return True
 
     def _pump_ready(self) -> None:
@@ -556,6 +556,8 @@ class Bus:
         if not self.caps & w.CAP_ROSTER:
             raise PermissionDenied("listing VMs needs the roster capability, which your uid lacks",
                                    -errno.EPERM)
+        if self._sock is None:
+            self._raise_closed()
         self._pump_ready()
         return [VM(self, ep, r.name) for ep, r in sorted(self._roster.items())]
 
