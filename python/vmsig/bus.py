@@ -128,6 +128,7 @@ class Bus:
         self._waiters: Set[asyncio.Future] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._poller = select.poll()
+        self._memctx_due = 0
         self._connect()
 
     # ---- connection ----
@@ -458,13 +459,12 @@ class Bus:
                     out.append(ev)
         return out
 
-    def _memctx_check(self, ep: int, epoch: int) -> bool:
-        """Is epoch still the valid memory context of ep? Reads what is
-        readable first, so an invalidation already sent is seen."""
-        if self._poller.poll(0):
+    def _memctx_poll(self, interval_ns: int) -> None:
+        """Handle what the socket holds (an invalidation already sent), and
+        let Memory reads skip the check for the next interval_ns."""
+        if self._sock is not None and self._poller.poll(0):
             self._pump_ready()
-        m = self._mem.get(ep)
-        return m is not None and m.valid and m.epoch == epoch
+        self._memctx_due = time.monotonic_ns() + interval_ns
 
     # ---- requests ----
 
@@ -956,11 +956,13 @@ class VM:
 
     # ---- memory ----
 
-    def memory(self, timeout: float = 30.0, mapped: bool = False) -> Memory:
+    def memory(self, timeout: float = 30.0, mapped: bool = False, check_interval: float = 0.0001) -> Memory:
         """The guest memory at the current epoch of the VM's memory context,
         waiting up to ``timeout`` seconds for a valid one (the guest kernel
         may still be booting). ``mapped=True`` reads through a shared mapping
-        (faster; only where the RAM file cannot shrink under you)."""
+        (faster; only where the RAM file cannot shrink under you).
+        ``check_interval``: reads look at the socket for the end of the
+        epoch at most this often (seconds; 0 = on every call)."""
         b = self._bus
         if not b.caps & w.CAP_MEMCTX:
             raise PermissionDenied("reading guest memory needs the memctx capability, which your uid lacks",
@@ -972,7 +974,8 @@ class VM:
             m = b._mem.get(self.endpoint)
             if m is not None and m.valid and m.body is not None:
                 ev = m.body
-                return Memory(self, m.fd, ev.epoch, ev.kernel_root, ev.paging, ev.os_kind, ev.ranges, mapped)
+                return Memory(self, m.fd, ev.epoch, ev.kernel_root, ev.paging, ev.os_kind, ev.ranges, mapped,
+                              check_interval)
             if self.endpoint not in b._roster and b.caps & w.CAP_ROSTER:
                 raise NoSuchVM(f"VM '{self.name}' is gone", -errno.ENOENT, "MEMCTX", self.name)
             left = deadline - time.monotonic()

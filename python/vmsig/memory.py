@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Type, TypeVar
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 S = TypeVar("S", bound=ctypes.Structure)
 
 OS_NAMES = {0: "unknown", 1: "linux", 2: "windows", 3: "synthetic"}
+_SCRATCH = 1 << 16
+_now = time.monotonic_ns
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Memory:
     """
 
     def __init__(self, vm: "VM", fd: int, epoch: int, kernel_root: int, paging: int, os_kind: int,
-                 ranges: tuple, mapped: bool = False) -> None:
+                 ranges: tuple, mapped: bool = False, check_interval: float = 0.0001) -> None:
         L = _vmie.lib()
         self.vm = vm
         self.epoch = epoch
@@ -89,8 +92,14 @@ class Memory:
         self._as = self._space(kernel_root)
         self._as_ref = ctypes.byref(self._as)
         self._spaces: dict = {}
-        self._check = vm._bus._memctx_check
-        self._ep = vm.endpoint
+        self._bus = vm._bus
+        self._st = vm._bus._mem[vm.endpoint]  # the bus keeps it current
+        self._interval_ns = int(check_interval * 1e9)
+        self._scratch = ctypes.create_string_buffer(_SCRATCH)
+        self._mv = memoryview(self._scratch).cast("B")
+        self._done = ctypes.c_size_t(0)
+        self._done_ref = ctypes.byref(self._done)
+        self._read_virt = L.vmie_read_virt
 
     def _space(self, root: int) -> _vmie.AddressSpace:
         return _vmie.AddressSpace(self._ram, self._tlb, root, self.epoch, 5 if self.paging == 5 else 4, 0)
@@ -106,23 +115,52 @@ class Memory:
         return sp
 
     def _live(self) -> None:
+        """Raise unless this epoch is still current. Reads what the socket
+        holds first, so an invalidation the daemon already sent is seen."""
         if not self._ram:
             raise ValueError("this Memory is closed")
-        if not self._check(self._ep, self.epoch):
+        b = self._bus
+        b._memctx_poll(self._interval_ns)
+        st = self._st
+        if not st.valid or st.epoch != self.epoch:
             raise StaleContextError(
                 f"the memory context of '{self.vm.name}' (epoch {self.epoch}) ended: the guest reset "
                 "or the VM left; call vm.memory() again", self.epoch)
 
+    def _ok(self) -> None:
+        st = self._st
+        if not st.valid or st.epoch != self.epoch or _now() >= self._bus._memctx_due:
+            self._live()
+
+    def check(self) -> None:
+        """Read the socket now and raise StaleContextError if this epoch
+        ended (every other call does this at most every check_interval)."""
+        if not self._ram:
+            raise ValueError("this Memory is closed")
+        self._bus._memctx_poll(0)
+        self._live()
+
     @property
     def stale(self) -> bool:
-        """True once the daemon said this epoch ended."""
-        return not self._ram or not self._check(self._ep, self.epoch)
+        """True once the daemon said this epoch ended (reads the socket)."""
+        if not self._ram:
+            return True
+        self._bus._memctx_poll(0)
+        return not self._st.valid or self._st.epoch != self.epoch
 
     def read(self, va: int, n: int, cr3: int = 0) -> bytes:
         """``n`` bytes at guest-virtual ``va``, translated through ``cr3``
         (a page-table root; 0 = the guest kernel's). Raises
         GuestMemoryError naming the first address that is not readable."""
-        self._live()
+        st = self._st
+        if not st.valid or st.epoch != self.epoch or _now() >= self._bus._memctx_due:
+            self._live()
+        if n <= _SCRATCH:  # the hot path: no allocation but the result
+            r = self._read_virt(self._as_ref if not cr3 else self._asp(cr3), va, self._scratch, n,
+                                self._done_ref)
+            if r:
+                raise _fail(r, f"cannot read {n} bytes at 0x{va:x} of '{self.vm.name}'", va + self._done.value)
+            return self._mv[:n].tobytes()
         buf = ctypes.create_string_buffer(n)
         done = ctypes.c_size_t(0)
         r = self._L.vmie_read_virt(self._asp(cr3), va, buf, n, ctypes.byref(done))
@@ -132,7 +170,7 @@ class Memory:
 
     def read_phys(self, pa: int, n: int) -> bytes:
         """``n`` bytes at guest-physical ``pa`` (a hole is an error, never zeros)."""
-        self._live()
+        self._ok()
         buf = ctypes.create_string_buffer(n)
         r = self._L.vmie_ram_read(self._ram, pa, buf, n)
         if r < 0:
@@ -142,7 +180,7 @@ class Memory:
     def read_str(self, va: int, max_len: int = 4096, cr3: int = 0, encoding: str = "utf-8") -> str:
         """The NUL-terminated string at ``va`` (at most ``max_len`` - 1 bytes;
         ValueError if it is longer), decoded with ``encoding``."""
-        self._live()
+        self._ok()
         buf = ctypes.create_string_buffer(max_len)
         got = ctypes.c_size_t(0)
         r = self._L.vmie_read_str(self._asp(cr3), va, buf, max_len, ctypes.byref(got))
@@ -168,7 +206,7 @@ class Memory:
 
     def translate(self, va: int, cr3: int = 0) -> Translation:
         """The translation of ``va`` (cached for up to 1 s, as libvmie does)."""
-        self._live()
+        self._ok()
         x = _vmie.Xlate()
         r = self._L.vmie_translate(self._asp(cr3), va, ctypes.byref(x))
         if r < 0:
@@ -177,7 +215,7 @@ class Memory:
 
     def flush(self) -> None:
         """Forget cached translations (e.g. right after writing page tables)."""
-        self._live()
+        self._ok()
         self._L.vmie_tlb_flush(self._tlb)
 
     def write(self, va: int, data: bytes, cr3: int = 0, phys: bool = False) -> int:
@@ -186,7 +224,7 @@ class Memory:
         under the memwrite lease (taken for this call if you do not hold
         it). All or nothing: the daemon checks the whole extent first.
         Returns the number of bytes written."""
-        self._live()
+        self.check()
         n = self.vm._memwrite(va, bytes(data), cr3, phys)
         self.flush()
         return n
