@@ -302,3 +302,35 @@ def test_shutdown_reason(stub):
                 assert ei.value.code == -errno.ESHUTDOWN
     finally:
         bus.close()
+
+
+def test_subscription_rules_protocol_md_states(start_daemon):
+    """docs/protocol.md §8.1: lease events with only a lease capability;
+    ACT_ACK subscriptions deliver only your own; §3.7: the STATUS answering
+    a query carries its corr."""
+    d = start_daemon("[uid:0]\ncaps = input,status\n")
+    d.add_vm("caps")
+    with vmsig.connect(d.sock) as a, vmsig.connect(d.sock) as b:
+        va, vb = a.vm(1), b.vm(1)  # no roster capability: by endpoint id
+        with pytest.raises(vmsig.PermissionDenied) as ei:
+            a.vms()
+        def running() -> bool:
+            try:
+                return va.status()[0] == vmsig.RunState.RUNNING
+            except vmsig.NotReady:
+                return False
+
+        wait_for(running, what="the stub to run")
+        with pytest.raises(vmsig.PermissionDenied) as ei:
+            a.events(vm=1, kinds=["ROSTER"])
+        assert ei.value.code == -errno.EPERM and "capability" in ei.value.reason
+        grants = a.events(vm=1, kinds=["LEASE_GRANT"])
+        acks = a.events(vm=1, kinds=["ACT_ACK"])
+        vb.move(5, 5)  # b's lease and b's ACK
+        g = grants.get(TIMEOUT)
+        assert isinstance(g, vmsig.LeaseGrant) and g.holder_id == b.control_id
+        assert acks.get(0.3) is None  # b's ACT_ACKs never reach a
+        state, reason = va.status()
+        assert state == vmsig.RunState.RUNNING and reason  # matched by the query's corr
+        own = acks.get(TIMEOUT)
+        assert isinstance(own, vmsig.Ack) and own.peer == a.control_id
