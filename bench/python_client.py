@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 
 import vmsig  # noqa: E402
-from vmsigd_harness import Daemon  # noqa: E402
+from vmsigd_harness import Daemon, child_env  # noqa: E402
 
 PAGE_VA = 0xFFFFFFFF80200000  # the stub guest's banner page (include/vmsig/stub_guest.h)
 TIMEOUT = 60.0
@@ -86,7 +86,8 @@ def child_events(sock: str, vm: str, n: int) -> int:
 def events(d: Daemon, cbase: str, cycles: int, rate: int) -> tuple:
     n = 2 * cycles
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    cons = [subprocess.Popen([cbase, "events", d.sock, "bench", str(n)], stdout=subprocess.PIPE, text=True),
+    cons = [subprocess.Popen([cbase, "events", d.sock, "bench", str(n)], stdout=subprocess.PIPE, text=True,
+                             env=child_env()),
             subprocess.Popen([sys.executable, __file__, "--child-events", d.sock, "bench", str(n)],
                              stdout=subprocess.PIPE, text=True, env=env)]
     flood = None
@@ -123,7 +124,7 @@ def events(d: Daemon, cbase: str, cycles: int, rate: int) -> tuple:
 
 
 def c_run(cbase: str, *args: str) -> dict:
-    out = subprocess.run([cbase, *args], capture_output=True, text=True, timeout=TIMEOUT * 4)
+    out = subprocess.run([cbase, *args], capture_output=True, text=True, timeout=TIMEOUT * 4, env=child_env())
     if out.returncode != 0:
         invalid.append(f"C baseline {args[0]}: {out.stderr.strip() or out.returncode}")
         return {}

@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import vmsig  # noqa: E402
 import vmsig._wire as w  # noqa: E402
 
+WINDOW = 512
+
 
 def main() -> int:
     sock, vm, cycles, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
@@ -36,13 +38,21 @@ def main() -> int:
     sent = got = failed = 0
     while sent < cycles:
         n = min(per_tick, cycles - sent)
+        # at most WINDOW commands unanswered: our own ACKs must never pile
+        # up in the daemon (it disconnects a control that does not read)
+        while 2 * (sent + n) - got > WINDOW:
+            ev = acks.get(30)
+            if ev is None:
+                break
+            got += 1
+            failed += ev.result != 0
         bus._send(pair * n)
         sent += n
+        bus.poll()
         while acks.pending():
             ev = acks.get(0)
             got += 1
             failed += ev.result != 0
-        bus.poll()
         if rate > 0:
             ahead = t0 + sent / rate - time.monotonic()
             if ahead > 0:

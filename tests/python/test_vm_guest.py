@@ -20,6 +20,7 @@ import tempfile
 
 import pytest
 from conftest import wait_for
+from vmsigd_harness import child_env
 
 import vmsig
 
@@ -75,7 +76,7 @@ class Guest:
                 "-qmp", f"unix:{self.qmp},server=on,wait=off"]
         out = open(os.path.join(self.dir, "qemu.out"), "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     preexec_fn=_pdeathsig)
+                                     preexec_fn=_pdeathsig, env=child_env())
         out.close()
 
     def serial_text(self) -> str:

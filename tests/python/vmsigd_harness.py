@@ -37,6 +37,14 @@ def wait_for(pred: Callable[[], object], timeout: float = TIMEOUT, what: str = "
         delay = min(delay * 2, 0.05)
 
 
+def child_env() -> dict:
+    """The environment for programs other than python3 (vmsigd, QEMU, C
+    helpers): without LD_PRELOAD, which an ASan build sets for python3 only
+    (its libvmie needs the ASan runtime; the C programs link their own)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "LD_PRELOAD")}
+
+
 class Daemon:
     """A running vmsigd in a private directory."""
 
@@ -55,7 +63,7 @@ class Daemon:
         with open(self.conf, "w") as f:
             f.write(f"[daemon]\nsocket = {self.sock}\ntrigger_dir = {self.trig}\n"
                     f"audit = file:{self.audit}\nsocket_mode = 0666\n{extra}\n")
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+        env = child_env()
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen([binary, "-c", self.conf], stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, env=env, close_fds=True)
