@@ -113,6 +113,7 @@ class Bus:
         self._fds: Deque[Tuple[int, int, int]] = collections.deque()  # (fd, lo, hi)
         self._closed: Optional[VmsigError] = None
         self._corr = 0
+        self._last_corr = 0
         self._replies: Dict[int, Tuple[int, str]] = {}
         self._acks: Dict[int, Event] = {}
         self._wanted: Set[int] = set()  # corrs whose ACK / DENY / STATUS we keep
@@ -526,6 +527,7 @@ class Bus:
         A refusal raises the matching :class:`CommandError`. With the FF
         flag (input kinds only) returns None at once."""
         corr = self._next_corr()
+        self._last_corr = corr
         frame = w.event(kind, source, endpoint, corr, body, flags, priority, cr3)
         if tail:
             frame += len(tail).to_bytes(4, "little") + tail
@@ -773,9 +775,10 @@ class VM:
     def status(self) -> Tuple[RunState, str]:
         """Ask the VM's run state (CMD_STATUS_QUERY): (state, reason)."""
         b = self._bus
-        corr = b._corr + 1
-        ack = b.command(w.CMD_STATUS_QUERY, w.SRC_VMHOST, self.endpoint, vm=self.name)
-        st = b._answers.pop(corr, None)
+        try:
+            ack = b.command(w.CMD_STATUS_QUERY, w.SRC_VMHOST, self.endpoint, vm=self.name)
+        finally:
+            st = b._answers.pop(b._last_corr, None)  # the STATUS came first, with the query's corr
         return RunState.of(ack.value), (st.reason if isinstance(st, Status) else "")  # type: ignore
 
     def wait_ready(self, seams: int = 0, running: bool = True, memory: bool = False,

@@ -14,7 +14,9 @@ SRC = os.path.normpath(os.path.join(HERE, "..", "..", "python"))
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from vmsigd_harness import TIMEOUT, Daemon, HarnessError, wait_for  # noqa: E402,F401
+from vmsigd_harness import TIMEOUT, Daemon, HarnessError, wait_for  # noqa: E402
+
+__all__ = ["HERE", "SRC", "TIMEOUT", "Daemon", "HarnessError", "wait_for"]
 
 
 @pytest.fixture
