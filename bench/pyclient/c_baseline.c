@@ -67,7 +67,8 @@ static int wait_for(struct vmsig_client *c, uint64_t corr, bool reply, struct vm
                                 return rep.result;
                         continue;
                 }
-                if (ctx && ev.hdr.kind == VMSIG_EV_MEMCTX && ev.hdr.endpoint == ep && fd >= 0 && ctx->fd < 0) {
+                if (ctx && ev.hdr.kind == VMSIG_EV_MEMCTX && ev.hdr.endpoint == ep && fd >= 0 &&
+                    ctx->fd < 0) {
                         if (vmsig_memctx_from_event(&ev, fd, ctx) < 0)
                                 close(fd);
                         continue;
@@ -162,7 +163,8 @@ static int do_rtt(struct vmsig_client *c, uint32_t ep, long n)
                 struct vmsig_event ev;
                 vmsig_event_init(&ev, VMSIG_EV_MOVE_ABS, ep, VMSIG_SRC_INPUT);
                 vmsig_event_set_body(&ev, &b, sizeof(b));
-                if ((r = vmsig_client_send(c, &ev, &corr)) < 0 || (r = wait_for(c, corr, false, &ack, NULL, 0)) < 0)
+                if ((r = vmsig_client_send(c, &ev, &corr)) < 0 ||
+                    (r = wait_for(c, corr, false, &ack, NULL, 0)) < 0)
                         return die("MOVE_ABS", r);
                 failed += ack.result != 0;
         }
@@ -185,7 +187,8 @@ static int do_read(struct vmsig_client *c, uint32_t ep, long n, uint64_t va)
         if (ctx.fd < 0)
                 return die("no valid memory context", -EAGAIN);
         for (uint32_t i = 0; i < ctx.nranges; i++)
-                ranges[i] = (struct vmie_range){ctx.ranges[i].gpa, ctx.ranges[i].len, ctx.ranges[i].file_offset};
+                ranges[i] =
+                    (struct vmie_range){ctx.ranges[i].gpa, ctx.ranges[i].len, ctx.ranges[i].file_offset};
         r = vmie_ram_open_fd(ctx.fd, ranges, ctx.nranges, VMIE_RAM_NO_MMAP, &ram);
         close(ctx.fd);
         if (r < 0)
@@ -193,7 +196,10 @@ static int do_read(struct vmsig_client *c, uint32_t ep, long n, uint64_t va)
         struct vmie_tlb *tlb = NULL;
         if ((r = vmie_tlb_new(0, 0, &tlb)) < 0)
                 return die("vmie_tlb_new", r);
-        struct vmie_as as = {.ram = ram, .tlb = tlb, .root = ctx.kernel_root, .epoch = ctx.epoch,
+        struct vmie_as as = {.ram = ram,
+                             .tlb = tlb,
+                             .root = ctx.kernel_root,
+                             .epoch = ctx.epoch,
                              .levels = (uint8_t)(ctx.paging == 5 ? 5 : 4)};
         t0 = now_ns();
         for (long i = 0; i < n; i++)
@@ -218,7 +224,8 @@ int main(int argc, char **argv)
                 return 2;
         }
         long n = strtol(argv[4], NULL, 0);
-        if ((r = vmsig_client_new(&c)) < 0 || (r = vmsig_client_connect(c, argv[2], "c-baseline", TIMEOUT_MS)) < 0)
+        if ((r = vmsig_client_new(&c)) < 0 ||
+            (r = vmsig_client_connect(c, argv[2], "c-baseline", TIMEOUT_MS)) < 0)
                 return die("connect", r);
         if ((r = find_vm(c, argv[3], &ep)) < 0)
                 return die("find the VM", r);
