@@ -12,7 +12,7 @@
  *       a time, each waited for; print the failures and the wall time
  *   pyclient_c_baseline read SOCK VM N VA  N reads of 4 KiB at VA through the
  *       VM's memory context (safe mode, as vmsigctl read); print a checksum of
- *       the first page and the wall time */
+ *       the first page, the wall time and the process CPU time */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -202,12 +202,14 @@ static int do_read(struct vmsig_client *c, uint32_t ep, long n, uint64_t va)
                              .epoch = ctx.epoch,
                              .levels = (uint8_t)(ctx.paging == 5 ? 5 : 4)};
         t0 = now_ns();
+        uint64_t c0 = cpu_ns();
         for (long i = 0; i < n; i++)
                 failed += vmie_read_virt(&as, va, buf, sizeof(buf), NULL) != 0;
-        uint64_t wall = now_ns() - t0;
+        uint64_t wall = now_ns() - t0, cpu = cpu_ns() - c0;
         for (size_t i = 0; i < sizeof(buf); i++)
                 sum = (sum ^ buf[i]) * 1099511628211ull;
-        printf("read n=%ld failed=%ld fnv=%016" PRIx64 " wall_ns=%" PRIu64 "\n", n, failed, sum, wall);
+        printf("read n=%ld failed=%ld fnv=%016" PRIx64 " wall_ns=%" PRIu64 " cpu_ns=%" PRIu64 "\n", n, failed,
+               sum, wall, cpu);
         vmie_tlb_free(tlb);
         vmie_ram_free(ram);
         return 0;

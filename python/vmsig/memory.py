@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Type, TypeVar
@@ -29,6 +30,8 @@ S = TypeVar("S", bound=ctypes.Structure)
 OS_NAMES = {0: "unknown", 1: "linux", 2: "windows", 3: "synthetic"}
 _SCRATCH = 1 << 16
 _now = time.monotonic_ns
+_pread = os.pread
+_TTL_NS = 1_000_000_000  # as libvmie's VMIE_TLB_DEFAULT_TTL_NS
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ class Memory:
     fd early; it is closed when collected otherwise.
     """
 
+    __slots__ = ("vm", "epoch", "kernel_root", "paging", "os", "ranges", "kernel_base", "_L", "_ram", "_tlb",
+                 "_as", "_as_ref", "_spaces", "_bus", "_st", "_interval_ns", "_scratch", "_mv", "_done",
+                 "_done_ref", "_read_virt", "_va", "_n", "_as_p", "_scratch_p", "_done_p", "_fd", "_pages",
+                 "_xl", "_xl_ref", "__weakref__")
+
     def __init__(self, vm: "VM", fd: int, epoch: int, kernel_root: int, paging: int, os_kind: int,
                  ranges: tuple, mapped: bool = False, check_interval: float = 0.0001) -> None:
         L = _vmie.lib()
@@ -75,6 +83,7 @@ class Memory:
         # Reserved for the KASLR work: the daemon does not report it yet.
         self.kernel_base: Optional[int] = None
         self._L = L
+        self._fd = -1
         self._ram = ctypes.c_void_p()
         self._tlb = ctypes.c_void_p()
         arr = (_vmie.Range * len(ranges))(*[_vmie.Range(*r) for r in ranges])
@@ -99,7 +108,22 @@ class Memory:
         self._mv = memoryview(self._scratch).cast("B")
         self._done = ctypes.c_size_t(0)
         self._done_ref = ctypes.byref(self._done)
-        self._read_virt = L.vmie_read_virt
+        # The hot path calls vmie_read_virt without argtypes conversions:
+        # every argument is a ready ctypes object (pointers by address,
+        # the VA and length in reused c_uint64 / c_size_t cells).
+        self._read_virt = ctypes.CFUNCTYPE(ctypes.c_int)(("vmie_read_virt", L))
+        self._va = ctypes.c_uint64(0)
+        self._n = ctypes.c_size_t(0)
+        self._as_p = ctypes.c_void_p(ctypes.addressof(self._as))
+        self._scratch_p = ctypes.c_void_p(ctypes.addressof(self._scratch))
+        self._done_p = ctypes.c_void_p(ctypes.addressof(self._done))
+        # Safe mode's fastest path for reads within one page: libvmie
+        # translates the page once (kept as long as libvmie's TLB keeps a
+        # translation, 1 s), then os.pread copies from the same read-only fd.
+        self._fd = -1 if mapped else os.dup(fd)
+        self._pages: dict = {}
+        self._xl = _vmie.Xlate()
+        self._xl_ref = ctypes.byref(self._xl)
 
     def _space(self, root: int) -> _vmie.AddressSpace:
         return _vmie.AddressSpace(self._ram, self._tlb, root, self.epoch, 5 if self.paging == 5 else 4, 0)
@@ -113,6 +137,20 @@ class Memory:
                 self._spaces.clear()
             sp = self._spaces[cr3] = ctypes.byref(self._space(cr3))
         return sp
+
+    def _page(self, va: int, now: int):
+        """(file offset, stamp) of va's 4 KiB page, or None (then libvmie's
+        read reports the error or the slow case)."""
+        if self._L.vmie_translate(self._as_ref, va & ~0xFFF, self._xl_ref) < 0:
+            return None
+        gpa = self._xl.gpa
+        for base, length, off in self.ranges:
+            if base <= gpa and gpa + 4096 <= base + length:
+                if len(self._pages) >= 4096:
+                    self._pages.clear()
+                e = self._pages[va >> 12] = (off + gpa - base, now)
+                return e
+        return None
 
     def _live(self) -> None:
         """Raise unless this epoch is still current. Reads what the socket
@@ -153,11 +191,21 @@ class Memory:
         (a page-table root; 0 = the guest kernel's). Raises
         GuestMemoryError naming the first address that is not readable."""
         st = self._st
-        if not st.valid or st.epoch != self.epoch or _now() >= self._bus._memctx_due:
+        now = _now()
+        if st.epoch != self.epoch or not st.valid or now >= self._bus._memctx_due:
             self._live()
-        if n <= _SCRATCH:  # the hot path: no allocation but the result
-            r = self._read_virt(self._as_ref if not cr3 else self._asp(cr3), va, self._scratch, n,
-                                self._done_ref)
+        if not cr3 and (va & 0xFFF) + n <= 4096 and self._fd >= 0:  # within one page
+            e = self._pages.get(va >> 12)
+            if e is None or now - e[1] >= _TTL_NS:
+                e = self._page(va, now)
+            if e is not None:
+                b = _pread(self._fd, n, e[0] + (va & 0xFFF))
+                if len(b) == n:
+                    return b
+        if n <= _SCRATCH and not cr3:  # no allocation but the result
+            self._va.value = va
+            self._n.value = n
+            r = self._read_virt(self._as_p, self._va, self._scratch_p, self._n, self._done_p)
             if r:
                 raise _fail(r, f"cannot read {n} bytes at 0x{va:x} of '{self.vm.name}'", va + self._done.value)
             return self._mv[:n].tobytes()
@@ -216,6 +264,7 @@ class Memory:
     def flush(self) -> None:
         """Forget cached translations (e.g. right after writing page tables)."""
         self._ok()
+        self._pages.clear()
         self._L.vmie_tlb_flush(self._tlb)
 
     def write(self, va: int, data: bytes, cr3: int = 0, phys: bool = False) -> int:
@@ -236,6 +285,9 @@ class Memory:
 
     def close(self) -> None:
         """Release the RAM mapping and the translation cache."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         if self._ram:
             self._L.vmie_tlb_free(self._tlb)
             self._L.vmie_ram_free(self._ram)

@@ -171,6 +171,14 @@ def test_memory_reads_and_writes(stub):
             assert mem.read(BANNER_VA, len(big)) == big
             assert mem.write(BANNER_GPA, b"P", phys=True) == 1
             assert mem.read(BANNER_VA, 1) == b"P"
+            # within a page (pread of the cached page), across pages and
+            # large (libvmie), and mapped: all the same bytes as physical
+            page_va, page_pa = BANNER_VA & ~0xFFF, BANNER_GPA & ~0xFFF
+            for off, n in ((0, 4096), (0xFF8, 16), (0x10, 3 * 4096), (0, 1 << 17)):
+                assert mem.read(page_va + off, n) == mem.read_phys(page_pa + off, n), (off, n)
+            with vm.memory(mapped=True, check_interval=0) as mm:
+                assert mm.read(page_va + 0xFF8, 16) == mem.read_phys(page_pa + 0xFF8, 16)
+                assert mm.read_str(BANNER_VA).startswith("P")
 
 
 def test_stale_context_after_reset(stub):
