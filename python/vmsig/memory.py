@@ -34,6 +34,14 @@ _pread = os.pread
 _TTL_NS = 1_000_000_000  # as libvmie's VMIE_TLB_DEFAULT_TTL_NS
 
 
+class _Closed:
+    valid = False
+    epoch = -1
+
+
+_CLOSED = _Closed()
+
+
 @dataclass(frozen=True)
 class Translation:
     """Where a guest-virtual address lives: its guest-physical address, the
@@ -289,6 +297,8 @@ class Memory:
             os.close(self._fd)
             self._fd = -1
         if self._ram:
+            # every call now takes the full check, which says "closed"
+            self._st = _CLOSED
             self._L.vmie_tlb_free(self._tlb)
             self._L.vmie_ram_free(self._ram)
             self._ram = ctypes.c_void_p()

@@ -179,6 +179,12 @@ def test_memory_reads_and_writes(stub):
             with vm.memory(mapped=True, check_interval=0) as mm:
                 assert mm.read(page_va + 0xFF8, 16) == mem.read_phys(page_pa + 0xFF8, 16)
                 assert mm.read_str(BANNER_VA).startswith("P")
+        # a closed Memory refuses every call (never touches freed state)
+        for call in (lambda: mem.read(BANNER_VA, 4), lambda: mem.read(BANNER_VA, 5000),
+                     lambda: mem.read_str(BANNER_VA), lambda: mem.translate(BANNER_VA)):
+            with pytest.raises(ValueError, match="closed"):
+                call()
+        assert mem.stale
 
 
 def test_stale_context_after_reset(stub):
