@@ -23,7 +23,7 @@ set -euo pipefail
 
 src=$(cd "$1" && pwd)
 data=$src/tests/pkg/data
-packages=(vmsig libvmsig0 libvmsig-dev libvmie0 libvmie-dev)
+packages=(vmsig libvmsig0 libvmsig-dev libvmie0 libvmie-dev python3-vmsig)
 t0=$SECONDS
 
 skip() {
@@ -184,6 +184,14 @@ printf '%s\n' "$list" | sed 's/^/  /'
 grep -Eq "^[0-9]+ +pkgtest-stub +memctx,input,vmhost" <<<"$list" || die "vmsigctl list does not show the stub VM"
 grep -Eq "^[0-9]+ +win10 " <<<"$list" || die "vmsigctl list does not show the VM the hook announced"
 /usr/bin/vmsigctl --socket "$sock" --json list | grep -q '"name": "pkgtest-stub"' || die "vmsigctl --json list"
+# python3-vmsig: the installed module, with the installed libvmie0
+expect_file /usr/lib/python3/dist-packages/vmsig/__init__.py
+expect_file /usr/share/doc/python3-vmsig/examples/watch_events.py
+(cd / && env -u PYTHONPATH -u VMSIG_LIBVMIE /usr/bin/python3 -c 'import sys, vmsig
+with vmsig.connect(sys.argv[1]) as bus:
+    vm = bus.vm("pkgtest-stub", wait=10)
+    print("  python3-vmsig:", vmsig.__file__, vm, repr(vm.memory(timeout=10).read_str(0xffffffff80200100)))
+' "$sock") || die "python3-vmsig cannot list the stub VM and read its memory"
 
 # the hook takes it away again
 VMSIG_TRIGGER_DIR=$run/vms /usr/share/vmsig/libvirt-hook/qemu win10 release end shutdown </dev/null ||

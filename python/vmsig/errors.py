@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: MIT
+"""Exceptions of the vmsig package.
+
+Every refusal by the daemon raises a subclass of :class:`VmsigError` that
+carries the daemon's own reason (``reason``) and its negative errno
+(``code``), so a caller can both show the text and branch on the type::
+
+    try:
+        vm.key("ctrl+alt+del")
+    except vmsig.LeaseHeldError as e:
+        print("input is held by", e.holder)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Optional
+
+
+class VmsigError(Exception):
+    """Base class: something vmsig or the daemon refused.
+
+    ``code`` is the negative errno (0 if none applies), ``reason`` the
+    daemon's text (or ours, when the refusal is local).
+    """
+
+    def __init__(self, reason: str, code: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __str__(self) -> str:
+        # the daemon's text is untrusted: no control characters to a terminal
+        return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in self.reason)
+
+
+class ConnectionRefused(VmsigError):
+    """vmsigd refused the connection (ERROR before WELCOME), e.g. ``-EACCES``
+    ``uid 1234 is not admitted`` or ``-EUSERS`` (too many connections)."""
+
+
+class ConnectionClosed(VmsigError):
+    """The connection ended: the daemon sent ERROR (``code``, ``reason``:
+    ``-ENOBUFS`` too slow, ``-ESHUTDOWN`` shutting down, ``-EPROTO`` we broke
+    the protocol) or went away without one (``code`` 0)."""
+
+
+class ProtocolError(VmsigError):
+    """The daemon's stream broke a rule of docs/protocol.md; the connection is
+    closed. ``code`` is ``-EPROTO``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, -errno.EPROTO)
+
+
+class CommandError(VmsigError):
+    """A command was refused or failed (its ACT_ACK or REPLY result).
+
+    ``kind`` names the command (e.g. ``"KEY"``), ``vm`` the VM name.
+    """
+
+    def __init__(self, reason: str, code: int, kind: str = "", vm: str = "") -> None:
+        super().__init__(reason, code)
+        self.kind = kind
+        self.vm = vm
+
+
+class PermissionDenied(CommandError):
+    """``-EPERM``/``-EACCES``: a capability is missing, a lease is missing or
+    not yours, or a guest page is read-only."""
+
+
+class LeaseHeldError(CommandError):
+    """``-EBUSY`` on a lease: another control holds it. ``holder`` is its
+    HELLO name, ``holder_id``, ``holder_uid``, ``holder_pid`` the rest of the
+    daemon's LEASE_DENY."""
+
+    def __init__(self, reason: str, code: int, kind: str = "", vm: str = "", holder: str = "",
+                 holder_id: int = 0, holder_uid: int = 0, holder_pid: int = 0) -> None:
+        super().__init__(reason, code, kind, vm)
+        self.holder = holder
+        self.holder_id = holder_id
+        self.holder_uid = holder_uid
+        self.holder_pid = holder_pid
+
+
+class NoSuchVM(CommandError):
+    """The VM (endpoint) does not exist, or left: ``-ENOENT``."""
+
+
+class NotReady(CommandError):
+    """The VM exists but cannot do this now: no adapter on that seam
+    (``-ENODEV``), no valid memory context yet (``-EAGAIN``), not running."""
+
+
+class StaleContextError(VmsigError):
+    """A memory context was used after the guest reset (or the VM left): its
+    epoch ended. Get a new one with ``vm.memory()``."""
+
+    def __init__(self, reason: str, epoch: int = 0) -> None:
+        super().__init__(reason, -errno.ESTALE)
+        self.epoch = epoch
+
+
+class GuestMemoryError(VmsigError):
+    """A guest memory access failed: ``-EFAULT`` not mapped / a RAM hole,
+    ``-ERANGE`` non-canonical address, ``-ENXIO`` page tables outside RAM.
+    ``address`` is the first address that could not be read."""
+
+    def __init__(self, reason: str, code: int, address: int = 0) -> None:
+        super().__init__(reason, code)
+        self.address = address
+
+
+def strerror(code: int) -> str:
+    return os.strerror(-code) if code < 0 else "success"
+
+
+def command_error(code: int, msg: str, kind: str, vm: str, holder: Optional[tuple] = None) -> CommandError:
+    """The typed exception for a refused command's result and message."""
+    text = msg or strerror(code)
+    if code == -errno.EBUSY and kind == "LEASE_ACQUIRE":
+        name, hid, huid, hpid = holder if holder else ("", 0, 0, 0)
+        return LeaseHeldError(text, code, kind, vm, name, hid, huid, hpid)
+    if code in (-errno.EPERM, -errno.EACCES):
+        return PermissionDenied(text, code, kind, vm)
+    if code == -errno.ENOENT:
+        return NoSuchVM(text, code, kind, vm)
+    if code in (-errno.ENODEV, -errno.EAGAIN, -errno.ENOTCONN, -errno.EHOSTDOWN):
+        return NotReady(text, code, kind, vm)
+    return CommandError(text, code, kind, vm)
