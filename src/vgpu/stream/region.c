@@ -489,6 +489,11 @@ uint64_t vgpu_region_nonce(const struct vgpu_region *r)
         return r->nonce;
 }
 
+uint64_t vgpu_region_next_seq(const struct vgpu_region *r)
+{
+        return r->next_seq;
+}
+
 const struct vgpu_header *vgpu_region_header(const struct vgpu_region *r)
 {
         return r->hdr;

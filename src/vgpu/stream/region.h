@@ -90,6 +90,8 @@ void vgpu_region_count_dropped(struct vgpu_region *r, uint64_t n);
 uint32_t vgpu_region_npages(const struct vgpu_region *r);
 unsigned char *vgpu_region_page(const struct vgpu_region *r, uint32_t index);
 uint64_t vgpu_region_nonce(const struct vgpu_region *r);
+/* The frame_seq the next published frame will carry. */
+uint64_t vgpu_region_next_seq(const struct vgpu_region *r);
 const struct vgpu_header *vgpu_region_header(const struct vgpu_region *r);
 /* The control block, so a debug path can write it as the host would. */
 struct vgpu_control *vgpu_region_control(struct vgpu_region *r);
