@@ -69,7 +69,9 @@ static int fb_mode(struct fb *fb, struct fb_var_screeninfo *var, struct fb_fix_s
                          fix->smem_len);
                 return -ERANGE;
         }
-        *format = var->transp.length == 8 && var->transp.offset == 24 ? VGPU_FMT_BGRA8888 : VGPU_FMT_BGRX8888;
+        /* The display ignores a framebuffer's 4th byte even when the driver
+         * calls it transparency (vesafb does): it is not alpha. */
+        *format = VGPU_FMT_BGRX8888;
         return 0;
 }
 
