@@ -4,7 +4,10 @@
  * control requests, geometry changes and region recreation. */
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,7 @@
 #include <cmocka.h>
 
 #include "vgpu/region_reader.h"
+#include "vgpu/stream/pattern.h"
 #include "vgpu/stream/region.h"
 
 /* A page provider handing out pages of one pool in a shuffled order, like
@@ -273,12 +277,101 @@ static void test_bad_params(void **state)
         vgpu_region_destroy(NULL);
 }
 
+/* The reader algorithm of docs/vgpu-stream.md section 4 against a producer
+ * publishing as fast as it can from another thread: a copy that passes the
+ * seqlock check always has the right checksum and pattern. */
+#define STRESS_W    64u
+#define STRESS_H    48u
+#define STRESS_GOOD 1000u    /* accepted reads wanted */
+#define STRESS_MAX  5000000u /* attempts, a bound on a starved reader */
+struct stress {
+        struct vgpu_region *r;
+        int done;
+        uint64_t published;
+};
+
+static void *stress_writer(void *arg)
+{
+        struct stress *s = arg;
+        unsigned char *buf = malloc(STRESS_W * 4 * STRESS_H);
+        while (!__atomic_load_n(&s->done, __ATOMIC_ACQUIRE)) {
+                vgpu_pattern_fill(buf, STRESS_W, STRESS_H, vgpu_region_next_seq(s->r));
+                if (vgpu_region_publish_frame(s->r, buf, STRESS_W, STRESS_H, STRESS_W * 4, 0) > 0)
+                        s->published++;
+        }
+        free(buf);
+        return NULL;
+}
+
+static void test_seqlock_stress(void **state)
+{
+        /* One slot: the reader always races the writer. */
+        struct vgpu_region_params rp = {
+            .width = STRESS_W, .height = STRESS_H, .format = VGPU_FMT_BGRA8888, .nslots = 1};
+        struct stress s = {0};
+        assert_int_equal(vgpu_region_create(&s.r, &rp), 0);
+        uint32_t np = vgpu_region_npages(s.r);
+        const unsigned char **pages = calloc(np, sizeof(*pages));
+        for (uint32_t i = 0; i < np; i++)
+                pages[i] = vgpu_region_page(s.r, i);
+        struct rr_region g;
+        char err[256];
+        assert_int_equal(rr_open(&g, pages, np, err, sizeof(err)), 0);
+        const struct vgpu_header *h = vgpu_region_header(s.r);
+        unsigned char *data = malloc(g.hdr.slot_size);
+
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, stress_writer, &s), 0);
+        uint64_t good = 0, torn = 0, empty = 0;
+        for (uint32_t n = 0; n < STRESS_MAX && good < STRESS_GOOD; n++) {
+                uint64_t seq = __atomic_load_n(&h->latest_seq, __ATOMIC_ACQUIRE);
+                uint32_t slot = __atomic_load_n(&h->latest_slot, __ATOMIC_RELAXED);
+                if (seq == 0) {
+                        empty++;
+                        sched_yield();
+                        continue;
+                }
+                uint64_t base = g.hdr.slots_offset + (uint64_t)slot * g.hdr.slot_size, pg;
+                uint32_t in;
+                vgpu_locate(base, &pg, &in);
+                const uint32_t *lock = (const uint32_t *)(pages[pg] + in);
+                uint32_t l1 = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+                struct vgpu_slot sh;
+                assert_int_equal(rr_read(&g, base, &sh, sizeof(sh)), 0);
+                int fits = sh.data_len <= g.hdr.slot_size - sizeof(sh);
+                if (fits)
+                        assert_int_equal(rr_read(&g, base + sizeof(sh), data, sh.data_len), 0);
+                __atomic_thread_fence(__ATOMIC_ACQUIRE);
+                uint32_t l2 = __atomic_load_n(lock, __ATOMIC_RELAXED);
+                if ((l1 & 1) || l1 != l2 || !fits) {
+                        torn++;
+                        continue;
+                }
+                /* Accepted: it must be a whole, correct frame. */
+                assert_int_equal(vgpu_checksum(data, sh.data_len), sh.checksum);
+                assert_true(sh.frame_seq >= seq);
+                size_t bad;
+                assert_int_equal(vgpu_pattern_verify(data, STRESS_W, STRESS_H, sh.frame_seq, &bad), 0);
+                good++;
+        }
+        __atomic_store_n(&s.done, 1, __ATOMIC_RELEASE);
+        pthread_join(t, NULL);
+        printf("stress: %llu reads accepted, %llu torn and rejected, %llu before the first frame; %llu "
+               "published\n",
+               (unsigned long long)good, (unsigned long long)torn, (unsigned long long)empty,
+               (unsigned long long)s.published);
+        assert_int_equal(good, STRESS_GOOD);
+        free(data);
+        free(pages);
+        vgpu_region_destroy(s.r);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_checksum_split), cmocka_unit_test(test_frames_scattered),
             cmocka_unit_test(test_control),        cmocka_unit_test(test_geometry),
-            cmocka_unit_test(test_bad_params),
+            cmocka_unit_test(test_bad_params),     cmocka_unit_test(test_seqlock_stress),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
