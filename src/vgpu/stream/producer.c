@@ -222,16 +222,23 @@ struct loop {
         uint64_t published;
 };
 
-/* Grabs a frame, applies the crop, follows geometry changes, publishes. */
+/* Grabs a frame, applies the crop, follows geometry changes, publishes.
+ * Returns 1 when a frame was published, 0 when the source had none yet
+ * (-EAGAIN: try again on the next tick), or a negative errno. */
 static int publish_one(struct loop *l)
 {
         char err[256] = "";
         struct vgpu_frame f;
         int rc = l->src.grab(&l->src, vgpu_region_next_seq(l->r), &f, err, sizeof(err));
+        if (rc == -EAGAIN) {
+                vgpu_region_heartbeat(l->r, vgpu_os_now_ns());
+                return 0;
+        }
         if (rc < 0) {
                 fprintf(stderr, "vgpu-stream: source %s: %s\n", l->src.name, err[0] ? err : strerror(-rc));
                 return rc;
         }
+        uint64_t taken_ns = vgpu_os_now_ns();
         l->src.width = f.width;
         l->src.height = f.height;
         if (l->st.crop_w) {
@@ -254,12 +261,13 @@ static int publish_one(struct loop *l)
                                 "%016" PRIx64 "\n",
                                 f.width, f.height, vgpu_region_nonce(l->r));
                 int64_t seq =
-                    vgpu_region_publish_frame(l->r, f.pixels, f.width, f.height, f.stride, vgpu_os_now_ns());
+                    vgpu_region_publish_frame(l->r, f.pixels, f.width, f.height, f.stride, taken_ns);
                 if (seq < 0) {
                         rc = (int)seq;
                         fprintf(stderr, "vgpu-stream: publishing frame: %s\n", strerror(-rc));
                 } else {
                         l->published++;
+                        rc = 1;
                 }
         }
         if (l->src.done)
@@ -302,7 +310,7 @@ static int run(struct loop *l, volatile sig_atomic_t *stop)
                 int due = !l->st.paused && now >= next_due;
                 if (full || due) {
                         int rc = publish_one(l);
-                        if (full) {
+                        if (full && rc != 0) { /* no frame yet: it stays pending */
                                 vgpu_region_ack(l->r, l->st.full_frame_seq,
                                                 rc < 0 ? VGPU_ACK_EIO : VGPU_ACK_OK);
                                 l->st.full_frame_seq = 0;

@@ -16,7 +16,7 @@
 #include "source_win.h"
 #include "vgpu/stream.h"
 
-#define FIRST_FRAME_TIMEOUT_MS 500
+#define FIRST_FRAME_TIMEOUT_MS 50 /* short: the heartbeat must keep going */
 
 struct dxgi {
         ID3D11Device *dev;
