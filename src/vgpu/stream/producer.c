@@ -378,7 +378,8 @@ int vgpu_producer_main(int argc, char **argv, const struct vgpu_source_kind *kin
                         rp.height, strerror(-rc),
                         rc == -EPERM || rc == -ENOMEM || rc == -EAGAIN
                             ? " (pinning needs root or a larger 'ulimit -l')"
-                            : "");
+                        : rc == -EFBIG ? " (more than the format's 4 GiB region; use fewer --slots)"
+                                       : "");
                 l.src.close(&l.src);
                 return 1;
         }
