@@ -16,6 +16,7 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
+        /* The first one is the default. */
         static const struct vgpu_source_kind kinds[] = {
             {"pattern", "verifiable moving test pattern (--width x --height)", vgpu_source_pattern_open},
             {"fb", "the Linux framebuffer (--device, default /dev/fb0), 32 bpp", vgpu_source_fb_open},

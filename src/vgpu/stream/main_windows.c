@@ -20,6 +20,7 @@ static BOOL WINAPI on_ctrl(DWORD type)
 
 int main(int argc, char **argv)
 {
+        /* The first one is the default. */
         static const struct vgpu_source_kind kinds[] = {
             {"screen", "the desktop: DXGI desktop duplication, else GDI", vgpu_source_screen_open},
             {"dxgi", "the desktop through DXGI desktop duplication only", vgpu_source_dxgi_open},

@@ -30,11 +30,13 @@ struct opts {
 
 static void usage(FILE *f, const struct vgpu_source_kind *kinds, size_t nkinds)
 {
-        fprintf(f, "Usage: vgpu-stream [OPTION]...\n"
-                   "Publish the guest's screen (or a test pattern) into a pinned shared region in\n"
-                   "guest RAM, for a vmsig host to read with libvgpu-perception (docs/vgpu-stream.md).\n"
-                   "\n"
-                   "  --source NAME        frame source (default pattern):\n");
+        fprintf(f,
+                "Usage: vgpu-stream [OPTION]...\n"
+                "Publish the guest's screen (or a test pattern) into a pinned shared region in\n"
+                "guest RAM, for a vmsig host to read with libvgpu-perception (docs/vgpu-stream.md).\n"
+                "\n"
+                "  --source NAME        frame source (default %s):\n",
+                nkinds ? kinds[0].name : "none");
         for (size_t i = 0; i < nkinds; i++)
                 fprintf(f, "                         %-8s %s\n", kinds[i].name, kinds[i].help);
         fprintf(
@@ -107,7 +109,11 @@ static int parse_opts(int argc, char **argv, struct opts *o, const struct vgpu_s
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
-        *o = (struct opts){.source = "pattern", .fps = 30, .slots = 3, .src = {.width = 640, .height = 480}};
+        /* The first source each OS lists is its default. */
+        *o = (struct opts){.source = nkinds ? kinds[0].name : "",
+                           .fps = 30,
+                           .slots = 3,
+                           .src = {.width = 640, .height = 480}};
         int c, rc = 0;
         while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
                 switch (c) {
