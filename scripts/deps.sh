@@ -11,6 +11,7 @@ PACKAGES=(
   dbus-daemon dbus-broker libdbus-1-dev
   debhelper dpkg-dev fakeroot systemd groff-base man-db
   python3-pytest python3-setuptools python3-wheel dh-python python3-all
+  gcc-mingw-w64-x86-64 wine64 wine xvfb
 )
 
 missing=()
