@@ -137,6 +137,7 @@ enum vmsig_run_state {
         VMSIG_RUN_GONE = 4,     /* QEMU not reachable */
         VMSIG_RUN_PANICKED = 5,
         VMSIG_RUN_BOOTING = 6,
+        VMSIG_RUN_STARTING = 7, /* QEMU not reachable yet: not once since the VM appeared */
 };
 
 struct vmsig_roster_body {

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -75,6 +76,7 @@ enum os_mode { OS_AUTO, OS_LINUX, OS_WINDOWS };
 enum phase {
         PH_IDLE,  /* not connected */
         PH_PROBE, /* info mtree -f in flight (or to redo after the backoff) */
+        PH_PATH,  /* no ram=: qom-get of the backend's mem-path in flight */
         PH_REGS,  /* info registers in flight (or to redo) */
         PH_BOOT,  /* worker bootstrapping */
         PH_DONE,  /* registered */
@@ -85,8 +87,11 @@ struct regs {
         bool smm;
 };
 
+#define RAM_PATH_MAX 1024 /* with its NUL */
+
 struct boot_req {
         uint64_t ram_gen, root_gen;
+        char ram_path[RAM_PATH_MAX]; /* ram=, or the backend's mem-path QEMU reported */
         struct mtree_layout layout;
         struct regs regs;
         int uid_err;    /* 0, or why QEMU's uid is unknown */
@@ -104,7 +109,7 @@ struct boot_res {
 
 struct memctx {
         uint32_t endpoint;
-        char *qmp_path, *ram_path;
+        char *qmp_path, *ram_path; /* ram_path NULL: ask QEMU (qom-get mem-path) */
         enum os_mode os;
         struct vmconn_opts copts;
         const struct vmsig_emit_sink *sink;
@@ -116,6 +121,7 @@ struct memctx {
         uint64_t step_gen; /* HMP replies of an older step are stale */
         bool registered;
         struct mtree_layout layout;
+        char qemu_ram_path[RAM_PATH_MAX]; /* without ram=: the backend's mem-path */
         struct vmsig_backoff backoff;
         char refused[VMSIG_MSG_MAX]; /* last refusal reported, "" after a success */
 
@@ -132,6 +138,7 @@ struct memctx {
                 uint64_t ram_gen, root_gen;
                 struct mtree_layout layout;
                 struct vmie_ram *ram;
+                char path[RAM_PATH_MAX]; /* of ram */
                 int ro_fd, rw_fd;
                 bool root_ok;
                 uint64_t root;
@@ -230,38 +237,38 @@ static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qe
         int r;
 
         w_close_ram(m);
-        r = open_untrusted(m->ram_path, O_RDONLY);
+        r = open_untrusted(m->w.path, O_RDONLY);
         if (r < 0) {
                 if (r == -ELOOP || r == -EXDEV)
-                        snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->ram_path);
+                        snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->w.path);
                 else
-                        snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                        snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
                 goto fail;
         }
         m->w.ro_fd = r;
         if (fstat(m->w.ro_fd, &st) < 0) {
                 r = -errno;
-                snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
                 goto fail;
         }
-        r = check_ram_stat(m->ram_path, &st, qemu_uid, lay->file_end, msg, len);
+        r = check_ram_stat(m->w.path, &st, qemu_uid, lay->file_end, msg, len);
         if (r < 0)
                 goto fail;
         /* handed out: no O_NONBLOCK surprise for controls */
         (void)fcntl(m->w.ro_fd, F_SETFL, fcntl(m->w.ro_fd, F_GETFL) & ~O_NONBLOCK);
         /* never handed out: the only way guest memory gets written. Opened
          * the same way; it must be the very file just checked. */
-        r = open_untrusted(m->ram_path, O_RDWR);
+        r = open_untrusted(m->w.path, O_RDWR);
         if (r >= 0)
                 m->w.rw_fd = r;
         if (r < 0 || fstat(m->w.rw_fd, &st2) < 0) {
                 r = r < 0 ? r : -errno;
-                snprintf(msg, len, "guest RAM %s (read-write): %s", m->ram_path, strerror(-r));
+                snprintf(msg, len, "guest RAM %s (read-write): %s", m->w.path, strerror(-r));
                 goto fail;
         }
         if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
                 r = -ESTALE;
-                snprintf(msg, len, "guest RAM %s: refused: replaced while being opened", m->ram_path);
+                snprintf(msg, len, "guest RAM %s: refused: replaced while being opened", m->w.path);
                 goto fail;
         }
         for (size_t i = 0; i < lay->n_ranges; i++)
@@ -290,10 +297,10 @@ static int w_recheck_ram(struct memctx *m, uid_t qemu_uid, char *msg, size_t len
 
         if (fstat(m->w.ro_fd, &st) < 0) {
                 int r = -errno;
-                snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
                 return r;
         }
-        return check_ram_stat(m->ram_path, &st, qemu_uid, m->w.layout.file_end, msg, len);
+        return check_ram_stat(m->w.path, &st, qemu_uid, m->w.layout.file_end, msg, len);
 }
 
 /* The RAM file is shorter than the layout: the QEMU user shrank it. */
@@ -360,12 +367,13 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
         int r;
 
         if (q->uid_err) {
-                snprintf(msg, len, "guest RAM %s: who runs QEMU (QMP peer): %s", m->ram_path,
+                snprintf(msg, len, "guest RAM %s: who runs QEMU (QMP peer): %s", q->ram_path,
                          strerror(-q->uid_err));
                 return q->uid_err;
         }
         if (q->ram_gen != m->w.ram_gen || !m->w.ram ||
-            memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0) {
+            memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0 || strcmp(q->ram_path, m->w.path) != 0) {
+                snprintf(m->w.path, sizeof(m->w.path), "%s", q->ram_path);
                 r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
                 if (r < 0) {
                         m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
@@ -545,7 +553,7 @@ static int w_shrunk_msg(void *ud, char *msg, size_t len)
 
         if (!w_shrunk(m, &fsize))
                 return 0;
-        snprintf(msg, len, "guest RAM %s shrank to %" PRIu64 " bytes", m->ram_path, fsize);
+        snprintf(msg, len, "guest RAM %s shrank to %" PRIu64 " bytes", m->w.path, fsize);
         return -EIO;
 }
 
@@ -593,6 +601,7 @@ static const struct mce_ops engine_ops = {
 
 static void step_probe(struct memctx *m);
 static void step_regs(struct memctx *m);
+static void step_mem_path(struct memctx *m);
 
 static void failed(struct memctx *m, int code, const char *what, const char *msg)
 {
@@ -675,6 +684,8 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         m->req.ram_gen = m->ram_gen;
         m->req.root_gen = m->root_gen;
         m->req.layout = m->layout;
+        snprintf(m->req.ram_path, sizeof(m->req.ram_path), "%s",
+                 m->ram_path ? m->ram_path : m->qemu_ram_path);
         m->req.regs = g;
         m->req.uid_err = ue;
         m->req.qemu_uid = uid;
@@ -714,7 +725,62 @@ static void mtree_reply(struct vmconn_listener *l, const struct qmp_reply *r, vo
                 failed(m, -E2BIG, "probe", "too many RAM ranges");
                 return;
         }
+        if (!m->ram_path)
+                step_mem_path(m);
+        else
+                step_regs(m);
+}
+
+/* No ram= in the trigger file: QEMU says where the RAM backend's file is
+ * (qom-get mem-path of the backend `info mtree -f` named). The answer is the
+ * QEMU user's word, so the file gets the same checks as ram= (owned by
+ * QEMU's uid, no symlinks, regular, big enough). */
+static void mem_path_reply(struct vmconn_listener *l, const struct qmp_reply *r, void *ud)
+{
+        struct memctx *m = l->userdata;
+        const char *p;
+
+        if ((uint64_t)(uintptr_t)ud != m->step_gen || m->phase != PH_PATH)
+                return;
+        if (r->error) {
+                if (r->error == -EREMOTEIO) {
+                        char why[VMSIG_MSG_MAX];
+                        snprintf(why, sizeof(why),
+                                 "no ram= given and RAM backend '%.40s' has no mem-path (%.40s)",
+                                 m->layout.backend, r->reason ? r->reason : "QMP error");
+                        failed(m, -ENOENT, "RAM path", why);
+                } else if (r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
+                        failed(m, r->error, "RAM path (qom-get)", r->reason ? r->reason : "no answer");
+                return;
+        }
+        p = json_object_is_type(r->value, json_type_string) ? json_object_get_string(r->value) : NULL;
+        if (!p || p[0] != '/' || strlen(p) >= sizeof(m->qemu_ram_path)) {
+                failed(m, -EBADMSG, "RAM path", "QEMU's mem-path of the RAM backend is not an absolute path");
+                return;
+        }
+        for (const char *c = p; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                        failed(m, -EBADMSG, "RAM path", "QEMU's mem-path has control characters");
+                        return;
+                }
+        snprintf(m->qemu_ram_path, sizeof(m->qemu_ram_path), "%s", p);
         step_regs(m);
+}
+
+static void step_mem_path(struct memctx *m)
+{
+        char obj[16 + MTREE_NAME_MAX];
+        struct json_object *args = json_object_new_object();
+        int r = -ENOMEM;
+
+        m->phase = PH_PATH;
+        snprintf(obj, sizeof(obj), "/objects/%s", m->layout.backend);
+        if (args && !json_object_object_add(args, "path", json_object_new_string(obj)) &&
+            !json_object_object_add(args, "property", json_object_new_string("mem-path")))
+                r = vmconn_execute(&m->l, "qom-get", args, mem_path_reply, (void *)(uintptr_t)m->step_gen);
+        json_object_put(args);
+        if (r < 0 && r != -ENOTCONN)
+                failed(m, r, "RAM path", strerror(-r));
 }
 
 static void step_probe(struct memctx *m)
@@ -876,7 +942,8 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         struct memctx *m;
         int r;
 
-        if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || !cfg->ram_path || !*cfg->ram_path)
+        if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || (cfg->ram_path && !*cfg->ram_path) ||
+            (cfg->ram_path && strlen(cfg->ram_path) >= RAM_PATH_MAX))
                 return -EINVAL;
         if (adapter_options_parse(cfg->options, memctx_opts, OPT_COUNT(memctx_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
@@ -893,8 +960,8 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         snprintf(m->copts.vm_name, sizeof(m->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
         m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
         m->qmp_path = strdup(cfg->qmp_path);
-        m->ram_path = strdup(cfg->ram_path);
-        if (!m->qmp_path || !m->ram_path) {
+        m->ram_path = cfg->ram_path ? strdup(cfg->ram_path) : NULL;
+        if (!m->qmp_path || (cfg->ram_path && !m->ram_path)) {
                 r = -ENOMEM;
                 goto fail;
         }

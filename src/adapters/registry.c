@@ -16,7 +16,7 @@
 #endif
 
 static const struct driver_def drivers[VM_DRIVER_COUNT] = {
-    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true, .needs_ram = true},
+    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true}, /* no ram=: memctx asks QEMU */
     [VM_DRIVER_STUB] = {.name = "stub"},
 };
 

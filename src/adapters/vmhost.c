@@ -14,7 +14,11 @@
  *             "on" fails saying so); paused / prelaunch: cont; suspended:
  *             system_wakeup. It cannot start a QEMU that is not running.
  *   off       quit (QEMU exits: STATUS gone follows)
- *   reset     system_reset
+ *   reset     system_reset, then wait for its RESET event: "done" only once
+ *             the reset happened. If the reboot action is "shutdown"
+ *             (-no-reboot, libvirt's on_reboot=destroy) QEMU answers with a
+ *             SHUTDOWN (reason host-qmp-system-reset) and usually exits:
+ *             the ACK says so (-ESHUTDOWN), never "done".
  *   pause     stop
  *   resume    cont
  *   powerdown system_powerdown: an ACPI request the guest may ignore.
@@ -45,12 +49,17 @@
 #include <vmsig/event.h>
 
 #include "adapters/vmconn.h"
+#include "util/clock.h"
 
 #define COOKIE_QMP         1u
 #define COOKIE_RETRY       2u
 #define COOKIE_ON          3u
 #define ON_WAIT_MS         10000u
 #define ON_BECAME_SHUTDOWN "system_reset became a SHUTDOWN (the reboot action is shutdown, e.g. -no-reboot)"
+#define RESET_WAIT_MS      10000u
+#define RESET_BECAME_SHUTDOWN                                                                                \
+        "reset: the VM shut down instead of resetting (SHUTDOWN %s: the reboot action is shutdown, e.g. "    \
+        "-no-reboot or libvirt on_reboot=destroy)"
 
 enum {
         Q_STATUS,    /* query-status for a STATUS (connect / event) */
@@ -60,6 +69,8 @@ enum {
         Q_ON_RESET,  /* "on": system_reset in flight */
         Q_ON_PARKED, /* "on": reset accepted, waiting for its RESET event */
         Q_ON_CONT,   /* "on": the final cont / system_wakeup */
+        Q_RESET,     /* "reset": system_reset in flight */
+        Q_RESET_WAIT /* "reset": accepted, waiting for its RESET (or SHUTDOWN) */
 };
 
 /* One QMP request in flight; owned by the adapter so close() can free
@@ -71,6 +82,10 @@ struct op {
         struct vmsig_event cmd; /* the command (Q_QUERY, Q_POWER, Q_ON_*) */
         char reason[96];        /* Q_STATUS: why we asked */
         uint8_t fallback;       /* Q_STATUS: state to report if the query fails */
+        /* Q_RESET: events seen while system_reset was in flight */
+        bool reset_seen, shutdown_seen;
+        char shutdown_reason[48];
+        uint64_t deadline_ms; /* Q_RESET_WAIT */
 };
 
 struct vmhost {
@@ -83,11 +98,14 @@ struct vmhost {
         uint32_t timeout_ms; /* per command */
         uint8_t state;       /* last emitted enum vmsig_run_state */
         bool announced;      /* a STATUS went out */
+        bool ever_ready;     /* QEMU answered since attach: down is "gone", not "starting" */
         struct op ops;       /* list head */
 
         /* the one "on" in progress (its op is in h->ops) */
-        int on_tfd; /* times out a parked "on" */
+        int on_tfd; /* times out a parked "on" and parked resets */
         struct op *on;
+        uint64_t on_deadline_ms;              /* of a parked "on" */
+        uint64_t park_due_ms;                 /* the deadline on_tfd is armed for, 0 if none */
         bool on_reset_seen, on_shutdown_seen; /* events while system_reset was in flight */
 };
 
@@ -266,13 +284,31 @@ static const char *status_string(const struct qmp_reply *r)
         return json_object_get_string(v);
 }
 
-static void on_arm(struct vmhost *h, uint32_t ms)
+/* One timer for everything parked: a parked "on" and resets waiting for
+ * their RESET. Armed for the earliest deadline, disarmed when none. */
+static void park_timer_update(struct vmhost *h)
 {
         struct itimerspec its = {0};
+        uint64_t due = UINT64_MAX, now = vmsig_now_ms();
 
-        its.it_value.tv_sec = ms / 1000;
-        its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+        if (h->on && h->on->what == Q_ON_PARKED && h->on_deadline_ms)
+                due = h->on_deadline_ms;
+        for (struct op *o = h->ops.next; o != &h->ops; o = o->next)
+                if (o->what == Q_RESET_WAIT && o->deadline_ms < due)
+                        due = o->deadline_ms;
+        h->park_due_ms = due != UINT64_MAX ? due : 0;
+        if (due != UINT64_MAX) {
+                uint64_t ms = due > now ? due - now : 1;
+                its.it_value.tv_sec = (time_t)(ms / 1000);
+                its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+        }
         (void)timerfd_settime(h->on_tfd, 0, &its, NULL);
+}
+
+static void on_arm(struct vmhost *h, uint32_t ms)
+{
+        h->on_deadline_ms = ms ? vmsig_now_ms() + ms : 0;
+        park_timer_update(h);
 }
 
 /* Finish the pending "on" (whatever phase) with one ACK. */
@@ -301,6 +337,70 @@ static void on_continue(struct vmhost *h, struct op *o, const char *command)
         if (r < 0)
                 on_finish(h, o, r == -ENOTCONN ? -ENOTCONN : r, "%s: %s", command,
                           r == -ENOTCONN ? not_connected(h) : strerror(-r));
+}
+
+/* A reset is "done" only once its RESET event showed; a SHUTDOWN instead
+ * means the reboot action is shutdown and the VM is off (or QEMU gone). */
+static void reset_finish(struct vmhost *h, struct op *o, int result, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reset_finish(struct vmhost *h, struct op *o, int result, const char *fmt, ...)
+{
+        char msg[VMSIG_MSG_MAX];
+        va_list ap;
+        bool parked = o->what == Q_RESET_WAIT;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        ack(h, &o->cmd, result, "%s", msg);
+        op_free(o);
+        if (parked)
+                park_timer_update(h);
+}
+
+static void reset_became_shutdown(struct vmhost *h, struct op *o)
+{
+        reset_finish(h, o, -ESHUTDOWN, RESET_BECAME_SHUTDOWN,
+                     o->shutdown_reason[0] ? o->shutdown_reason : "host-qmp-system-reset");
+}
+
+static void reset_reply(struct vmhost *h, struct op *o, int e, const char *err)
+{
+        if (o->shutdown_seen) /* QEMU may exit before its reply gets out */
+                reset_became_shutdown(h, o);
+        else if (e)
+                reset_finish(h, o, e, "reset: %s", err);
+        else if (o->reset_seen)
+                reset_finish(h, o, 0, "reset: done");
+        else {
+                o->what = Q_RESET_WAIT;
+                o->deadline_ms = vmsig_now_ms() + RESET_WAIT_MS;
+                park_timer_update(h);
+        }
+}
+
+/* A RESET or SHUTDOWN event: every reset in flight or waiting learns it. */
+static void reset_event(struct vmhost *h, bool reset, const char *detail)
+{
+        for (struct op *o = h->ops.next, *next; o != &h->ops; o = next) {
+                next = o->next;
+                if (o->what == Q_RESET) {
+                        o->reset_seen |= reset;
+                        if (!reset && !o->shutdown_seen) {
+                                o->shutdown_seen = true;
+                                snprintf(o->shutdown_reason, sizeof(o->shutdown_reason), "%s",
+                                         detail ? detail : "");
+                        }
+                } else if (o->what == Q_RESET_WAIT) {
+                        if (reset) {
+                                reset_finish(h, o, 0, "reset: done");
+                        } else {
+                                snprintf(o->shutdown_reason, sizeof(o->shutdown_reason), "%s",
+                                         detail ? detail : "");
+                                reset_became_shutdown(h, o);
+                        }
+                }
+        }
 }
 
 static void on_reply(struct vmconn_listener *l, const struct qmp_reply *r, void *ud)
@@ -336,6 +436,9 @@ static void on_reply(struct vmconn_listener *l, const struct qmp_reply *r, void 
                 op_free(o);
                 return;
         }
+        case Q_RESET:
+                reset_reply(h, o, e, err);
+                return;
         case Q_POWER: {
                 struct vmsig_power_body b;
                 memcpy(&b, o->cmd.body, sizeof(b));
@@ -411,6 +514,7 @@ static void l_ready(struct vmconn_listener *l)
 {
         struct vmhost *h = l->userdata;
 
+        h->ever_ready = true;
         ask_status(h, VMSIG_RUN_UNKNOWN, "connected");
 }
 
@@ -441,6 +545,9 @@ static void l_event(struct vmconn_listener *l, const struct qmp_event *ev)
         } else {
                 return;
         }
+
+        if (!strcmp(ev->name, "RESET") || !strcmp(ev->name, "SHUTDOWN"))
+                reset_event(h, !strcmp(ev->name, "RESET"), detail);
 
         /* a pending "on" waits for its reset */
         if (h->on && (h->on->what == Q_ON_RESET || h->on->what == Q_ON_PARKED)) {
@@ -473,8 +580,20 @@ static void l_gone(struct vmconn_listener *l, int err, const char *reason)
                 struct op *o = h->on;
                 on_finish(h, o, -ENOTCONN, "QEMU not connected: %s", reason);
         }
-        if (!h->announced || h->state != VMSIG_RUN_GONE)
-                emit_status(h, VMSIG_RUN_GONE, NULL, "QEMU gone: %s", reason);
+        /* a reset that QEMU accepted and then exited on: it did not come back */
+        for (struct op *o = h->ops.next, *next; o != &h->ops; o = next) {
+                next = o->next;
+                if (o->what == Q_RESET_WAIT)
+                        reset_finish(h, o, -ESHUTDOWN,
+                                     "reset: QEMU exited after system_reset, no RESET seen (%.60s)", reason);
+        }
+        uint8_t down = h->ever_ready ? VMSIG_RUN_GONE : VMSIG_RUN_STARTING;
+        if (!h->announced || h->state != down) {
+                if (h->ever_ready)
+                        emit_status(h, down, NULL, "QEMU gone: %s", reason);
+                else
+                        emit_status(h, down, NULL, "QEMU not up yet: %s", reason);
+        }
 }
 
 static const struct vmconn_listener_ops listener_ops = {
@@ -500,7 +619,11 @@ static void vmhost_close(void *instance)
                     "system_reset done, but the VM's adapter left before cont: the VM may stay stopped");
         while (h->ops.next != &h->ops) {
                 struct op *o = h->ops.next;
-                if (o->what != Q_STATUS)
+                if (o->what == Q_RESET_WAIT)
+                        ack(h, &o->cmd, -EINPROGRESS,
+                            "reset: system_reset accepted, but the VM's adapter left before its RESET "
+                            "showed");
+                else if (o->what != Q_STATUS)
                         ack(h, &o->cmd, -ECANCELED, "not sent to QEMU: the VM's vmhost adapter was detached");
                 op_free(o);
         }
@@ -568,10 +691,11 @@ static int vmhost_attach(void *instance, const struct vmsig_emit_sink *sink, str
         *ret_n = 1;
         switch (vmconn_get_state(&h->l, &why)) {
         case VMCONN_READY: /* the other adapter of this VM connected it */
+                h->ever_ready = true;
                 ask_status(h, VMSIG_RUN_UNKNOWN, "attached");
                 break;
         case VMCONN_DOWN:
-                emit_status(h, VMSIG_RUN_GONE, NULL, "QEMU not connected: %s", why);
+                emit_status(h, VMSIG_RUN_STARTING, NULL, "QEMU not up yet: %s", why);
                 break;
         case VMCONN_CONNECTING:
                 break; /* ready or gone follows */
@@ -585,13 +709,25 @@ static void vmhost_on_readiness(void *instance, uint64_t cookie, uint32_t events
 
         if (vmconn_on_readiness(&h->l, cookie, events))
                 return;
-        if (cookie == COOKIE_ON && h->on && h->on->what == Q_ON_PARKED) {
-                struct itimerspec cur;
-                /* a stale expiry of a disarmed timer is not a timeout */
-                if (timerfd_gettime(h->on_tfd, &cur) == 0 && !cur.it_value.tv_sec && !cur.it_value.tv_nsec)
-                        on_finish(h, h->on, -ETIMEDOUT, "no RESET within %u ms after system_reset",
-                                  ON_WAIT_MS);
+        if (cookie != COOKIE_ON)
+                return;
+        /* An expiry may be stale (the timer was re-armed meanwhile): only a
+         * timer that is now disarmed says its deadline passed. */
+        struct itimerspec cur;
+        uint64_t now = vmsig_now_ms();
+        if (timerfd_gettime(h->on_tfd, &cur) == 0 && !cur.it_value.tv_sec && !cur.it_value.tv_nsec &&
+            h->park_due_ms > now)
+                now = h->park_due_ms;
+        if (h->on && h->on->what == Q_ON_PARKED && h->on_deadline_ms && h->on_deadline_ms <= now)
+                on_finish(h, h->on, -ETIMEDOUT, "no RESET within %u ms after system_reset", ON_WAIT_MS);
+        for (struct op *o = h->ops.next, *next; o != &h->ops; o = next) {
+                next = o->next;
+                if (o->what == Q_RESET_WAIT && o->deadline_ms <= now)
+                        reset_finish(h, o, -EINPROGRESS,
+                                     "reset: system_reset accepted, but no RESET within %u ms",
+                                     RESET_WAIT_MS);
         }
+        park_timer_update(h);
 }
 
 static int submit_power(struct vmhost *h, const struct vmsig_event *ev, uint32_t op)
@@ -626,7 +762,7 @@ static int submit_power(struct vmhost *h, const struct vmsig_event *ev, uint32_t
                 h->on = o;
                 return VMSIG_SUBMIT_ACCEPTED;
         }
-        o = op_new(h, Q_POWER, ev);
+        o = op_new(h, op == VMSIG_POWER_RESET ? Q_RESET : Q_POWER, ev);
         if (!o)
                 return -ENOMEM;
         r = send_op(h, o, qmp_cmd[op]);
@@ -656,7 +792,8 @@ static int vmhost_submit(void *instance, const struct vmsig_event *ev, const voi
                 if (ev->hdr.body_len != 0 || payload)
                         return -EINVAL;
                 if (vmconn_get_state(&h->l, &why) != VMCONN_READY) {
-                        emit_status(h, VMSIG_RUN_GONE, ev, "query: QEMU not connected");
+                        emit_status(h, h->ever_ready ? VMSIG_RUN_GONE : VMSIG_RUN_STARTING, ev,
+                                    h->ever_ready ? "query: QEMU not connected" : "query: QEMU not up yet");
                         ack(h, ev, -ENOTCONN, "QEMU not connected: %s", why);
                         return VMSIG_SUBMIT_ACCEPTED;
                 }

@@ -154,6 +154,11 @@ struct endpoint {
         bool has_roster, has_status, has_memctx;
         struct vmsig_event roster, status, memctx;
         int memctx_fd;
+        /* Why there is no valid context: the memctx adapter's latest DIAG
+         * with a negative code, until a valid MEMCTX, a DIAG with code 0 or
+         * the adapter's detach (docs/protocol.md §8.3). */
+        bool has_memctx_diag;
+        struct vmsig_event memctx_diag;
 };
 
 struct sub {

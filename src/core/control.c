@@ -290,6 +290,8 @@ static void replay_endpoint(struct vmsig_control *ctl, struct endpoint *ep, uint
                 replay_one(ctl, &ep->status, -1);
         if (replay_wanted(ctl, kinds, VMSIG_EV_MEMCTX) && ep->has_memctx)
                 replay_one(ctl, &ep->memctx, ep->memctx_fd);
+        if (replay_wanted(ctl, kinds, VMSIG_EV_DIAG) && ep->has_memctx_diag)
+                replay_one(ctl, &ep->memctx_diag, -1);
         if (replay_wanted(ctl, kinds, VMSIG_EV_LEASE_GRANT)) {
                 for (uint8_t cls = 0; cls < VMSIG_LEASE_CLASS_COUNT; cls++) {
                         struct vmsig_event ev;

@@ -41,6 +41,19 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                                   : NULL;
         const struct vmsig_event *ev = &n->ev;
 
+        if (ep && ev->hdr.kind == VMSIG_EV_DIAG && ev->hdr.source == VMSIG_SRC_MEMCTX &&
+            ev->hdr.body_len >= sizeof(int32_t)) {
+                int32_t code;
+                memcpy(&code, ev->body, sizeof(code));
+                /* Only while the adapter is there: a late DIAG of a detached one is no state. */
+                ep->has_memctx_diag = code < 0 && ep->att[VMSIG_SRC_MEMCTX - 1] && !ep->removing;
+                if (ep->has_memctx_diag) {
+                        memcpy(&ep->memctx_diag, ev, vmsig_event_size(ev));
+                        ep->memctx_diag.hdr.peer = 0;
+                        ep->memctx_diag.hdr.corr = 0;
+                }
+                return;
+        }
         if (!ep || !(kind_info(ev->hdr.kind)->flags & KIND_RETAINED))
                 return;
         /* Each retained kind has its own place in the endpoint. */
@@ -49,6 +62,8 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 endpoint_roster_stamp(ep, &n->ev); /* live and retained alike */
                 memcpy(&ep->roster, ev, vmsig_event_size(ev));
                 ep->has_roster = true;
+                if (!(ev->body[1] & (1u << VMSIG_SRC_MEMCTX)))
+                        ep->has_memctx_diag = false; /* no memctx adapter: no reason to keep */
                 break;
         case VMSIG_EV_STATUS:
                 if (ep->removing)
@@ -69,6 +84,8 @@ static void retain(struct vmsig_bus *bus, struct qnode *n)
                 n->fd = -1;
                 memcpy(&ep->memctx, ev, vmsig_event_size(ev));
                 ep->has_memctx = true;
+                if (ev->body[offsetof(struct vmsig_memctx_body, valid)])
+                        ep->has_memctx_diag = false;
                 break;
         default:
                 break;

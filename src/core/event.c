@@ -89,8 +89,8 @@ int vmsig_lease_class_from_name(const char *s)
 
 const char *vmsig_run_state_name(uint8_t s)
 {
-        static const char *const names[] = {"unknown", "running",  "paused", "shutdown",
-                                            "gone",    "panicked", "booting"};
+        static const char *const names[] = {"unknown", "running",  "paused",  "shutdown",
+                                            "gone",    "panicked", "booting", "starting"};
         return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 

@@ -39,7 +39,8 @@ struct vmsigd {
         uint64_t ev_window_end;
         int quiet_tfd;
         struct vmsig_io *quiet_io;
-        bool dir_warned; /* about the directory's current mode and owner */
+        struct vmsig_control *diag_log; /* adapters' DIAGs into the log */
+        bool dir_warned;                /* about the directory's current mode and owner */
         mode_t warned_mode;
         uid_t warned_uid;
         ino_t warned_ino;
@@ -296,6 +297,29 @@ static void on_discovery(struct vmsig_io *io, int fd, uint32_t events, void *ud)
                 logf_(d, LOG_ERR, "trigger directory %s: %s", d->dir_esc, strerror(-r));
 }
 
+/* Adapters' DIAGs (a RAM file that cannot be opened, QEMU not answering
+ * QMP...) go to the log too: each adapter sends one per failure streak or
+ * per new reason, not one per retry. */
+static int diag_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev, int *fd, void *ud)
+{
+        struct vmsigd *d = ud;
+        struct vmsig_diag_body b;
+        char msg[4 * VMSIG_MSG_MAX + 1];
+        const char *vm;
+
+        (void)ctl;
+        (void)fd;
+        if (ev->hdr.kind != VMSIG_EV_DIAG || ev->hdr.body_len != sizeof(b) ||
+            (ev->hdr.flags & VMSIG_F_RETAINED))
+                return 0;
+        memcpy(&b, ev->body, sizeof(b));
+        b.msg[sizeof(b.msg) - 1] = '\0';
+        trigger_printable(b.msg, msg, sizeof(msg));
+        vm = vmsig_bus_endpoint_name(d->bus, ev->hdr.endpoint);
+        logf_(d, b.code < 0 ? LOG_WARNING : LOG_INFO, "VM '%s': %s", vm ? vm : "?", msg);
+        return 0;
+}
+
 /* ---- admission ---- */
 
 static int admit(void *ud, const struct vmsig_peer *p, uint32_t *ret_caps, char *why, size_t len)
@@ -421,6 +445,14 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                          strerror(-r));
                 goto fail;
         }
+        static const struct vmsig_control_info diag_info = {.name = "vmsigd-log", .caps = VMSIG_CAP_STATUS};
+        r = vmsig_control_new(d->bus, &diag_info, diag_deliver, NULL, d, &d->diag_log);
+        if (r >= 0)
+                r = vmsig_control_subscribe(d->diag_log, 0, VMSIG_KIND_BIT(VMSIG_EV_DIAG));
+        if (r < 0) {
+                snprintf(err, errlen, "cannot subscribe the log to DIAG events: %s", strerror(-r));
+                goto fail;
+        }
         discovery_rescan_start(d->disc, "startup"); /* VMs that started while we were down */
         *ret = d;
         return 0;
@@ -466,6 +498,7 @@ struct vmsigd *vmsigd_free(struct vmsigd *d)
         /* Controls first, with a reason; then the VMs. */
         vmsig_bus_shutdown_leases(d->bus);
         d->server = vmsig_server_shutdown(d->server, "vmsigd shutting down");
+        d->diag_log = vmsig_control_close(d->diag_log);
         d->disc_io = vmsig_io_free(d->disc_io);
         d->disc = discovery_free(d->disc);
         d->quiet_io = vmsig_io_free(d->quiet_io);

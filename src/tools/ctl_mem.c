@@ -19,11 +19,29 @@
 struct memctx_catch {
         struct vmsig_memctx ctx;
         bool got;
+        char why[VMSIG_MSG_MAX];       /* the memctx adapter's retained DIAG: why there is none */
+        uint8_t run_state;             /* from STATUS, when subscribed */
+        char state_why[VMSIG_MSG_MAX]; /* its reason */
 };
 
 static void catch_memctx(const struct vmsig_event *ev, int fd, void *ud)
 {
         struct memctx_catch *m = ud;
+
+        if (ev->hdr.kind == VMSIG_EV_DIAG && ev->hdr.source == VMSIG_SRC_MEMCTX &&
+            ev->hdr.body_len == sizeof(struct vmsig_diag_body)) {
+                struct vmsig_diag_body b;
+                memcpy(&b, ev->body, sizeof(b));
+                b.msg[sizeof(b.msg) - 1] = '\0';
+                if (b.code < 0)
+                        memcpy(m->why, b.msg, sizeof(m->why));
+        } else if (ev->hdr.kind == VMSIG_EV_STATUS && ev->hdr.body_len == sizeof(struct vmsig_status_body)) {
+                struct vmsig_status_body b;
+                memcpy(&b, ev->body, sizeof(b));
+                b.reason[sizeof(b.reason) - 1] = '\0';
+                m->run_state = b.run_state;
+                memcpy(m->state_why, b.reason, sizeof(m->state_why));
+        }
 
         if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && vmsig_memctx_from_event(ev, fd, &m->ctx) == 0 &&
             m->ctx.fd >= 0) {
@@ -88,13 +106,24 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
                 return ctl_fail(EXIT_DENIED, "your uid lacks the memctx capability");
         if ((r = ctl_resolve_vm(ctl, argv[0], &ep)))
                 return r;
-        r = ctl_subscribe_sync(ctl, ep, VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), &w);
+        uint64_t kinds = VMSIG_KIND_BIT(VMSIG_EV_MEMCTX);
+        /* With the status capability, say why there is no context. */
+        if (vmsig_client_get_info(ctl->client)->caps & VMSIG_CAP_STATUS)
+                kinds |= VMSIG_KIND_BIT(VMSIG_EV_DIAG) | VMSIG_KIND_BIT(VMSIG_EV_STATUS);
+        r = ctl_subscribe_sync(ctl, ep, kinds, &w);
         if (r < 0)
                 return r == -ENOENT ? ctl_fail(EXIT_NOVM, "no endpoint %u", ep) : ctl_connection_lost(ctl, r);
-        if (!m.got)
+        if (!m.got) {
+                if (m.run_state == VMSIG_RUN_STARTING || m.run_state == VMSIG_RUN_GONE)
+                        return ctl_fail(EXIT_FAILED, "'%s' has no address-space context: %s", argv[0],
+                                        ESC(m.state_why));
+                if (m.why[0])
+                        return ctl_fail(EXIT_FAILED, "'%s' has no address-space context: %s", argv[0],
+                                        ESC(m.why));
                 return ctl_fail(EXIT_FAILED,
                                 "'%s' has no valid address-space context yet (guest still booting?)",
                                 argv[0]);
+        }
         for (uint32_t i = 0; i < m.ctx.nranges; i++) {
                 ranges[i].gpa = m.ctx.ranges[i].gpa;
                 ranges[i].len = m.ctx.ranges[i].len;

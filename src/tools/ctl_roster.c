@@ -18,6 +18,7 @@ struct vm {
         uint8_t seams;
         uint8_t run_state;
         bool has_status;
+        char memctx_why[VMSIG_MSG_MAX]; /* the memctx adapter's retained DIAG, "" if none */
 };
 
 struct roster {
@@ -61,6 +62,13 @@ static void roster_collect(const struct vmsig_event *ev, int fd, void *ud)
         } else if (ev->hdr.kind == VMSIG_EV_STATUS && ev->hdr.body_len == sizeof(struct vmsig_status_body)) {
                 vm->run_state = ev->body[0];
                 vm->has_status = true;
+        } else if (ev->hdr.kind == VMSIG_EV_DIAG && ev->hdr.source == VMSIG_SRC_MEMCTX &&
+                   ev->hdr.body_len == sizeof(struct vmsig_diag_body)) {
+                struct vmsig_diag_body b;
+                memcpy(&b, ev->body, sizeof(b));
+                b.msg[sizeof(b.msg) - 1] = '\0';
+                if (b.code < 0)
+                        memcpy(vm->memctx_why, b.msg, sizeof(vm->memctx_why));
         }
 }
 
@@ -75,8 +83,10 @@ static int load_roster(struct ctl *ctl, struct roster *ro)
         if (!(info->caps & VMSIG_CAP_ROSTER))
                 return ctl_fail(EXIT_DENIED,
                                 "your uid lacks the roster capability (ask for it in vmsigd.conf)");
+        /* STATUS for the run state; DIAG for why a VM has no memctx (the
+         * memctx adapter's latest problem is retained, protocol.md §8.3) */
         if (info->caps & VMSIG_CAP_STATUS)
-                kinds |= VMSIG_KIND_BIT(VMSIG_EV_STATUS);
+                kinds |= VMSIG_KIND_BIT(VMSIG_EV_STATUS) | VMSIG_KIND_BIT(VMSIG_EV_DIAG);
         r = ctl_subscribe_sync(ctl, 0, kinds, &w);
         if (r < 0)
                 return r == -EPERM ? ctl_fail(EXIT_DENIED, "subscribe refused: %s", ESC(w.reply.msg))
@@ -136,15 +146,25 @@ int ctl_cmd_list(struct ctl *ctl, int argc, char **argv)
                 printf("%-4s %-24s %-20s %s\n", "ID", "NAME", "ADAPTERS", "STATE");
         for (unsigned i = 0; i < ro->n; i++) {
                 const struct vm *vm = &ro->vms[i];
-                if (ctl->json)
-                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"}\n",
+                /* memctx attached but no context: say why (the latest DIAG) */
+                bool why = vm->memctx_why[0] && (vm->seams & (1u << VMSIG_SRC_MEMCTX));
+                if (ctl->json) {
+                        printf("{\"id\": %u, \"name\": \"%s\", \"adapters\": \"%s\", \"state\": \"%s\"",
                                vm->id, ctl_esc(vm->name, sizeof(vm->name), true),
                                seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
-                else
-                        printf("%-4u %-24s %-20s %s\n", vm->id, ESC(vm->name),
+                        if (why)
+                                printf(", \"memctx_error\": \"%s\"",
+                                       ctl_esc(vm->memctx_why, sizeof(vm->memctx_why), true));
+                        printf("}\n");
+                } else {
+                        printf("%-4u %-24s %-20s %s", vm->id, ESC(vm->name),
                                seams_str(vm->seams, seams, sizeof(seams)),
                                vmsig_run_state_name(vm->run_state));
+                        if (why) /* after the state, so the columns before stay as they were */
+                                printf("  %s", ESC(vm->memctx_why));
+                        printf("\n");
+                }
         }
         free(ro);
         return 0;

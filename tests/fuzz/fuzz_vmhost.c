@@ -148,7 +148,7 @@ static int s_emit(const struct vmsig_emit_sink *sink, const struct vmsig_event *
                 if (ev->hdr.body_len != sizeof(b))
                         abort();
                 memcpy(&b, ev->body, sizeof(b));
-                if (b.run_state > VMSIG_RUN_BOOTING || !memchr(b.reason, 0, sizeof(b.reason)))
+                if (b.run_state > VMSIG_RUN_STARTING || !memchr(b.reason, 0, sizeof(b.reason)))
                         abort();
                 if (ev->hdr.corr && !find_cmd(ev->hdr.corr))
                         abort();

@@ -136,6 +136,45 @@ static void test_on(void **state)
         expect_ack(1, -EBUSY, "already in progress");
 }
 
+/* "reset" is done only once its RESET shows; with the reboot action
+ * "shutdown" (-no-reboot, on_reboot=destroy) it says what happened. */
+static void test_reset(void **state)
+{
+        (void)state;
+        /* reply, then RESET */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), REPLY(R_EMPTY, 0), EVENT(1, 1));
+        expect_ack(0, 0, "reset: done");
+        /* RESET before the reply */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), EVENT(1, 1), REPLY(R_EMPTY, 0));
+        expect_ack(0, 0, "reset: done");
+        /* reply, then SHUTDOWN */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), REPLY(R_EMPTY, 0), EVENT(0, 1));
+        expect_ack(0, -ESHUTDOWN, "shut down instead");
+        /* SHUTDOWN, then QEMU exits before its reply got out */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), EVENT(0, 1), HANGUP);
+        expect_ack(0, -ESHUTDOWN, "shut down instead");
+        /* accepted, then QEMU exits with no event */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), REPLY(R_EMPTY, 0), HANGUP);
+        expect_ack(0, -ESHUTDOWN, "QEMU exited after system_reset");
+        /* accepted, and nothing ever shows */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), REPLY(R_EMPTY, 0), 5, 0xff);
+        expect_ack(0, -EINPROGRESS, "no RESET within");
+        /* two resets, one RESET: both done */
+        RUN(HANDSHAKE, POWER(VMSIG_POWER_RESET), POWER(VMSIG_POWER_RESET), REPLY(R_EMPTY, 0),
+            REPLY(R_EMPTY, 0), EVENT(1, 1));
+        expect_ack(0, 0, "reset: done");
+        expect_ack(1, 0, "reset: done");
+}
+
+/* QEMU never reached: starting, not gone */
+static void test_starting(void **state)
+{
+        (void)state;
+        RUN(HANGUP);
+        assert_true(S.nstatus >= 1);
+        assert_int_equal(S.status[S.nstatus - 1], VMSIG_RUN_STARTING);
+}
+
 static void test_odd_events(void **state)
 {
         (void)state;
@@ -158,7 +197,8 @@ int main(void)
             cmocka_unit_test(test_query_ok),      cmocka_unit_test(test_query_malformed),
             cmocka_unit_test(test_qmp_errors),    cmocka_unit_test(test_bad_commands),
             cmocka_unit_test(test_not_connected), cmocka_unit_test(test_on),
-            cmocka_unit_test(test_odd_events),
+            cmocka_unit_test(test_odd_events),    cmocka_unit_test(test_reset),
+            cmocka_unit_test(test_starting),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

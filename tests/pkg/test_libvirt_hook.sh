@@ -3,6 +3,10 @@
 # XML, in a temporary trigger directory:
 #   - prepare/start begin write the trigger file by rename (new inode, no
 #     temporary left behind), start after prepare leaves it alone;
+#   - reconnect begin (a domain already running when libvirtd starts) and
+#     attach begin write it too, and leave an identical file alone;
+#   - the file names no RAM path (vmsigd asks QEMU for it), whatever
+#     memory_backing_dir qemu.conf sets;
 #   - stopped/release end remove it, twice is fine;
 #   - VMs without a vmsig QMP socket are left alone;
 #   - bad input exits non-zero with a clear message and writes nothing;
@@ -35,6 +39,7 @@ EOF
 chmod +x "$work/bin/virsh"
 
 export VMSIG_TRIGGER_DIR="$work/vms"
+# What older hooks read (memory_backing_dir): the hook must not need it.
 export VMSIG_LIBVIRT_QEMU_CONF="$data/qemu.conf"
 export VMSIG_QMP_DIR=/run/vmsig/qmp
 
@@ -69,8 +74,7 @@ inode() { ls -i "$1" | sed 's/^ *\([0-9]*\).*/\1/'; }
 xml=$data/domain-vmsig.xml
 expected="name=win10
 driver=qemu
-qmp=/run/vmsig/qmp/win10.sock
-ram=/srv/vmram/7-win10/pc.ram"
+qmp=/run/vmsig/qmp/win10.sock"
 
 test_one_shell() {
         rm -rf "$VMSIG_TRIGGER_DIR" "$work/virsh-called"
@@ -106,7 +110,7 @@ test_one_shell() {
 
         # other operations: nothing at all, nothing on stdout (migrate/restore
         # would take stdout as the new XML)
-        for o in "started begin -" "migrate begin -" "restore begin -" "reconnect begin -" "attach begin -"; do
+        for o in "started begin -" "migrate begin -" "restore begin -" "started end -"; do
                 # shellcheck disable=SC2086
                 run_hook win10 $o <"$xml"
                 [ "$rc" -eq 0 ] && [ -z "$out" ] && ok || bad "$o: rc $rc, stdout '$out'"
@@ -123,6 +127,26 @@ test_one_shell() {
         run_hook "../etc" release end - </dev/null
         [ "$rc" -eq 0 ] && ok || bad "release end of '../etc': exit $rc"
 
+        # reconnect begin (libvirtd restarted, the domain runs): an identical
+        # file is left alone, a lost one comes back; attach begin likewise
+        run_hook win10 prepare begin - <"$xml"
+        i1=$(inode "$VMSIG_TRIGGER_DIR/win10" 2>/dev/null)
+        run_hook win10 reconnect begin - <"$xml"
+        [ "$rc" -eq 0 ] && [ -z "$out" ] && [ "$(inode "$VMSIG_TRIGGER_DIR/win10")" = "$i1" ] && ok ||
+                bad "reconnect begin over the same file: rc $rc, '$out$err', file rewritten"
+        rm -f "$VMSIG_TRIGGER_DIR/win10"
+        run_hook win10 reconnect begin - <"$xml"
+        [ "$rc" -eq 0 ] && [ -z "$out" ] && ok || bad "reconnect begin: rc $rc, '$out$err'"
+        [ "$(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)" = "$expected" ] && ok ||
+                bad "reconnect begin: trigger file is '$(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)'"
+        rm -f "$VMSIG_TRIGGER_DIR/win10"
+        run_hook win10 attach begin - <"$xml"
+        [ "$rc" -eq 0 ] && [ "$(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)" = "$expected" ] && ok ||
+                bad "attach begin: rc $rc, '$err', file '$(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)'"
+        expect_dir "win10 " "reconnect/attach"
+        run_hook win10 stopped end - </dev/null
+        expect_dir "" "reconnect/attach: stopped end"
+
         # a VM without a vmsig QMP socket is none of the hook's business
         run_hook "plain vm" prepare begin - <"$data/domain-plain.xml"
         [ "$rc" -eq 0 ] && [ -z "$err" ] && ok || bad "plain VM: rc $rc, '$err'"
@@ -135,7 +159,8 @@ test_one_shell() {
         long=a-very-long-domain-name.x1
         sed "s|<name>win10</name>|<name>$long</name>|; s|id='7'|id='12'|" "$xml" >"$work/x.xml"
         run_hook "$long" prepare begin - <"$work/x.xml"
-        grep -qx "ram=/srv/vmram/12-a-very-long-domain-n/pc.ram" "$VMSIG_TRIGGER_DIR/$long" 2>/dev/null && ok ||
+        grep -qx "name=$long" "$VMSIG_TRIGGER_DIR/$long" 2>/dev/null &&
+                ! grep -q "^ram=" "$VMSIG_TRIGGER_DIR/$long" && ok ||
                 bad "long name: rc $rc, $err, $(cat "$VMSIG_TRIGGER_DIR/$long" 2>&1)"
         run_hook "$long" release end - </dev/null
         expect_dir "" "long name removed"
@@ -147,7 +172,7 @@ test_one_shell() {
     </numa>\\
   </cpu>|" "$xml" >"$work/x.xml"
         VMSIG_LIBVIRT_QEMU_CONF=/nonexistent run_hook win10 prepare begin - <"$work/x.xml"
-        grep -qx "ram=/var/lib/libvirt/qemu/ram/7-win10/ram-node0" "$VMSIG_TRIGGER_DIR/win10" 2>/dev/null && ok ||
+        [ "$(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)" = "$expected" ] && ok ||
                 bad "NUMA cell: rc $rc, $err, $(cat "$VMSIG_TRIGGER_DIR/win10" 2>&1)"
         run_hook win10 stopped end - </dev/null
         expect_dir "" "NUMA VM removed"
@@ -164,8 +189,10 @@ test_one_shell() {
         expect_fail "private RAM" "must be shared" win10 start begin - <"$work/x.xml"
         sed "s|<access mode='shared'/>|<access mode='shared'/><hugepages/>|" "$xml" >"$work/x.xml"
         expect_fail "hugepages" "hugepage" win10 start begin - <"$work/x.xml"
-        sed "s| id='7'||" "$xml" >"$work/x.xml"
-        expect_fail "no domain id" "has no id" win10 start begin - <"$work/x.xml"
+        sed "s|<cpu mode='host-passthrough' check='none' migratable='on'/>|<cpu><numa>\\
+<cell id='0' cpus='0' memory='1048576' memAccess='shared'/>\\
+<cell id='1' cpus='1' memory='1048576' memAccess='shared'/></numa></cpu>|" "$xml" >"$work/x.xml"
+        expect_fail "two NUMA cells" "2 NUMA cells" win10 start begin - <"$work/x.xml"
         sed "s|<name>win10</name>|<name>win 10</name>|" "$xml" >"$work/x.xml"
         expect_fail "name with a blank" "not usable by vmsig" "win 10" start begin - <"$work/x.xml"
         expect_fail "name mismatch" "names the domain 'win10'" win11 start begin - <"$xml"

@@ -127,10 +127,10 @@ static void test_vmhost_lifecycle(void **state)
         bad.options = "retry_ms=50,colour=blue";
         assert_int_equal(vmsig_bus_attach(b->bus, b->ep, vmsig_vmhost_ops(), &bad), -EINVAL);
 
-        /* Attached before QEMU exists: gone, then it connects by itself. */
+        /* Attached before QEMU exists: starting, then it connects by itself. */
         assert_non_null(vmsig_vmhost_ops());
         assert_int_equal(vmsig_bus_attach(b->bus, b->ep, vmsig_vmhost_ops(), &cfg), 0);
-        int i = expect_status(f, 0, VMSIG_RUN_GONE, NULL, 3000);
+        int i = expect_status(f, 0, VMSIG_RUN_STARTING, "not up yet", 3000);
         printf("# before QEMU: %s\n", reason_of(f, i));
         vb_pump(b, 300); /* a few failed retries */
         unsigned from = b->n;
@@ -174,7 +174,8 @@ static void test_vmhost_lifecycle(void **state)
          * into a shutdown; -no-shutdown keeps QEMU). */
         side_set_reboot(f, "shutdown");
         from = b->n;
-        expect_ack(f, VMSIG_POWER_RESET, 0);
+        const struct vmsig_ack_body *ra = expect_ack(f, VMSIG_POWER_RESET, -ESHUTDOWN);
+        assert_non_null(strstr(ra->msg, "shut down instead"));
         i = expect_status(f, from, VMSIG_RUN_SHUTDOWN, "SHUTDOWN", 5000);
         printf("# shut down: %s\n", reason_of(f, i));
         /* "on" cannot work while every reset becomes a shutdown: it says so */
