@@ -141,15 +141,28 @@ static int win_shape(const struct vmie_ram *ram, const uint64_t *pg, uint64_t pa
         return 0;
 }
 
-/* Any self-reference at all in the kernel half: the scan's filter, kept
- * branch-free so the compiler vectorises it. */
+/* Any self-reference at all in the kernel half: the scan's filter, run on
+ * every page of RAM, so in vector types (GCC/clang) with SSE2's 32-bit
+ * compares: an entry matches when both its halves do (the compare mask
+ * ANDed with itself halves swapped). No branch inside the loop. */
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+
 static bool win_selfref_any(const uint64_t *pg, uint64_t pa, uint64_t amask)
 {
         const uint64_t m = amask | PTE_P | PTE_US | PTE_PS, want = pa | PTE_P;
-        uint64_t hit = 0;
-        for (unsigned i = 256; i < 512; i++)
-                hit |= (uint64_t)((pg[i] & m) == want);
-        return hit != 0;
+        const u32x4 vm = {(uint32_t)m, (uint32_t)(m >> 32), (uint32_t)m, (uint32_t)(m >> 32)};
+        const u32x4 vw = {(uint32_t)want, (uint32_t)(want >> 32), (uint32_t)want, (uint32_t)(want >> 32)};
+        u32x4 h0 = {0, 0, 0, 0}, h1 = h0;
+        for (unsigned i = 256; i < 512; i += 4) {
+                u32x4 a, b;
+                memcpy(&a, pg + i, sizeof(a));
+                memcpy(&b, pg + i + 2, sizeof(b));
+                u32x4 ea = (u32x4)((a & vm) == vw), eb = (u32x4)((b & vm) == vw);
+                h0 |= ea & __builtin_shufflevector(ea, ea, 1, 0, 3, 2);
+                h1 |= eb & __builtin_shufflevector(eb, eb, 1, 0, 3, 2);
+        }
+        h0 |= h1;
+        return (h0[0] | h0[1] | h0[2] | h0[3]) != 0;
 }
 
 /* The expensive checks, on a candidate that passed win_shape: the self-map VA
