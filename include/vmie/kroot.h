@@ -72,6 +72,8 @@ int vmie_linux_kernel_root(const struct vmie_ram *ram, const struct vmie_linux_h
  *    System process has almost none), then lowest address; and return the
  *    first of the best 64 that passes the full validation. kernel_hint is
  *    then ntoskrnl's base. Any process's root maps the same kernel half.
+ *    All validations of one call share one work budget (that of
+ *    vmie_windows_kernel_base), so lookalike roots cannot multiply it.
  * -ENOENT when nothing validates (a Linux guest, a guest still booting). */
 int vmie_windows_kernel_root(const struct vmie_ram *ram, unsigned maxphyaddr, struct vmie_kroot *ret);
 

@@ -175,9 +175,8 @@ struct leaf_walk {
         const struct vmie_as *as;
         uint64_t amask;
         int skip;
-        unsigned tables; /* budget left */
-        unsigned pages;  /* budget left */
-        uint64_t align;  /* pages looked at: VA multiple of this */
+        struct vmiei_budget *b; /* shared: tables and pages left */
+        uint64_t align;         /* pages looked at: VA multiple of this */
         uint64_t found;
 };
 
@@ -186,8 +185,9 @@ static int try_page(struct leaf_walk *w, uint64_t va, uint64_t gpa)
         uint8_t mz[2];
         uint32_t size;
         bool nt;
-        if (!w->pages--)
+        if (!w->b->pages)
                 return -E2BIG;
+        w->b->pages--;
         if (vmie_ram_read(w->as->ram, gpa, mz, 2) < 0 || mz[0] != 'M' || mz[1] != 'Z')
                 return 0;
         if (pe_header(w->as, va, &size, &nt) && nt) {
@@ -200,8 +200,9 @@ static int try_page(struct leaf_walk *w, uint64_t va, uint64_t gpa)
 static int enum_table(struct leaf_walk *w, uint64_t table, unsigned lvl, uint64_t va_base, bool user)
 {
         uint64_t t[512];
-        if (!w->tables--)
+        if (!w->b->tables)
                 return -E2BIG;
+        w->b->tables--;
         if (vmie_ram_read(w->as->ram, table, t, sizeof(t)) < 0)
                 return 0;
         unsigned shift = 12 + 9 * (lvl - 1);
@@ -237,11 +238,18 @@ static int enum_table(struct leaf_walk *w, uint64_t table, unsigned lvl, uint64_
 
 int vmie_windows_kernel_base(const struct vmie_as *as, uint64_t hint, uint64_t *ret_base)
 {
+        struct vmiei_budget b = {VMIEI_BUDGET_TABLES, VMIEI_BUDGET_PAGES};
+        return vmiei_windows_kernel_base(as, hint, ret_base, &b);
+}
+
+int vmiei_windows_kernel_base(const struct vmie_as *as, uint64_t hint, uint64_t *ret_base,
+                              struct vmiei_budget *budget)
+{
         struct vmiei_mode m;
         int r = vmiei_mode(as, &m);
         if (r < 0)
                 return r;
-        if (!ret_base || m.levels != 4)
+        if (!ret_base || !budget || m.levels != 4)
                 return -EINVAL;
         if (hint >> 63) {
                 /* ntoskrnl holds the hint: the nearest header below it whose
@@ -280,12 +288,8 @@ int vmie_windows_kernel_base(const struct vmie_as *as, uint64_t hint, uint64_t *
                 }
         const uint64_t aligns[2] = {SIZE_2M, VMIE_PAGE_SIZE};
         for (unsigned p = 0; p < 2; p++) {
-                struct leaf_walk w = {.as = as,
-                                      .amask = m.addrmask,
-                                      .skip = skip,
-                                      .tables = WIN_TABLE_BUDGET,
-                                      .pages = WIN_PAGE_BUDGET,
-                                      .align = aligns[p]};
+                struct leaf_walk w = {
+                    .as = as, .amask = m.addrmask, .skip = skip, .b = budget, .align = aligns[p]};
                 r = enum_table(&w, as->root & m.addrmask, 4, 0, true);
                 if (r == 1) {
                         *ret_base = w.found;

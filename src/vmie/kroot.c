@@ -169,7 +169,7 @@ static bool win_selfref_any(const uint64_t *pg, uint64_t pa, uint64_t amask)
  * walks back to the root, KUSER_SHARED_DATA is mapped kernel-only and NX,
  * and the root maps ntoskrnl (found from hint, or in the kernel half). */
 static int win_strong(const struct vmie_ram *ram, uint64_t root, unsigned mpa, unsigned self, uint64_t hint,
-                      uint64_t *ret_base)
+                      struct vmiei_budget *budget, uint64_t *ret_base)
 {
         uint64_t i = self;
         uint64_t va = (i << 39) | (i << 30) | (i << 21) | (i << 12);
@@ -180,12 +180,12 @@ static int win_strong(const struct vmie_ram *ram, uint64_t root, unsigned mpa, u
                 return -ENOENT;
         if (vmie_walk(&as, WIN_KUSER_SHARED_DATA, &xl) < 0 || xl.user || !xl.nx)
                 return -ENOENT;
-        int r = vmie_windows_kernel_base(&as, hint, ret_base);
+        int r = vmiei_windows_kernel_base(&as, hint, ret_base, budget);
         return r == -E2BIG || r == -ENXIO ? -ENOENT : r;
 }
 
 static int win_validate(const struct vmie_ram *ram, uint64_t root, unsigned mpa, uint64_t hint,
-                        struct win_cand *ret, uint64_t *ret_base)
+                        struct vmiei_budget *budget, struct win_cand *ret, uint64_t *ret_base)
 {
         uint64_t *pg = malloc(VMIE_PAGE_SIZE);
         if (!pg)
@@ -195,7 +195,7 @@ static int win_validate(const struct vmie_ram *ram, uint64_t root, unsigned mpa,
                 r = win_shape(ram, pg, root, vmie_cr3_root(~0ull, mpa), ret);
         free(pg);
         if (r == 0)
-                r = win_strong(ram, root, mpa, ret->self, hint, ret_base);
+                r = win_strong(ram, root, mpa, ret->self, hint, budget, ret_base);
         return r;
 }
 
@@ -203,10 +203,11 @@ int vmie_windows_validate_root(const struct vmie_ram *ram, uint64_t root, unsign
                                uint16_t *ret_selfref_index)
 {
         struct win_cand c;
+        struct vmiei_budget b = {VMIEI_BUDGET_TABLES, VMIEI_BUDGET_PAGES};
         uint64_t base;
         if (!ram || !mpa_ok(maxphyaddr))
                 return -EINVAL;
-        int r = win_validate(ram, vmie_cr3_root(root, maxphyaddr), maxphyaddr, 0, &c, &base);
+        int r = win_validate(ram, vmie_cr3_root(root, maxphyaddr), maxphyaddr, 0, &b, &c, &base);
         if (r == 0 && ret_selfref_index)
                 *ret_selfref_index = c.self;
         return r;
@@ -309,6 +310,8 @@ int vmie_windows_kernel_root(const struct vmie_ram *ram, unsigned maxphyaddr, st
         if (!ram || !ret || !mpa_ok(maxphyaddr))
                 return -EINVAL;
         struct win_cand c;
+        /* one budget for every candidate: lookalikes cannot multiply it */
+        struct vmiei_budget b = {VMIEI_BUDGET_TABLES, VMIEI_BUDGET_PAGES};
         uint64_t base;
         int r;
         /* 1. Low stub. Page 0 holds the real-mode IVT, never the stub. */
@@ -320,7 +323,7 @@ int vmie_windows_kernel_root(const struct vmie_ram *ram, unsigned maxphyaddr, st
                 if ((get64(hdr + PSB_JMP_OFF) & PSB_JMP_MASK) != PSB_JMP_VALUE ||
                     (lmtarget & PSB_LMTGT_MASK) != PSB_LMTGT_VALUE || (cr3 & PSB_CR3_MASK) != 0 || cr3 == 0)
                         continue;
-                r = win_validate(ram, cr3, maxphyaddr, lmtarget, &c, &base);
+                r = win_validate(ram, cr3, maxphyaddr, lmtarget, &b, &c, &base);
                 if (r == -ENOMEM)
                         return r;
                 if (r == 0) {
@@ -336,7 +339,7 @@ int vmie_windows_kernel_root(const struct vmie_ram *ram, unsigned maxphyaddr, st
                         qsort(s.c, s.n, sizeof(s.c[0]), cand_cmp);
                 r = -ENOENT;
                 for (size_t i = 0; i < s.n && i < SCAN_MAX_VALIDATE && r == -ENOENT; i++) {
-                        r = win_strong(ram, s.c[i].pa, maxphyaddr, s.c[i].self, 0, &base);
+                        r = win_strong(ram, s.c[i].pa, maxphyaddr, s.c[i].self, 0, &b, &base);
                         if (r == 0)
                                 /* the kernel base is the hint to find it again */
                                 win_fill(ret, s.c[i].pa, maxphyaddr, VMIE_KROOT_SELFREF, base, s.c[i].self);
