@@ -449,7 +449,8 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                         }
                 }
         }
-        if (m->os != OS_LINUX) {
+        /* the scan reads all of RAM: not while the IDT says nothing runs yet */
+        if (m->os != OS_LINUX && r != -EAGAIN) {
                 int rw = vmie_windows_kernel_root(m->w.ram, 0, &kr);
                 if (rw == 0) {
                         res->kr = kr;
@@ -457,8 +458,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                                  kr.method == VMIE_KROOT_LOWSTUB ? "low stub" : "self-ref scan");
                         return 0;
                 }
-                if (r != -EAGAIN)
-                        r = rw;
+                r = rw;
         }
         if (r == -ENOENT)
                 snprintf(msg, len, "no kernel root under CR3 0x%" PRIx64 " yet (IDT 0x%" PRIx64 ")", g->cr3,
