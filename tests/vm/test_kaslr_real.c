@@ -47,19 +47,25 @@ static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
                 close(fd);
 }
 
-/* The line after marker in the serial log (without its newline). */
-static bool serial_line_after(const char *marker, char *out, size_t cap)
+/* The rest of the first serial line that starts with marker, at or after
+ * the text after (kernel messages may interleave with the init's lines). */
+static bool serial_line(const char *after, const char *marker, char *out, size_t cap)
 {
-        const char *s = strstr(vm_guest_serial_text(&G), marker);
-        if (!s)
-                return false;
-        s += strlen(marker);
-        size_t n = strcspn(s, "\r\n");
-        if (n >= cap)
-                n = cap - 1;
-        memcpy(out, s, n);
-        out[n] = '\0';
-        return true;
+        const char *s = strstr(vm_guest_serial_text(&G), after);
+        for (; s; s = strchr(s, '\n')) {
+                while (*s == '\n' || *s == '\r')
+                        s++;
+                if (strncmp(s, marker, strlen(marker)) != 0)
+                        continue;
+                s += strlen(marker);
+                size_t n = strcspn(s, "\r\n");
+                if (n >= cap)
+                        n = cap - 1;
+                memcpy(out, s, n);
+                out[n] = '\0';
+                return true;
+        }
+        return false;
 }
 
 static void test_kaslr_base_and_symbol_read(void **state)
@@ -73,10 +79,17 @@ static void test_kaslr_base_and_symbol_read(void **state)
         assert_int_equal(vm_guest_wait_serial(&G, "VMSIG-GUEST-READY", 90000), 0);
         /* "VMSIG-KTEXT ffffffff9a600000 T _text" and, after the ready
          * marker, /proc/version */
-        assert_true(serial_line_after("VMSIG-KTEXT ", text, sizeof(text)));
+        assert_true(serial_line("VMSIG-", "VMSIG-KTEXT ", text, sizeof(text)));
         uint64_t ktext = strtoull(text, NULL, 16);
-        assert_true(serial_line_after("VMSIG-GUEST-READY\n", version, sizeof(version)) ||
-                    serial_line_after("VMSIG-GUEST-READY\r\n", version, sizeof(version)));
+        strcpy(version, "Linux version ");
+        /* /proc/version follows the ready marker: poll for it */
+        bool got = false;
+        for (long deadline = vm_guest_now_ms() + 30000; !got && vm_guest_now_ms() < deadline;) {
+                got = serial_line("VMSIG-GUEST-READY", "Linux version ", version + 14, sizeof(version) - 14);
+                if (!got)
+                        usleep(50000);
+        }
+        assert_true(got);
         printf("# guest _text 0x%" PRIx64 ", /proc/version: %s\n", ktext, version);
         assert_true(ktext >= 0xffffffff80000000ull);
         assert_non_null(strstr(version, "Linux version "));
