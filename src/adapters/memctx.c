@@ -104,7 +104,8 @@ struct boot_res {
         bool refused; /* the RAM file failed a trust check (not transient) */
         char msg[VMSIG_MSG_MAX];
         struct vmie_kroot kr;
-        int fd; /* read-only RAM fd on success */
+        uint64_t kernel_base; /* 0 = not found */
+        int fd;               /* read-only RAM fd on success */
 };
 
 struct memctx {
@@ -456,7 +457,8 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                         }
                 }
         }
-        if (m->os != OS_LINUX) {
+        /* the scan reads all of RAM: not while the IDT says nothing runs yet */
+        if (m->os != OS_LINUX && r != -EAGAIN) {
                 int rw = vmie_windows_kernel_root(m->w.ram, 0, &kr);
                 if (rw == 0) {
                         res->kr = kr;
@@ -464,8 +466,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
                                  kr.method == VMIE_KROOT_LOWSTUB ? "low stub" : "self-ref scan");
                         return 0;
                 }
-                if (r != -EAGAIN)
-                        r = rw;
+                r = rw;
         }
         if (r == -ENOENT)
                 snprintf(msg, len, "no kernel root under CR3 0x%" PRIx64 " yet (IDT 0x%" PRIx64 ")", g->cr3,
@@ -511,6 +512,9 @@ static void w_boot_task(void *ud)
         res.root_gen = q->root_gen;
         res.fd = -1;
         res.r = w_boot(m, q, &res);
+        /* without symbols, from the root just found; unknown is no failure */
+        if (res.r == 0 && vmie_kernel_base(m->w.ram, &res.kr, &res.kernel_base) < 0)
+                res.kernel_base = 0;
         if (res.r == 0) {
                 res.fd = fcntl(m->w.ro_fd, F_DUPFD_CLOEXEC, 3);
                 if (res.fd < 0) {
@@ -832,6 +836,7 @@ static void boot_done(struct memctx *m)
         memset(&ctx, 0, sizeof(ctx));
         ctx.endpoint = m->endpoint;
         ctx.kernel_root = res.kr.root;
+        ctx.kernel_base = res.kernel_base;
         ctx.paging = res.kr.levels == 5 ? VMSIG_PAGING_5LEVEL : VMSIG_PAGING_4LEVEL;
         ctx.os_kind = res.kr.os == VMIE_OS_WINDOWS ? VMSIG_OS_WINDOWS : VMSIG_OS_LINUX;
         ctx.nranges = (uint32_t)m->layout.n_ranges;

@@ -313,6 +313,7 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
 
         s->layout.endpoint = endpoint;
         s->layout.kernel_root = VMSIG_STUB_KERNEL_ROOT;
+        s->layout.kernel_base = VMSIG_STUB_KERNEL_BASE; /* the synthetic image starts there */
         s->layout.paging = VMSIG_PAGING_4LEVEL;
         s->layout.os_kind = VMSIG_OS_SYNTHETIC;
         s->layout.nranges = 2;

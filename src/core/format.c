@@ -155,6 +155,9 @@ void kind_format_memctx(struct kind_fmt *f, const struct vmsig_event *ev)
             "%svalid%s%s%s%sepoch%s%" PRIu64 "%s%skernel_root%s%s0x%" PRIx64 "%s%s%spaging%s%u%s%sranges%s%u",
             k0, eq, b.valid ? "true" : "false", sep, k0, eq, b.epoch, sep, k0, eq, q, b.kernel_root, q, sep,
             k0, eq, b.paging, sep, k0, eq, b.nranges);
+        if (b.kernel_base_pg)
+                put(o, "%s%skernel_base%s%s0x%" PRIx64 "%s", sep, k0, eq, q,
+                    vmsig_memctx_kbase_decode(b.kernel_base_pg), q);
 }
 
 void kind_format_input(struct kind_fmt *f, const struct vmsig_event *ev)

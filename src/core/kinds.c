@@ -34,7 +34,7 @@ static const struct kind_field memctx_fields[] = {
     FIELD(vmsig_memctx_body, paging, 0, KC_NONE),
     FIELD(vmsig_memctx_body, os_kind, 0, KC_NONE),
     FIELD(vmsig_memctx_body, nranges, 0, KC_BELOW, .arg = VMSIG_MEMCTX_MAX_RANGES + 1),
-    FIELD(vmsig_memctx_body, reserved, 4, KC_ZERO),
+    FIELD(vmsig_memctx_body, kernel_base_pg, 4, KC_NONE),
     /* gpa, len, file_offset: u64s; entries from nranges on are reserved */
     FIELD(vmsig_memctx_body, ranges, 8, KC_UNUSED, .arg = sizeof(struct vmsig_ram_range),
           .arg2 = offsetof(struct vmsig_memctx_body, nranges)),

@@ -19,6 +19,18 @@ static int ranges_valid(const struct vmsig_ram_range *r, uint32_t n)
         return 1;
 }
 
+uint32_t vmsig_memctx_kbase_encode(uint64_t kernel_base)
+{
+        if ((kernel_base & VMSIG_MEMCTX_KBASE_TOP) != VMSIG_MEMCTX_KBASE_TOP || (kernel_base & 0xfff))
+                return 0;
+        return (uint32_t)((kernel_base & ~VMSIG_MEMCTX_KBASE_TOP) >> 12);
+}
+
+uint64_t vmsig_memctx_kbase_decode(uint32_t kernel_base_pg)
+{
+        return kernel_base_pg ? VMSIG_MEMCTX_KBASE_TOP | (uint64_t)kernel_base_pg << 12 : 0;
+}
+
 int vmsig_memctx_to_body(const struct vmsig_memctx *ctx, int valid, struct vmsig_memctx_body *ret)
 {
         if (ctx->nranges > VMSIG_MEMCTX_MAX_RANGES)
@@ -30,6 +42,7 @@ int vmsig_memctx_to_body(const struct vmsig_memctx *ctx, int valid, struct vmsig
         ret->paging = (uint8_t)ctx->paging;
         ret->os_kind = (uint8_t)ctx->os_kind;
         ret->nranges = (uint8_t)ctx->nranges;
+        ret->kernel_base_pg = valid ? vmsig_memctx_kbase_encode(ctx->kernel_base) : 0;
         memcpy(ret->ranges, ctx->ranges, ctx->nranges * sizeof(ctx->ranges[0]));
         return 0;
 }
@@ -52,6 +65,7 @@ int vmsig_memctx_from_event(const struct vmsig_event *ev, int fd, struct vmsig_m
         ret->nranges = b.nranges;
         memcpy(ret->ranges, b.ranges, b.nranges * sizeof(b.ranges[0]));
         ret->fd = b.valid ? fd : -1;
+        ret->kernel_base = b.valid ? vmsig_memctx_kbase_decode(b.kernel_base_pg) : 0;
         return 0;
 }
 

@@ -34,11 +34,12 @@ struct ctl {
         struct vmsig_client *client;
         const char *socket_path;
         int timeout_ms;
-        bool json;        /* -j */
-        bool phys;        /* --phys */
-        bool ff;          /* --ff */
-        const char *cr3;  /* --cr3, unparsed */
-        const char *file; /* --file */
+        bool json;           /* -j */
+        bool phys;           /* --phys */
+        bool ff;             /* --ff */
+        const char *cr3;     /* --cr3, unparsed */
+        const char *file;    /* --file */
+        const char *symbols; /* --symbols */
 };
 
 /* The commands, by subject. */

@@ -15,6 +15,7 @@
 #include <vmsig/memctx.h>
 
 #include "tools/ctl_common.h"
+#include "tools/symfile.h"
 
 struct memctx_catch {
         struct vmsig_memctx ctx;
@@ -84,22 +85,133 @@ static void hexdump(uint64_t addr, const uint8_t *p, size_t len)
         }
 }
 
+/* Print a guest string: its bytes are the guest's, so no control character
+ * but newline and tab reaches the terminal. */
+static void print_guest_string(const char *s, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c == '\n' || c == '\t' || (c >= 0x20 && c < 0x7f))
+                        putchar(c);
+                else
+                        printf("\\x%02x", c);
+        }
+        if (n == 0 || s[n - 1] != '\n')
+                putchar('\n');
+}
+
+/* "--symbols MAP" may also follow the operands: "read VM SYMBOL --symbols
+ * MAP" reads naturally. Removes it from argv. */
+static int take_trailing_symbols(struct ctl *ctl, int *argc, char **argv)
+{
+        for (int i = 0; i < *argc; i++) {
+                const char *a = argv[i];
+                int used;
+                if (!strcmp(a, "--symbols")) {
+                        if (i + 1 >= *argc)
+                                return ctl_fail(EXIT_USAGE, "--symbols needs a file");
+                        ctl->symbols = argv[i + 1];
+                        used = 2;
+                } else if (!strncmp(a, "--symbols=", 10)) {
+                        ctl->symbols = a + 10;
+                        used = 1;
+                } else {
+                        continue;
+                }
+                memmove(argv + i, argv + i + used, (size_t)(*argc - i - used) * sizeof(*argv));
+                *argc -= used;
+                i--;
+        }
+        return 0;
+}
+
+/* ADDR, or SYMBOL[+OFF] looked up in the symbol file (checked whole before
+ * anything else happens) and moved by the running kernel's KASLR slide once
+ * the memctx gives its base: map address - map _text + kernel_base. */
+struct addr_spec {
+        bool is_sym;
+        char name[SYMFILE_NAME_MAX + 1];
+        uint64_t off;
+        uint64_t map_addr, map_text; /* from the symbol file */
+        uint64_t addr;               /* a number, or the resolved symbol */
+};
+
+static int parse_addr_spec(const struct ctl *ctl, const char *arg, struct addr_spec *a)
+{
+        char err[512];
+
+        memset(a, 0, sizeof(*a));
+        if (parse_u64(arg, &a->addr) == 0)
+                return 0;
+        if (!ctl->symbols)
+                return ctl_fail(
+                    EXIT_USAGE,
+                    "'%s' is not a number; to read a kernel symbol give --symbols System.map (or a "
+                    "copy of /proc/kallsyms)",
+                    arg);
+        if (ctl->phys)
+                return ctl_fail(EXIT_USAGE, "a symbol is a virtual address: --phys takes a number");
+        if (symfile_split(arg, a->name, sizeof(a->name), &a->off) < 0)
+                return ctl_fail(EXIT_USAGE, "'%s' is not SYMBOL or SYMBOL+OFFSET", arg);
+        struct symfile_want w[2] = {{.name = a->name}, {.name = "_text"}};
+        if (symfile_load(ctl->symbols, w, 2, err, sizeof(err)) < 0)
+                return ctl_fail(EXIT_USAGE, "%s", err);
+        for (int i = 0; i < 2; i++) {
+                if (!w[i].line)
+                        return ctl_fail(EXIT_USAGE, "%s: no symbol '%s'", ctl->symbols, w[i].name);
+                if (w[i].dups)
+                        return ctl_fail(EXIT_USAGE,
+                                        "%s: '%s' is ambiguous: %u definitions at different addresses "
+                                        "(lines %u and %u%s)",
+                                        ctl->symbols, w[i].name, w[i].dups + 1, w[i].line, w[i].line2,
+                                        w[i].dups > 1 ? ", ..." : "");
+        }
+        a->is_sym = true;
+        a->map_addr = w[0].addr;
+        a->map_text = w[1].addr;
+        return 0;
+}
+
+static int resolve_symbol(const struct ctl *ctl, const char *vm, uint64_t kernel_base, struct addr_spec *a)
+{
+        if (!kernel_base)
+                return ctl_fail(EXIT_FAILED,
+                                "'%s' reports no kernel base (vmsigd too old, or the kernel image was not "
+                                "found): cannot apply the KASLR slide to '%s'",
+                                vm, a->name);
+        uint64_t slide = kernel_base - a->map_text;
+        bool down = (int64_t)slide < 0;
+        a->addr = a->map_addr + slide + a->off;
+        fprintf(stderr,
+                "vmsigctl: %s+0x%" PRIx64 " = 0x%" PRIx64 " (%s 0x%" PRIx64 ", kernel base 0x%" PRIx64
+                ", map _text 0x%" PRIx64 ", KASLR slide %s0x%" PRIx64 ")\n",
+                a->name, a->off, a->addr, ctl->symbols, a->map_addr, kernel_base, a->map_text,
+                down ? "-" : "+", down ? 0 - slide : slide);
+        return 0;
+}
+
+#define READ_STR_MAX 4096u
+
 int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
 {
         struct memctx_catch m = {0};
         struct ctl_waiter w = {.each = catch_memctx, .ud = &m};
         struct vmie_range ranges[VMSIG_MEMCTX_MAX_RANGES];
         struct vmie_ram *ram = NULL;
-        uint64_t addr, len, cr3 = 0;
+        struct addr_spec a;
+        uint64_t len = 0, cr3 = 0;
         uint32_t ep;
         uint8_t *buf;
         int r;
 
-        if (argc != 3)
+        if ((r = take_trailing_symbols(ctl, &argc, argv)))
+                return r;
+        if (argc != 2 && argc != 3)
                 return ctl_usage_error(ctl);
-        if (parse_u64(argv[1], &addr) < 0 || parse_u64(argv[2], &len) < 0 || len == 0 || len > (16u << 20))
-                return ctl_fail(EXIT_USAGE, "ADDR and LEN must be numbers (LEN 1..16 MiB), got '%s' '%s'",
-                                argv[1], argv[2]);
+        if ((r = parse_addr_spec(ctl, argv[1], &a)))
+                return r;
+        if (argc == 3 && (parse_u64(argv[2], &len) < 0 || len == 0 || len > (16u << 20)))
+                return ctl_fail(EXIT_USAGE, "LEN must be a number of bytes, 1..16 MiB, got '%s'", argv[2]);
         if (ctl->cr3 && parse_u64(ctl->cr3, &cr3) < 0)
                 return ctl_fail(EXIT_USAGE, "--cr3 must be a number, got '%s'", ctl->cr3);
         if (!(vmsig_client_get_info(ctl->client)->caps & VMSIG_CAP_MEMCTX))
@@ -124,6 +236,10 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
                                 "'%s' has no valid address-space context yet (guest still booting?)",
                                 argv[0]);
         }
+        if (a.is_sym && (r = resolve_symbol(ctl, argv[0], m.ctx.kernel_base, &a))) {
+                close(m.ctx.fd);
+                return r;
+        }
         for (uint32_t i = 0; i < m.ctx.nranges; i++) {
                 ranges[i].gpa = m.ctx.ranges[i].gpa;
                 ranges[i].len = m.ctx.ranges[i].len;
@@ -135,33 +251,52 @@ int ctl_cmd_read(struct ctl *ctl, int argc, char **argv)
         close(m.ctx.fd);
         if (r < 0)
                 return ctl_fail(EXIT_FAILED, "cannot open guest RAM of '%s': %s", argv[0], strerror(-r));
-        buf = malloc(len);
+        buf = malloc(len ? len : READ_STR_MAX);
         if (!buf) {
                 vmie_ram_free(ram);
                 return ctl_fail(EXIT_FAILED, "out of memory");
         }
+        uint64_t addr = a.addr;
+        size_t slen = 0;
         if (ctl->phys) {
-                r = vmie_ram_read(ram, addr, buf, len);
-                if (r < 0)
-                        ctl_fail(EXIT_FAILED, "guest-physical 0x%" PRIx64 "+%" PRIu64 " of '%s': %s", addr,
-                                 len, argv[0], r == -EFAULT ? "not RAM (a hole)" : strerror(-r));
+                if (!len) {
+                        r = -ENOTSUP;
+                        ctl_fail(EXIT_USAGE, "--phys needs LEN");
+                } else {
+                        r = vmie_ram_read(ram, addr, buf, len);
+                        if (r < 0)
+                                ctl_fail(EXIT_FAILED, "guest-physical 0x%" PRIx64 "+%" PRIu64 " of '%s': %s",
+                                         addr, len, argv[0],
+                                         r == -EFAULT ? "not RAM (a hole)" : strerror(-r));
+                }
         } else {
                 struct vmie_as as = {.ram = ram,
                                      .root = cr3 ? cr3 : m.ctx.kernel_root,
                                      .levels = (uint8_t)(m.ctx.paging == VMSIG_PAGING_5LEVEL ? 5 : 4)};
                 size_t done = 0;
-                r = vmie_read_virt(&as, addr, buf, len, &done);
-                if (r < 0)
+                if (len) {
+                        r = vmie_read_virt(&as, addr, buf, len, &done);
+                } else {
+                        r = vmie_read_str(&as, addr, (char *)buf, READ_STR_MAX, &slen);
+                        done = slen;
+                }
+                if (r == -E2BIG)
+                        ctl_fail(EXIT_FAILED,
+                                 "no string at 0x%" PRIx64 " of '%s': no NUL in %u bytes (give LEN)", addr,
+                                 argv[0], READ_STR_MAX);
+                else if (r < 0)
                         ctl_fail(EXIT_FAILED,
                                  "virtual 0x%" PRIx64 " under root 0x%" PRIx64 " of '%s': %s at 0x%" PRIx64,
                                  addr, as.root, argv[0], r == -EFAULT ? "not mapped" : strerror(-r),
                                  addr + done);
         }
-        if (r == 0)
+        if (r == 0 && len)
                 hexdump(addr, buf, len);
+        else if (r == 0)
+                print_guest_string((const char *)buf, slen);
         free(buf);
         vmie_ram_free(ram);
-        return r < 0 ? EXIT_FAILED : 0;
+        return r == -ENOTSUP ? EXIT_USAGE : r < 0 ? EXIT_FAILED : 0;
 }
 
 static int parse_hex(const char *s, uint8_t **ret, size_t *ret_len)

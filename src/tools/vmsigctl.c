@@ -43,9 +43,9 @@ static const struct ctl_command commands[] = {
      .usage = "VM input|power|memwrite"},
     {.name = "read",
      .run = ctl_cmd_read,
-     .args = "VM ADDR LEN",
-     .summary = "hexdump guest memory (kernel virtual address by default)",
-     .usage = "[--phys] [--cr3 ROOT] VM ADDR LEN"},
+     .args = "VM ADDR [LEN]",
+     .summary = "hexdump guest memory (kernel virtual address by default), or the string there",
+     .usage = "[--phys] [--cr3 ROOT] [--symbols MAP] VM ADDR|SYMBOL[+OFF] [LEN]"},
     {.name = "write",
      .run = ctl_cmd_write,
      .args = "VM ADDR HEXBYTES",
@@ -93,6 +93,8 @@ static void usage(FILE *f)
                 "      --phys          read/write: ADDR is guest-physical\n"
                 "      --cr3 ROOT      read/write: translate under this page-table root, not the kernel's\n"
                 "      --file F        write: the bytes come from file F\n"
+                "      --symbols MAP   read: resolve SYMBOL[+OFF] in a System.map or /proc/kallsyms text,\n"
+                "                      moved by the guest kernel's KASLR slide\n"
                 "      --ff            input: fire-and-forget (no acknowledgement)\n"
                 "  -h, --help          this help\n"
                 "\n"
@@ -107,16 +109,13 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
         return 0;
 }
 
-enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF };
-static const struct option cli_opts[] = {{"socket", required_argument, NULL, 's'},
-                                         {"timeout", required_argument, NULL, 't'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"phys", no_argument, NULL, OPT_PHYS},
-                                         {"cr3", required_argument, NULL, OPT_CR3},
-                                         {"file", required_argument, NULL, OPT_FILE},
-                                         {"ff", no_argument, NULL, OPT_FF},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
+enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF, OPT_SYMBOLS };
+static const struct option cli_opts[] = {
+    {"socket", required_argument, NULL, 's'},  {"timeout", required_argument, NULL, 't'},
+    {"json", no_argument, NULL, 'j'},          {"phys", no_argument, NULL, OPT_PHYS},
+    {"cr3", required_argument, NULL, OPT_CR3}, {"file", required_argument, NULL, OPT_FILE},
+    {"ff", no_argument, NULL, OPT_FF},         {"symbols", required_argument, NULL, OPT_SYMBOLS},
+    {"help", no_argument, NULL, 'h'},          {0}};
 
 /* Options before and after the command, parsed the same way: '+' stops at
  * the first operand so "input VM rel -5 3" keeps its -5. Returns -1 when
@@ -150,6 +149,9 @@ static int parse_options(int argc, char **argv, struct ctl *ctl)
                         break;
                 case OPT_FF:
                         ctl->ff = true;
+                        break;
+                case OPT_SYMBOLS:
+                        ctl->symbols = optarg;
                         break;
                 case 'h':
                         usage(stdout);

@@ -72,6 +72,20 @@ int vmiei_mode(const struct vmie_as *as, struct vmiei_mode *m);
 int vmiei_walk(const struct vmie_ram *ram, const struct vmiei_mode *m, uint64_t root, uint64_t va,
                struct vmie_xlate *ret);
 
+/* Work allowed for finding ntoskrnl in a kernel half (page-table pages
+ * read, header candidates looked at). One budget may be shared by several
+ * searches, so a guest full of lookalike roots cannot multiply the work. */
+struct vmiei_budget {
+        uint32_t tables;
+        uint32_t pages;
+};
+#define VMIEI_BUDGET_TABLES 65536u     /* 256 MiB of page tables */
+#define VMIEI_BUDGET_PAGES  (1u << 22) /* 16 GiB of kernel mappings, one 2-byte read each */
+
+/* vmie_windows_kernel_base on a caller's budget; -E2BIG once it is spent. */
+int vmiei_windows_kernel_base(const struct vmie_as *as, uint64_t hint, uint64_t *ret_base,
+                              struct vmiei_budget *budget);
+
 /* vmie_translate reads the cache's clock on every this-many-th call (and on
  * every miss); paging.h states the resulting staleness bound. */
 #define VMIEI_TLB_CLOCK_EVERY 16u

@@ -61,7 +61,8 @@ static const char help_commands[] =
     "  status VM                    ask the VM's run state\n"
     "  power VM OP                  on | off | reset | pause | resume | powerdown\n"
     "  lease VM CLASS               hold the input, power or memwrite lease until interrupted\n"
-    "  read VM ADDR LEN             hexdump guest memory (kernel virtual address by default)\n"
+    "  read VM ADDR [LEN]           hexdump guest memory (kernel virtual address by default), or the string "
+    "there\n"
     "  write VM ADDR HEXBYTES       write guest memory under the memwrite lease (--file F instead)\n"
     "  input VM ACTION ...          move X Y | rel DX DY | click [BTN] | key KEY... | type TEXT | wheel N\n"
     "\n";
@@ -106,7 +107,9 @@ static void test_usage_errors(void **state)
             {"status", "vmsigctl: usage: vmsigctl status VM\n"},
             {"power", "vmsigctl: usage: vmsigctl power VM on|off|reset|pause|resume|powerdown\n"},
             {"lease", "vmsigctl: usage: vmsigctl lease VM input|power|memwrite\n"},
-            {"read", "vmsigctl: usage: vmsigctl read [--phys] [--cr3 ROOT] VM ADDR LEN\n"},
+            {"read",
+             "vmsigctl: usage: vmsigctl read [--phys] [--cr3 ROOT] [--symbols MAP] VM ADDR|SYMBOL[+OFF] "
+             "[LEN]\n"},
             {"write",
              "vmsigctl: usage: vmsigctl write [--phys] [--cr3 ROOT] VM ADDR HEXBYTES | --file F VM ADDR\n"},
             {"input",

@@ -4,6 +4,7 @@
  *   u64 root | u64 va | u8 mode | u16 len | image bytes...
  * mode: bit0 5-level, bit1 split layout (upper half of the image at 4 GiB,
  * with a hole below), bits2-3 MAXPHYADDR {52,40,46,36}, bit4 Windows scan.
+ * Also the kernel image bases (Linux _text, ntoskrnl) found from root.
  * The image is wrapped in place, so ASan sees any read past its end. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,9 +103,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             .maxphyaddr = as.maxphyaddr,
         };
         (void)vmie_linux_kernel_root(ram, &h, &k);
-        if (mode & 0x10)
-                (void)vmie_windows_kernel_root(ram, as.maxphyaddr, &k);
         (void)vmie_windows_validate_root(ram, root, as.maxphyaddr, NULL);
+
+        /* Kernel image bases: what they claim must hold. */
+        struct vmie_as k4 = as;
+        uint64_t base = 0;
+        uint8_t mz[2];
+        k4.tlb = NULL;
+        if (vmie_linux_kernel_base(&k4, &base) == 0 &&
+            (base < 0xffffffff80000000ull || base >= 0xffffffffc0000000ull || (base & 0x1fffff)))
+                abort();
+        k4.levels = 4;
+        if (vmie_windows_kernel_base(&k4, va | (1ull << 63), &base) == 0 &&
+            (vmie_read_virt(&k4, base, mz, 2, NULL) < 0 || mz[0] != 'M' || mz[1] != 'Z'))
+                abort();
+        if ((mode & 0x10) && vmie_windows_kernel_root(ram, as.maxphyaddr, &k) == 0 &&
+            vmie_kernel_base(ram, &k, &base) < 0)
+                abort(); /* a validated Windows root maps ntoskrnl */
 
         free(buf);
         vmie_tlb_free(tlb);

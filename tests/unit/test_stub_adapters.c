@@ -360,6 +360,7 @@ static void check_booted_ctx(struct tsink *ts, uint64_t ram_mib)
         assert_int_equal(c->paging, VMSIG_PAGING_4LEVEL);
         assert_int_equal(c->os_kind, VMSIG_OS_SYNTHETIC);
         assert_int_equal(c->kernel_root, VMSIG_STUB_KERNEL_ROOT);
+        assert_int_equal(c->kernel_base, VMSIG_STUB_KERNEL_BASE);
         assert_int_equal(c->nranges, 2);
         assert_int_equal(c->ranges[0].gpa, 0);
         assert_int_equal(c->ranges[0].len, half);

@@ -826,7 +826,6 @@ static void test_violations_reserved_fields(void **state)
             {VMSIG_EV_LEASE_GRANT, offsetof(struct vmsig_lease_body, reserved)},
             {VMSIG_EV_LEASE_DENY, offsetof(struct vmsig_lease_body, reserved) + 1},
             {VMSIG_EV_LEASE_REVOKE, offsetof(struct vmsig_lease_body, reserved)},
-            {VMSIG_EV_MEMCTX, offsetof(struct vmsig_memctx_body, reserved) + 1},
             /* nranges is 2: entry 2 onwards is unused */
             {VMSIG_EV_MEMCTX, offsetof(struct vmsig_memctx_body, ranges) + 2 * 24 + 8},
             {VMSIG_EV_MEMCTX, sizeof(struct vmsig_memctx_body) - 1},
@@ -839,6 +838,11 @@ static void test_violations_reserved_fields(void **state)
                 assert_int_equal(wire_encode_event(b, sizeof(b), &ev, false), -EINVAL);
                 assert_int_equal(bad_event(WIRE_SIDE_CLIENT, &ev), WIRE_OK);
         }
+        /* Once reserved, now the kernel base: sent and accepted. */
+        make_event(&ev, VMSIG_EV_MEMCTX);
+        ev.body[offsetof(struct vmsig_memctx_body, kernel_base_pg) + 1] = 0x40;
+        assert_true(wire_encode_event(b, sizeof(b), &ev, false) > 0);
+        assert_int_equal(bad_event(WIRE_SIDE_CLIENT, &ev), WIRE_OK);
         /* Not reserved: the bytes after a string's NUL are ignored. */
         make_event(&ev, VMSIG_EV_ACT_ACK);
         ev.body[offsetof(struct vmsig_ack_body, msg) + 100] = 'x';

@@ -107,6 +107,10 @@ if grep -q vmsig.kallsyms /proc/cmdline; then
         echo VMSIG-KALLSYMS-DONE >/dev/ttyS0
         poweroff -f
 fi
+if grep -q vmsig.ktext /proc/cmdline; then
+        # tests/vm/test_kaslr_real: where this boot's kernel image starts.
+        echo "VMSIG-KTEXT $(grep ' _text$' /proc/kallsyms)"
+fi
 echo VMSIG-GUEST-READY
 cat /proc/version
 if [ -x /bin/vmsig-input-reader ]; then

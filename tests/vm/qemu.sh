@@ -14,7 +14,9 @@
 #
 # Knobs: VMSIG_QEMU (qemu-system-x86_64), VMSIG_GUEST_MEM (256M),
 # VMSIG_GUEST_MACHINE (q35), VMSIG_GUEST_APPEND (extra kernel args),
-# VMSIG_KEEP_LOGS=1 keeps the serial logs for a post-mortem.
+# VMSIG_GUEST_KASLR=1 boots with KASLR (default: nokaslr, which the derived
+# System.map matches), VMSIG_KEEP_LOGS=1 keeps the serial logs for a
+# post-mortem.
 
 declare -gA _VMSIG_PID=() _VMSIG_DIR=() _VMSIG_SHM=() _VMSIG_QMP=() _VMSIG_SERIAL=()
 declare -g _VMSIG_TRAPPED=""
@@ -60,7 +62,8 @@ start_guest() {
         _vmsig_guest_files || return 1
         _vmsig_trap
         local mem=${VMSIG_GUEST_MEM:-256M} machine=${VMSIG_GUEST_MACHINE:-q35}
-        local dir uniq
+        local dir uniq kaslr=nokaslr
+        [ "${VMSIG_GUEST_KASLR:-0}" = 1 ] && kaslr="" # the kernel default (RANDOMIZE_BASE)
         dir=$(mktemp -d "${TMPDIR:-/tmp}/vmsig-vm-$name.XXXXXX") || return 1
         uniq="$name-$$-${dir##*.}"
         _VMSIG_DIR[$name]=$dir
@@ -73,7 +76,7 @@ start_guest() {
                 -object "memory-backend-file,id=ram0,size=$mem,mem-path=${_VMSIG_SHM[$name]},share=on" \
                 -machine "$machine,memory-backend=ram0" \
                 -kernel "$KERNEL" -initrd "$INITRD" \
-                -append "console=ttyS0 nokaslr panic=-1 ${VMSIG_GUEST_APPEND:-}" \
+                -append "console=ttyS0 $kaslr panic=-1 ${VMSIG_GUEST_APPEND:-}" \
                 -serial "file:${_VMSIG_SERIAL[$name]}" \
                 -qmp "unix:${_VMSIG_QMP[$name]},server=on,wait=off" \
                 "$@" </dev/null >"$dir/qemu.out" 2>&1 &

@@ -47,6 +47,7 @@ struct vm_guest_opts {
         const char *append;       /* extra kernel command line */
         const char *const *extra; /* extra QEMU args, NULL-terminated */
         uid_t uid;                /* run QEMU as this uid and gid (0: as the test) */
+        bool kaslr;               /* boot with KASLR (default nokaslr, as System.map) */
 };
 
 static inline long vm_guest_now_ms(void)
@@ -176,7 +177,8 @@ static inline int vm_guest_start(struct vm_guest *g, const char *name, const str
         snprintf(a_mem, sizeof(a_mem), "memory-backend-file,id=ram0,size=%s,mem-path=%s,share=on", mem,
                  g->shm);
         snprintf(a_machine, sizeof(a_machine), "%s,memory-backend=ram0", o->machine ? o->machine : "q35");
-        snprintf(a_append, sizeof(a_append), "console=ttyS0 nokaslr panic=-1 %s", o->append ? o->append : "");
+        snprintf(a_append, sizeof(a_append), "console=ttyS0 %s panic=-1 %s", o->kaslr ? "" : "nokaslr",
+                 o->append ? o->append : "");
         snprintf(a_serial, sizeof(a_serial), "file:%s", g->serial);
         snprintf(a_qmp, sizeof(a_qmp), "unix:%s,server=on,wait=off", g->qmp);
         snprintf(out, sizeof(out), "%s/qemu.out", g->dir);

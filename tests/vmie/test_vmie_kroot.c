@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "vmie_img.h"
+#include "vmie_win.h"
 
 #define BANNER_VA  0xffffffff81e000a0ull
 #define BANNER_5VA 0xff110000000000a0ull
@@ -169,72 +170,23 @@ static void test_linux_5level_auto(void **state)
 /* ---- Windows ------------------------------------------------------------------ */
 
 #define SYSTEM_DTB 0x1aa000ull
-#define SELF_IDX   0x1ed
-#define LMTARGET   0xfffff80212345000ull
 
-struct win_img {
-        struct img im;
-        uint64_t tgt; /* bump allocator for targets of kernel entries */
-};
-
-static void win_init(struct win_img *w)
+/* A real kernel root at pa: n filler entries plus KUSER_SHARED_DATA and
+ * ntoskrnl. */
+static void win_real(struct win_img *w, uint64_t pa, unsigned n)
 {
-        img_init(&w->im, 4 * MIB, 4);
-        /* Realistic low RAM: the VGA / ROM hole at a0000-fffff. */
-        img_range(&w->im, 0, 0xa0000, 0);
-        img_range(&w->im, 0x100000, 3 * MIB, 0x100000);
-        w->tgt = 0x300000;
+        win_pml4(w, pa, SELF_OK, n, 0x63, 0);
+        win_kernel(w, pa, true, NT_EXPORT);
 }
 
-enum { SELF_OK = 0, SELF_USER = 1, SELF_ELSEWHERE = 2, SELF_NONE = 3 };
-
-/* A PML4 at pa with a self-reference at idx and n kernel entries whose bits
- * are kbits and whose targets are in RAM unless far. */
-static void win_pml4(struct win_img *w, uint64_t pa, int self, unsigned n, uint64_t kbits, int far)
+/* Another process's root: the same kernel half, its own self-reference and
+ * nuser user-half entries. */
+static void win_clone(struct win_img *w, uint64_t from, uint64_t to, unsigned nuser)
 {
-        struct img *im = &w->im;
-        memset(img_ptr(im, pa), 0, 4096);
-        img_put64(im, pa, 0x500000 | 0x67); /* a user-half entry, like System's PML4[0] */
-        uint64_t se = (self == SELF_ELSEWHERE ? pa + 0x1000 : pa) | 0x63 | P_NX;
-        if (self == SELF_USER)
-                se |= P_US;
-        if (self != SELF_NONE)
-                img_put64(im, pa + SELF_IDX * 8, se);
-        for (unsigned i = 0, idx = 256; i < n; idx++) {
-                if (idx == SELF_IDX)
-                        continue;
-                uint64_t t = far ? 0x40000000ull + i * 0x1000 : (w->tgt += 0x1000);
-                img_put64(im, pa + idx * 8, t | kbits);
-                i++;
-        }
-}
-
-static void win_lowstub(struct win_img *w, uint64_t at, uint64_t cr3)
-{
-        uint8_t *p = img_ptr(&w->im, at);
-        uint64_t jmp = 0x00000001000600e9ull | (0x2aull << 8); /* byte 1 is free */
-        memcpy(p + 0x00, &jmp, 8);
-        uint64_t lm = LMTARGET;
-        memcpy(p + 0x70, &lm, 8);
-        memcpy(p + 0xa0, &cr3, 8);
-}
-
-static void win_decoys(struct win_img *w)
-{
-        win_pml4(w, 0x100000, SELF_OK, 3, 0x63, 0);        /* too few kernel entries */
-        win_pml4(w, 0x101000, SELF_USER, 8, 0x63, 0);      /* user-accessible self-ref */
-        win_pml4(w, 0x102000, SELF_ELSEWHERE, 8, 0x63, 0); /* "self-ref" to another page */
-        win_pml4(w, 0x104000, SELF_OK, 8, 0x63, 1);        /* kernel entries outside RAM */
-        win_pml4(w, 0x105000, SELF_OK, 8, 0x63 | P_PS, 0); /* PS in PML4Es */
-        win_pml4(w, 0x106000, SELF_OK, 8, 0x67, 0);        /* user kernel-half entries */
-        win_pml4(w, 0x107000, SELF_NONE, 20, 0x63, 0);     /* no self-ref at all */
-}
-
-static struct vmie_ram *win_open(struct win_img *w)
-{
-        struct vmie_ram *ram = NULL;
-        assert_int_equal(img_open(&w->im, 0, NULL, &ram), 0);
-        return ram;
+        memcpy(img_ptr(&w->im, to), img_ptr(&w->im, from), 4096);
+        img_put64(&w->im, to + SELF_IDX * 8, to | 0x63 | P_NX);
+        for (unsigned i = 0; i < nuser; i++)
+                img_put64(&w->im, to + i * 8, (0x600000 + i * 0x1000) | 0x67);
 }
 
 static void test_windows_lowstub(void **state)
@@ -243,7 +195,7 @@ static void test_windows_lowstub(void **state)
         struct win_img w;
         win_init(&w);
         win_decoys(&w);
-        win_pml4(&w, SYSTEM_DTB, SELF_OK, 12, 0x63, 0);
+        win_real(&w, SYSTEM_DTB, 12);
         win_lowstub(&w, 0x13000, SYSTEM_DTB);
         struct vmie_ram *ram = win_open(&w);
         struct vmie_kroot k;
@@ -254,6 +206,10 @@ static void test_windows_lowstub(void **state)
         assert_int_equal(k.kernel_hint, LMTARGET);
         assert_int_equal(k.selfref_index, SELF_IDX);
         assert_int_equal(k.levels, 4);
+        /* The kernel base, from LmTarget. */
+        uint64_t base = 0;
+        assert_int_equal(vmie_kernel_base(ram, &k, &base), 0);
+        assert_int_equal(base, NT_BASE);
         /* The self-map works through the ordinary walk. */
         uint64_t i = SELF_IDX;
         uint64_t va = 0xffff000000000000ull | (i << 39) | (i << 30) | (i << 21) | (i << 12);
@@ -268,13 +224,13 @@ static void test_windows_lowstub(void **state)
         img_fini(&w.im);
 }
 
-static void test_windows_selfref_fallback(void **state)
+static void test_windows_no_stub(void **state)
 {
         (void)state;
         struct win_img w;
         win_init(&w);
         win_decoys(&w);
-        win_pml4(&w, SYSTEM_DTB, SELF_OK, 6, 0x63, 0);
+        win_real(&w, SYSTEM_DTB, 6);
         /* Low stubs that must be ignored: CR3 of a decoy, CR3 above 2^40,
          * CR3 with PCID bits, a broken LmTarget, and one in the VGA hole
          * (not in the layout at all, so not even readable). */
@@ -295,14 +251,134 @@ static void test_windows_selfref_fallback(void **state)
         assert_int_equal(vmie_windows_kernel_root(ram, 0, &k), 0);
         assert_int_equal(k.method, VMIE_KROOT_SELFREF);
         assert_int_equal(k.root, SYSTEM_DTB);
-        assert_int_equal(k.kernel_hint, 0);
+        assert_int_equal(k.kernel_hint, NT_BASE);
         assert_int_equal(k.os, VMIE_OS_WINDOWS);
+        uint64_t base = 0;
+        assert_int_equal(vmie_kernel_base(ram, &k, &base), 0);
+        assert_int_equal(base, NT_BASE);
         vmie_ram_free(ram);
 
-        /* With only 5 kernel entries the real root is not enough either. */
-        win_pml4(&w, SYSTEM_DTB, SELF_OK, 5, 0x63, 0);
+        /* Through pread (safe mode) the same. */
+        assert_int_equal(img_open(&w.im, VMIE_RAM_NO_MMAP, NULL, &ram), 0);
+        assert_int_equal(vmie_windows_kernel_root(ram, 0, &k), 0);
+        assert_int_equal(k.root, SYSTEM_DTB);
+        vmie_ram_free(ram);
+
+        /* With 5 kernel entries (3 + KUSER's + ntoskrnl's) the real root is
+         * not enough either. */
+        win_pml4(&w, SYSTEM_DTB, SELF_OK, 3, 0x63, 0);
+        w.kpage = WIN_KPAGES;
+        win_kernel(&w, SYSTEM_DTB, true, NT_EXPORT);
         ram = win_open(&w);
         assert_int_equal(vmie_windows_kernel_root(ram, 0, &k), -ENOENT);
+        vmie_ram_free(ram);
+        img_fini(&w.im);
+}
+
+/* Windows 11: a dummy self-referencing PML4 low in RAM with a couple of
+ * entries, a lookalike with many entries but no Windows kernel, and the real
+ * root far above 16 MiB (here at 4 GiB + 512 KiB), with a user process
+ * sharing its kernel half lower down. */
+#define HIGH_GPA  0x100000000ull
+#define REAL_HIGH (HIGH_GPA + 0x80000ull)
+
+static void test_windows_dummy_low_real_high(void **state)
+{
+        (void)state;
+        struct win_img w;
+        win_init_layout(&w, 5 * MIB);
+        img_range(&w.im, HIGH_GPA, 1 * MIB, 4 * MIB);
+        win_pml4(&w, 0x110000, SELF_OK, 2, 0x63, 0); /* the dummy */
+        /* The lookalike: more kernel entries than the real one (ranked
+         * first), KUSER mapped but executable, no ntoskrnl. */
+        win_pml4(&w, 0x111000, SELF_OK, 40, 0x63, 0);
+        img_map_k(&w.im, 0x111000, KUSER_VA, win_kpage(&w), 4096, P_RW);
+        /* Another: KUSER right, but the only image is a driver. */
+        win_pml4(&w, 0x112000, SELF_OK, 40, 0x63, 0);
+        img_map_k(&w.im, 0x112000, KUSER_VA, win_kpage(&w), 4096, P_RW | P_NX);
+        win_pe(&w, 0x112000, NT_BASE, NT_DRIVER);
+        win_real(&w, REAL_HIGH, 12);
+        win_clone(&w, REAL_HIGH, 0x120000, 9); /* a process, below 16 MiB */
+        struct vmie_ram *ram = win_open(&w);
+        uint16_t idx;
+        assert_int_equal(vmie_windows_validate_root(ram, 0x110000, 0, &idx), -ENOENT);
+        assert_int_equal(vmie_windows_validate_root(ram, 0x111000, 0, &idx), -ENOENT);
+        assert_int_equal(vmie_windows_validate_root(ram, 0x112000, 0, &idx), -ENOENT);
+        assert_int_equal(vmie_windows_validate_root(ram, REAL_HIGH, 0, &idx), 0);
+        assert_int_equal(vmie_windows_validate_root(ram, 0x120000, 0, &idx), 0); /* valid, not System's */
+        struct vmie_kroot k;
+        assert_int_equal(vmie_windows_kernel_root(ram, 0, &k), 0);
+        assert_int_equal(k.method, VMIE_KROOT_SELFREF);
+        assert_int_equal(k.root, REAL_HIGH); /* fewest user entries wins */
+        assert_int_equal(k.kernel_hint, NT_BASE);
+        vmie_ram_free(ram);
+        img_fini(&w.im);
+}
+
+/* VBS: the vCPU's CR3 is the hypervisor's. It has a self-reference and a
+ * full kernel half, but no Windows kernel: it must not validate, and the
+ * discovery finds Windows' own root. */
+static void test_windows_vbs_cr3(void **state)
+{
+        (void)state;
+        struct win_img w;
+        win_init(&w);
+        const uint64_t hv = 0x150000;
+        win_pml4(&w, hv, SELF_OK, 64, 0x63, 0);
+        img_map_k(&w.im, hv, 0xfffff80000000000ull, win_kpage(&w), 4096, P_RW); /* hypervisor code */
+        win_real(&w, 0x2c0000, 10);
+        struct vmie_ram *ram = win_open(&w);
+        uint16_t idx;
+        assert_int_equal(vmie_windows_validate_root(ram, hv | 0x3, 0, &idx), -ENOENT);
+        struct vmie_as as = {.ram = ram, .root = hv, .levels = 4};
+        uint64_t base;
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, &base), -ENOENT);
+        struct vmie_kroot k;
+        assert_int_equal(vmie_windows_kernel_root(ram, 0, &k), 0);
+        assert_int_equal(k.root, 0x2c0000);
+        assert_int_equal(k.method, VMIE_KROOT_SELFREF);
+        vmie_ram_free(ram);
+        img_fini(&w.im);
+}
+
+/* ntoskrnl's base: by hint, by the kernel-half scan, recognised by export
+ * name or by its sections, at 2 MiB or only 4 KiB alignment. */
+static void test_windows_kernel_base(void **state)
+{
+        (void)state;
+        struct win_img w;
+        win_init(&w);
+        win_pml4(&w, SYSTEM_DTB, SELF_OK, 8, 0x63, 0);
+        const uint64_t hal = NT_BASE - 0x3000000ull, odd = NT_BASE + 0x40000000ull + 0x7000;
+        win_pe(&w, SYSTEM_DTB, hal, NT_DRIVER);
+        win_pe(&w, SYSTEM_DTB, odd, NT_SECTIONS);
+        struct vmie_ram *ram = win_open(&w);
+        struct vmie_as as = {.ram = ram, .root = SYSTEM_DTB, .levels = 4};
+        uint64_t base = 0;
+        /* Only a 4 KiB-aligned kernel (known by its sections): the second pass. */
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, &base), 0);
+        assert_int_equal(base, odd);
+        assert_int_equal(vmie_windows_kernel_base(&as, odd + 0x123456, &base), 0);
+        assert_int_equal(base, odd);
+        /* A hint inside the driver: not the kernel, the scan decides. */
+        assert_int_equal(vmie_windows_kernel_base(&as, hal + 0x2000, &base), 0);
+        assert_int_equal(base, odd);
+        vmie_ram_free(ram);
+        /* Add the 2 MiB-aligned one: found first. */
+        win_pe(&w, SYSTEM_DTB, NT_BASE, NT_EXPORT);
+        ram = win_open(&w);
+        as.ram = ram;
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, &base), 0);
+        assert_int_equal(base, NT_BASE);
+        assert_int_equal(vmie_windows_kernel_base(&as, LMTARGET, &base), 0);
+        assert_int_equal(base, NT_BASE);
+        /* Bad arguments. */
+        as.levels = 5;
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, &base), -EINVAL);
+        as.levels = 4;
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, NULL), -EINVAL);
+        as.root = 64 * MIB;
+        assert_int_equal(vmie_windows_kernel_base(&as, 0, &base), -ENXIO);
         vmie_ram_free(ram);
         img_fini(&w.im);
 }
@@ -323,7 +399,7 @@ static void test_os_kind(void **state)
 
         struct win_img w;
         win_init(&w);
-        win_pml4(&w, SYSTEM_DTB, SELF_OK, 7, 0x63, 0);
+        win_real(&w, SYSTEM_DTB, 7);
         struct vmie_ram *ram = win_open(&w);
         h.cr3 = SYSTEM_DTB; /* a Linux hint on a Windows guest: falls through */
         assert_int_equal(vmie_kernel_root(ram, &h, 0, &k), 0);
@@ -339,9 +415,15 @@ static void test_os_kind(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_linux_kpti_pcid), cmocka_unit_test(test_linux_non_kpti_bit12),
-            cmocka_unit_test(test_linux_failures),  cmocka_unit_test(test_linux_5level_auto),
-            cmocka_unit_test(test_windows_lowstub), cmocka_unit_test(test_windows_selfref_fallback),
+            cmocka_unit_test(test_linux_kpti_pcid),
+            cmocka_unit_test(test_linux_non_kpti_bit12),
+            cmocka_unit_test(test_linux_failures),
+            cmocka_unit_test(test_linux_5level_auto),
+            cmocka_unit_test(test_windows_lowstub),
+            cmocka_unit_test(test_windows_no_stub),
+            cmocka_unit_test(test_windows_dummy_low_real_high),
+            cmocka_unit_test(test_windows_vbs_cr3),
+            cmocka_unit_test(test_windows_kernel_base),
             cmocka_unit_test(test_os_kind),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -105,6 +105,33 @@ static inline uint64_t img_entry(struct img *im, uint64_t root, uint64_t va, uns
         }
 }
 
+/* Same, but intermediate tables are created supervisor-only (P|RW), as a
+ * kernel builds its half. */
+static inline uint64_t img_entry_k(struct img *im, uint64_t root, uint64_t va, unsigned lvl)
+{
+        uint64_t table = root;
+        for (unsigned l = im->levels;; l--) {
+                uint64_t ea = table + ((va >> (12 + 9 * (l - 1))) & 0x1ff) * 8;
+                if (l == lvl)
+                        return ea;
+                uint64_t e = img_get64(im, ea);
+                if (!(e & P_P)) {
+                        e = img_page(im) | P_P | P_RW;
+                        img_put64(im, ea, e);
+                }
+                table = ADDR(e);
+        }
+}
+
+/* Kernel mapping: supervisor intermediates, leaf bits as given. */
+static inline void img_map_k(struct img *im, uint64_t root, uint64_t va, uint64_t gpa, uint64_t size,
+                             uint64_t bits)
+{
+        unsigned lvl = size == GIB ? 3 : size == 2 * MIB ? 2 : 1;
+        uint64_t e = gpa | bits | P_P | (lvl > 1 ? P_PS : 0);
+        img_put64(im, img_entry_k(im, root, va, lvl), e);
+}
+
 /* Map va -> gpa with a leaf of size 4K / 2M / 1G and the given leaf bits. */
 static inline void img_map(struct img *im, uint64_t root, uint64_t va, uint64_t gpa, uint64_t size,
                            uint64_t bits)
