@@ -37,7 +37,9 @@ SELF=$(readlink -f "$0")
 
 KERNEL=${VMSIG_STOCK_KERNEL:-}
 if [ -z "$KERNEL" ]; then
-        KERNEL=$(ls -1 /boot/vmlinuz-*-amd64 2>/dev/null | grep -v -- '-cloud-amd64$' | sort -V | tail -n 1 || true)
+        KERNEL=$(for k in /boot/vmlinuz-*-amd64; do
+                case $k in *-cloud-amd64 | '/boot/vmlinuz-*-amd64') ;; *) echo "$k" ;; esac
+        done | sort -V | tail -n 1)
 fi
 [ -n "$KERNEL" ] || die "no stock /boot/vmlinuz-*-amd64: install the Debian package 'linux-image-amd64'"
 [ -r "$KERNEL" ] || die "cannot read $KERNEL"
