@@ -1,0 +1,261 @@
+# SPDX-License-Identifier: MIT
+# shellcheck shell=sh
+# Runs INSIDE the stock-kernel guest as /test/run.sh (busybox sh), put there
+# by uinput-in-guest.sh with the binaries in /test/bin. One line per check:
+#   VMSIG-CHECK PASS name
+#   VMSIG-CHECK FAIL name: reason
+# then VMSIG-CHECKS-DONE pass=N fail=M. /test/mode "bench" runs
+# bench/actuate's uinput part instead (VMSIG-BENCH lines).
+#
+# The path under test is the one users run: `vmsig-uinput hold` creates the
+# pair and serves it; vmsigd (driver=qemu, input_options=uinput=SOCK) takes
+# dups of the fds; vmsigctl injects; vmsig-evdev-frames reads the devices
+# through evdev, as QEMU's input-linux would, one line per SYN_REPORT frame.
+export PATH=/test/bin:/bin:/sbin
+B=/test/bin
+W=/run/vmsig
+FR=$W/frames.log
+PASS=0
+FAIL=0
+VM=demo
+
+pass() {
+        echo "VMSIG-CHECK PASS $1"
+        PASS=$((PASS + 1))
+}
+fail() {
+        echo "VMSIG-CHECK FAIL $1: $2"
+        FAIL=$((FAIL + 1))
+}
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+# wait_for SECONDS CMD...: polls CMD every 50 ms until it succeeds.
+wait_for() {
+        _end=$(($(now_ms) + $1 * 1000))
+        shift
+        while ! "$@" >/dev/null 2>&1; do
+                [ "$(now_ms)" -ge "$_end" ] && return 1
+                usleep 50000
+        done
+}
+finish() {
+        echo "VMSIG-CHECKS-DONE pass=$PASS fail=$FAIL"
+        [ "$FAIL" = 0 ]
+        exit $?
+}
+
+mkdir -p $W/uinput $W/vms
+# Ctrl-Alt-Del (a key chord below) must not reboot the guest should a key
+# reach the console: the reader grabs the devices as QEMU does, and this
+# turns the kernel's reboot into a signal to /init, which ignores it.
+echo 0 >/proc/sys/kernel/ctrl-alt-del
+echo "stock guest: $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU"
+
+if [ "$(cat /test/mode 2>/dev/null)" = bench ]; then
+        echo "VMSIG-BENCH-BEGIN (TCG guest, kernel $(uname -r))"
+        $B/actuate --input-only >$W/bench.out 2>&1
+        rc=$?
+        sed 's/^/VMSIG-BENCH /' $W/bench.out
+        echo "VMSIG-BENCH-END rc=$rc"
+        exit 0
+fi
+
+# ---- the module and the unit tests that skipped on the host ----
+if [ -c /dev/uinput ]; then pass uinput-module-loaded; else fail uinput-module-loaded "no /dev/uinput"; fi
+if out=$($B/vmsig-uinput probe 2>&1) && [ "$out" = "/dev/uinput is usable" ]; then pass vmsig-uinput-probe; else fail vmsig-uinput-probe "$out"; fi
+
+# test_vmctl: its test_uinput_real skips without /dev/uinput; here it must run.
+$B/test_vmctl >$W/test_vmctl.log 2>&1
+rc=$?
+sed 's/^/  test_vmctl: /' $W/test_vmctl.log
+if [ $rc = 0 ] && grep -q '^\[       OK \] test_uinput_real' $W/test_vmctl.log && ! grep -q SKIP $W/test_vmctl.log; then
+        pass test_vmctl-uinput-real
+else
+        fail test_vmctl-uinput-real "rc=$rc (see test_vmctl lines above)"
+fi
+
+# ---- vmsig-uinput hold ----
+$B/vmsig-uinput hold $VM --dir $W/uinput >$W/hold.out 2>&1 &
+HOLD=$!
+if wait_for 10 test -S $W/uinput/$VM.sock -a -f $W/uinput/$VM.env; then
+        pass hold-socket-and-env
+else
+        fail hold-socket-and-env "$(cat $W/hold.out)"
+        finish
+fi
+# shellcheck disable=SC1090
+. $W/uinput/$VM.env
+sysname() { cat "/sys/class/input/${1#/dev/input/}/device/$2" 2>/dev/null; }
+if [ "$(sysname "$KEYBOARD" name)" = "vmsig $VM keyboard" ] && [ "$(sysname "$POINTER" name)" = "vmsig $VM pointer" ] &&
+        [ "$(sysname "$KEYBOARD" phys)" = "vmsig/$VM/kbd" ] && [ "$(sysname "$POINTER" phys)" = "vmsig/$VM/ptr" ]; then
+        pass hold-devices-named
+else
+        fail hold-devices-named "KEYBOARD=$KEYBOARD POINTER=$POINTER: $(sysname "$KEYBOARD" name) / $(sysname "$POINTER" name)"
+fi
+case $QEMU_ARGS in
+"-object input-linux,id=vmsig-kbd,evdev=$KEYBOARD,grab-toggle=ctrl-ctrl -object input-linux,id=vmsig-ptr,evdev=$POINTER")
+        pass hold-qemu-args ;;
+*) fail hold-qemu-args "QEMU_ARGS=$QEMU_ARGS" ;;
+esac
+if grep -qx "KEYBOARD=$KEYBOARD" $W/hold.out; then pass hold-stdout; else fail hold-stdout "$(cat $W/hold.out)"; fi
+
+$B/vmsig-evdev-frames kbd="$KEYBOARD" ptr="$POINTER" >$FR 2>&1 &
+READER=$!
+wait_for 10 grep -q '^READING 2' $FR || fail evdev-reader "$(cat $FR)"
+sed 's/^/  /' $FR
+# The pointer has what QEMU input-linux needs to treat it as a mouse
+# (REL_X or ABS_X AND a button), the keyboard no buttons.
+caps=$(cat "/sys/class/input/${POINTER#/dev/input/}/device/capabilities/key" 2>/dev/null)
+case $caps in
+*70000*) pass pointer-has-buttons ;;
+*) fail pointer-has-buttons "key caps: $caps" ;;
+esac
+
+# ---- vmsigd with the VM's input through the holder ----
+cat >$W/vmsigd.conf <<EOF
+[daemon]
+socket = $W/vmsigd.sock
+trigger_dir = $W/vms
+audit = file:$W/audit.log
+EOF
+# No QEMU in here: vmhost and memctx wait for QMP and RAM; input needs neither.
+umask 022
+cat >$W/vms/.$VM.tmp <<EOF
+name=$VM
+driver=qemu
+qmp=$W/qmp-$VM.sock
+ram=/dev/shm/$VM.ram
+input_options=uinput=$W/uinput/$VM.sock
+EOF
+mv $W/vms/.$VM.tmp $W/vms/$VM
+DPID=""
+start_vmsigd() {
+        : >$W/vmsigd.log
+        $B/vmsigd -c $W/vmsigd.conf >>$W/vmsigd.log 2>&1 &
+        DPID=$!
+        if wait_for 20 grep -q 'vmsigd: ready:' $W/vmsigd.log &&
+                wait_for 20 sh -c "$B/vmsigctl -s $W/vmsigd.sock list | grep -q '$VM'"; then
+                pass "vmsigd-start-$1"
+        else
+                fail "vmsigd-start-$1" "$(tail -n 20 $W/vmsigd.log)"
+                return 1
+        fi
+}
+stop_vmsigd() { # SIGNAL
+        kill -"$1" "$DPID" 2>/dev/null
+        wait "$DPID" 2>/dev/null
+        DPID=""
+}
+ctl() { $B/vmsigctl -s $W/vmsigd.sock "$@"; }
+
+MARK=0
+mark() { MARK=$(wc -l <$FR); }
+frames() { # LABEL: the frames of LABEL since the mark, one per line
+        tail -n +$((MARK + 1)) $FR | awk -v l="$1" '$1 == "FRAME" && $2 == l { $1 = ""; $2 = ""; sub(/^ +/, ""); print }'
+}
+# shellcheck disable=SC2317 # called through wait_for
+count_at_least() { [ "$(frames "$1" | wc -l)" -ge "$2" ]; }
+# expect NAME LABEL FRAME...: exactly these frames on LABEL since the mark.
+expect() {
+        _name=$1 _label=$2
+        shift 2
+        _want=$(printf '%s\n' "$@")
+        wait_for 10 count_at_least "$_label" $#
+        usleep 200000 # anything extra would already be queued behind them
+        _got=$(frames "$_label")
+        if [ "$_got" = "$_want" ]; then
+                pass "$_name"
+        else
+                fail "$_name" "$_label frames: got [$(echo "$_got" | tr '\n' '|')] want [$(echo "$_want" | tr '\n' '|')]"
+        fi
+}
+# inject NAME vmsigctl-input-args...: the command must succeed
+inject() {
+        _name=$1
+        shift
+        mark
+        if ! _o=$(ctl input $VM "$@" 2>&1); then
+                fail "$_name" "vmsigctl input $VM $*: $_o"
+                return 1
+        fi
+}
+
+start_vmsigd first || finish
+# No QEMU runs in here: had vmctl fallen back to QMP, every command below
+# would fail; frames on the devices prove the uinput path.
+sed 's/^/  vmsigd: /' $W/vmsigd.log
+
+inject key-a key a && expect key-a kbd "KEY_30=1" "KEY_30=0"
+inject key-chord key leftctrl leftalt delete &&
+        expect key-chord kbd "KEY_29=1" "KEY_56=1" "KEY_111=1" "KEY_111=0" "KEY_56=0" "KEY_29=0"
+inject move-abs-one-frame move 1000 2000 && expect move-abs-one-frame ptr "ABS_X=1000 ABS_Y=2000"
+inject move-abs-max move 32767 0 && expect move-abs-max ptr "ABS_X=32767 ABS_Y=0"
+inject move-rel rel -5 3 && expect move-rel ptr "REL_X=-5 REL_Y=3"
+inject move-rel-x-only rel 7 0 && expect move-rel-x-only ptr "REL_X=7"
+inject click-left click left && expect click-left ptr "BTN_LEFT=1" "BTN_LEFT=0"
+inject click-right click right && expect click-right ptr "BTN_RIGHT=1" "BTN_RIGHT=0"
+inject click-middle click middle && expect click-middle ptr "BTN_MIDDLE=1" "BTN_MIDDLE=0"
+inject wheel-up wheel 3 && expect wheel-up ptr "REL_WHEEL=1" "REL_WHEEL=1" "REL_WHEEL=1"
+inject wheel-down wheel -2 && expect wheel-down ptr "REL_WHEEL=-1" "REL_WHEEL=-1"
+inject type-text type "Hi" &&
+        expect type-text kbd "KEY_42=1" "KEY_35=1" "KEY_35=0" "KEY_42=0" "KEY_23=1" "KEY_23=0"
+
+# The grab toggle: both Ctrl keys held would detach the devices from the VM
+# (QEMU input-linux grab-toggle=ctrl-ctrl). The second Ctrl is refused; the
+# first one is released; the guest never sees the second.
+mark
+if o=$(ctl input $VM key leftctrl rightctrl 2>&1); then
+        fail grab-toggle-refused "vmsigctl accepted both Ctrl keys: $o"
+else
+        case $o in
+        *grab*) pass grab-toggle-refused ;;
+        *) fail grab-toggle-refused "refused, but the message does not say why: $o" ;;
+        esac
+        echo "  vmsigctl: $o"
+fi
+expect grab-toggle-not-delivered kbd "KEY_29=1" "KEY_29=0"
+mark
+if o=$(ctl input $VM key rightctrl leftctrl 2>&1); then
+        fail grab-toggle-refused-reverse "vmsigctl accepted both Ctrl keys: $o"
+else
+        pass grab-toggle-refused-reverse
+fi
+expect grab-toggle-reverse-not-delivered kbd "KEY_97=1" "KEY_97=0"
+mark
+if o=$(ctl input $VM move 40000 1 2>&1); then
+        fail move-out-of-range-refused "accepted: $o"
+else
+        pass move-out-of-range-refused
+fi
+inject after-refusals key b && expect after-refusals kbd "KEY_48=1" "KEY_48=0"
+
+# ---- the devices outlive vmsigd (graceful stop and crash) ----
+nodes_alive() {
+        [ "$(sysname "$KEYBOARD" name)" = "vmsig $VM keyboard" ] && [ "$(sysname "$POINTER" name)" = "vmsig $VM pointer" ] &&
+                ! grep -q '^GONE' $FR
+}
+x=100
+for sig in TERM KILL; do
+        x=$((x + 11))
+        stop_vmsigd $sig
+        if nodes_alive; then pass "devices-survive-vmsigd-$sig"; else fail "devices-survive-vmsigd-$sig" "$(grep GONE $FR)"; fi
+        start_vmsigd "after-$sig" || continue
+        # the same reader, on the same open evdev fds, sees the new commands
+        # (a new position each time: evdev drops a repeat of the current one)
+        inject "inject-after-$sig" move $x $((x * 2)) && expect "inject-after-$sig" ptr "ABS_X=$x ABS_Y=$((x * 2))"
+        inject "key-after-$sig" key z && expect "key-after-$sig" kbd "KEY_44=1" "KEY_44=0"
+done
+stop_vmsigd TERM
+
+# ---- vmsig-uinput stops: the devices and its files go ----
+kill -TERM $HOLD
+wait $HOLD
+hold_rc=$?
+if [ $hold_rc = 0 ] && [ ! -e $W/uinput/$VM.sock ] && [ ! -e $W/uinput/$VM.env ]; then
+        pass hold-stop-cleans-up
+else
+        fail hold-stop-cleans-up "rc=$hold_rc, left: $(ls $W/uinput)"
+fi
+if wait_for 10 sh -c "[ \$(grep -c '^GONE' $FR) = 2 ]"; then pass devices-gone-after-hold-stop; else fail devices-gone-after-hold-stop "$(tail -n 3 $FR)"; fi
+kill $READER 2>/dev/null
+echo "  frames seen: $(grep -c '^FRAME' $FR)"
+finish
