@@ -110,6 +110,60 @@ case $caps in
 *) fail pointer-has-buttons "key caps: $caps" ;;
 esac
 
+# ---- the udev rule (packaging/60-vmsig-uinput.rules), applied by udevadm test ----
+if [ -x $B/udevadm ] && [ -f /etc/udev/rules.d/60-vmsig-uinput.rules ]; then
+        mkdir -p /run/udev
+        # udev_check NAME NODE ROLE: properties, link, group kvm and mode 0660
+        udev_check() {
+                _out=$($B/udevadm test --action=add "/sys/class/input/${2#/dev/input/}" 2>&1)
+                _link=/dev/input/by-vmsig/vmsig-$VM-$3
+                _miss=""
+                for _p in "VMSIG_VM=$VM" "VMSIG_ROLE=$3" "LIBINPUT_IGNORE_DEVICE=1" "DEVLINKS=$_link"; do
+                        echo "$_out" | grep -qx "$_p" || _miss="$_miss $_p"
+                done
+                echo "$_out" | grep -q '^TAGS=.*:vmsig:' || _miss="$_miss TAGS:vmsig"
+                [ "$(readlink -f "$_link")" = "$2" ] || _miss="$_miss link->$(readlink -f "$_link")"
+                [ "$(stat -c '%G %a' "$2")" = "kvm 660" ] || _miss="$_miss perms:$(stat -c '%G %a' "$2")"
+                if [ -z "$_miss" ]; then pass "$1"; else fail "$1" "missing:$_miss"; fi
+        }
+        udev_check udev-rule-keyboard "$KEYBOARD" kbd
+        udev_check udev-rule-pointer "$POINTER" ptr
+        # Look-alikes: names and ids anyone allowed to open /dev/uinput can
+        # choose. None may be linked, tagged or given to kvm, and nothing of
+        # the name may reach a shell.
+        n=0
+        lookalike() { # CHECK NAME PHYS VENDOR PRODUCT
+                n=$((n + 1))
+                $B/vmsig-uinput-lookalike "$2" "$3" "$4" "$5" >$W/look$n.out 2>&1 &
+                _pid=$!
+                if ! wait_for 10 grep -q '^/dev/input/event' $W/look$n.out; then
+                        fail "$1" "lookalike not created: $(cat $W/look$n.out)"
+                        kill $_pid
+                        return
+                fi
+                _node=$(head -n 1 $W/look$n.out)
+                _out=$($B/udevadm test --action=add "/sys/class/input/${_node#/dev/input/}" 2>&1)
+                if echo "$_out" | grep -qE '^(VMSIG_|DEVLINKS=.*by-vmsig|TAGS=.*:vmsig:)' ||
+                        [ "$(stat -c %G "$_node")" = kvm ] || [ -e /tmp/pwned ]; then
+                        fail "$1" "$(echo "$_out" | grep -E '^(VMSIG_|DEVLINKS|TAGS)|PROGRAM' | tr '\n' '|')"
+                else
+                        pass "$1"
+                fi
+                kill $_pid
+                wait $_pid 2>/dev/null
+        }
+        # shellcheck disable=SC2016 # the $(...) is the attack, kept literal
+        lookalike udev-ignores-shell-in-name 'vmsig $(touch /tmp/pwned) keyboard' vmsig/x/kbd 5653 0001
+        lookalike udev-ignores-slash-in-name 'vmsig ../../x keyboard' vmsig/x/kbd 5653 0001
+        lookalike udev-ignores-four-words 'vmsig a b keyboard' vmsig/a/kbd 5653 0001
+        lookalike udev-ignores-option-name 'vmsig -n keyboard' vmsig/-n/kbd 5653 0001
+        lookalike udev-ignores-other-vendor 'vmsig ok keyboard' vmsig/ok/kbd 1234 0001
+        lookalike udev-ignores-role-mismatch 'vmsig ok keyboard' vmsig/ok/kbd 5653 0002
+        lookalike udev-ignores-other-phys 'vmsig ok keyboard' usb-0000:00:14.0-1/input0 5653 0001
+else
+        fail udev-rule "udevadm or the rule file missing in the guest"
+fi
+
 # ---- vmsigd with the VM's input through the holder ----
 cat >$W/vmsigd.conf <<EOF
 [daemon]

@@ -10,8 +10,11 @@
 #                               (TCG figures), printed as is
 #
 # Environment: VMSIG_STOCK_GUEST_DIR (build-stock-guest.sh output), VMSIGD,
-# VMSIGCTL, VMSIG_UINPUT, TEST_VMCTL, EVDEV_FRAMES (binary paths), ACTUATE
-# (--bench), VMSIG_QEMU (default qemu-system-x86_64), VMSIG_KEEP_LOGS=1.
+# VMSIGCTL, VMSIG_UINPUT, TEST_VMCTL, EVDEV_FRAMES, UINPUT_LOOKALIKE (binary
+# paths), ACTUATE (--bench), VMSIG_UDEVADM (default: the host's udevadm, run
+# in the guest as `udevadm test` on the rule), UDEV_RULES (default
+# packaging/60-vmsig-uinput.rules), VMSIG_QEMU (default qemu-system-x86_64),
+# VMSIG_KEEP_LOGS=1.
 #
 # The binaries go into a second cpio appended to the guest's initrd, each with
 # the shared libraries ldd names and the dynamic loader, at the same paths.
@@ -41,6 +44,9 @@ else
         BIN[vmsig-uinput]=${VMSIG_UINPUT:?set VMSIG_UINPUT}
         BIN[test_vmctl]=${TEST_VMCTL:?set TEST_VMCTL}
         BIN[vmsig-evdev-frames]=${EVDEV_FRAMES:?set EVDEV_FRAMES}
+        BIN[vmsig-uinput-lookalike]=${UINPUT_LOOKALIKE:?set UINPUT_LOOKALIKE}
+        BIN[udevadm]=${VMSIG_UDEVADM:-$(command -v udevadm || echo /bin/udevadm)}
+        UDEV_RULES=${UDEV_RULES:-$SELF_DIR/../../../packaging/60-vmsig-uinput.rules}
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vmsig-uinput-guest.XXXXXX")
@@ -68,6 +74,12 @@ ROOT=$WORK/root
 mkdir -p "$ROOT/test/bin"
 cp "$SELF_DIR/uinput-checks.sh" "$ROOT/test/run.sh"
 echo "$MODE" >"$ROOT/test/mode"
+if [ "$MODE" = checks ]; then
+        # the rule under test, and the group it names (later archives win)
+        mkdir -p "$ROOT/etc/udev/rules.d"
+        cp "$UDEV_RULES" "$ROOT/etc/udev/rules.d/60-vmsig-uinput.rules"
+        printf 'root:x:0:\nkvm:x:994:\n' >"$ROOT/etc/group"
+fi
 copy_lib() { # PATH: at the same path, symlinks resolved
         [ -e "$ROOT$1" ] && return 0
         mkdir -p "$ROOT$(dirname "$1")"
