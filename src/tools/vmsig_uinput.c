@@ -16,12 +16,14 @@
  *   - READY=1 to systemd once all of that is in place.
  * The devices live as long as any holder of the fds: this process, and
  * vmsigd's dups. A vmsigd restart therefore never destroys them (QEMU's
- * input-linux would lose them for good). On SIGTERM the files are removed
- * and the devices go when the last fd closes. */
+ * input-linux would lose them for good). On SIGTERM the files are removed;
+ * without systemd the devices are destroyed, under systemd (fds in the store)
+ * they go when the last fd closes, so a restart of the service keeps them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,13 +71,14 @@ static int from_fdstore(struct vmctl_uinput_pair *p)
         return p->kbd_fd >= 0 && p->ptr_fd >= 0 ? 0 : -ENOENT;
 }
 
-/* Needs FileDescriptorStoreMax=2 in the unit; harmless without systemd. */
-static void to_fdstore(const struct vmctl_uinput_pair *p)
+/* Needs FileDescriptorStoreMax=2 in the unit; harmless without systemd.
+ * True when both fds went to systemd. */
+static bool to_fdstore(const struct vmctl_uinput_pair *p)
 {
         int fd = p->kbd_fd;
-        (void)sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=kbd", &fd, 1);
+        int k = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=kbd", &fd, 1);
         fd = p->ptr_fd;
-        (void)sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=ptr", &fd, 1);
+        return sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=ptr", &fd, 1) > 0 && k > 0;
 }
 
 /* sysfs knows the event node of an fd-store device: find it by name. */
@@ -118,9 +121,11 @@ static int hold(const char *vm, const char *dir, long allow_uid)
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         sigset_t mask;
         int lfd, sfd, r;
+        bool stored = false; /* systemd holds the fds across our restarts */
 
 #ifdef VMSIG_HAVE_SYSTEMD
         if (from_fdstore(&p) == 0) {
+                stored = true;
                 snprintf(p.kbd_name, sizeof(p.kbd_name), "vmsig %s keyboard", vm);
                 snprintf(p.ptr_name, sizeof(p.ptr_name), "vmsig %s pointer", vm);
                 node_by_name(p.kbd_name, p.kbd_node, sizeof(p.kbd_node));
@@ -134,7 +139,7 @@ static int hold(const char *vm, const char *dir, long allow_uid)
                         return 1;
                 }
 #ifdef VMSIG_HAVE_SYSTEMD
-                to_fdstore(&p);
+                stored = to_fdstore(&p);
 #endif
         }
         if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
@@ -201,6 +206,17 @@ static int hold(const char *vm, const char *dir, long allow_uid)
         }
         unlink(sock_path);
         unlink(env_path);
+        if (stored) {
+                /* SIGTERM is also how `systemctl restart` begins: destroying
+                 * the devices here would hand the next instance dead fds from
+                 * the store. Close ours first, so the UI_DEV_DESTROY in
+                 * vmctl_uinput_pair_close() fails (EBADF) and only frees the
+                 * handles; the devices go when systemd flushes the store at
+                 * stop and vmsigd lets go of the VM. */
+                close(p.kbd_fd);
+                close(p.ptr_fd);
+                p.kbd_fd = p.ptr_fd = -1;
+        }
         vmctl_uinput_pair_close(&p);
         return 0;
 }
