@@ -312,4 +312,49 @@ fi
 if wait_for 10 sh -c "[ \$(grep -c '^GONE' $FR) = 2 ]"; then pass devices-gone-after-hold-stop; else fail devices-gone-after-hold-stop "$(tail -n 3 $FR)"; fi
 kill $READER 2>/dev/null
 echo "  frames seen: $(grep -c '^FRAME' $FR)"
+
+# ---- under systemd (simulated: notify socket + fd store): a restart of the
+# holder takes the same devices back, as vmsig-uinput@.service promises ----
+VM=svc
+rm -f $W/vms/demo
+mkdir -p $W/sim
+$B/vmsig-fdstore-sim $W/sim $B/vmsig-uinput hold $VM --dir $W/uinput >$W/sim.out 2>&1 &
+SIM=$!
+if wait_for 10 grep -q '^SIM READY 1' $W/sim.out && [ "$(grep -c '^SIM STORED' $W/sim.out)" = 2 ]; then
+        pass svc-ready-fds-stored
+else
+        fail svc-ready-fds-stored "$(cat $W/sim.out)"
+fi
+# shellcheck disable=SC1090
+. $W/uinput/$VM.env
+K1=$KEYBOARD P1=$POINTER
+FR=$W/frames-svc.log
+$B/vmsig-evdev-frames kbd="$K1" ptr="$P1" >$FR 2>&1 &
+READER=$!
+wait_for 10 grep -q '^READING 2' $FR || fail svc-reader "$(cat $FR)"
+rm -f $W/uinput/$VM.env
+kill -USR1 $SIM # systemctl restart vmsig-uinput@svc
+if wait_for 10 grep -q '^SIM READY 2' $W/sim.out; then pass svc-restarted; else fail svc-restarted "$(cat $W/sim.out)"; fi
+grep '^SIM EXITED 1' $W/sim.out | sed 's/^/  /'
+wait_for 10 test -f $W/uinput/$VM.env
+# shellcheck disable=SC1090
+. $W/uinput/$VM.env 2>/dev/null
+if nodes_alive && [ "$KEYBOARD" = "$K1" ] && [ "$POINTER" = "$P1" ]; then
+        pass svc-restart-keeps-devices
+else
+        fail svc-restart-keeps-devices "before $K1 $P1, after ${KEYBOARD:-?} ${POINTER:-?}; $(grep GONE $FR | tr '\n' ' ')"
+fi
+umask 022
+printf 'name=%s\ndriver=qemu\nqmp=%s\nram=%s\ninput_options=uinput=%s\n' $VM $W/qmp-$VM.sock /dev/shm/$VM.ram \
+        $W/uinput/$VM.sock >$W/vms/.$VM.tmp
+mv $W/vms/.$VM.tmp $W/vms/$VM
+if start_vmsigd svc; then
+        inject svc-inject-after-restart move 4321 1234 && expect svc-inject-after-restart ptr "ABS_X=4321 ABS_Y=1234"
+        inject svc-key-after-restart key c && expect svc-key-after-restart kbd "KEY_46=1" "KEY_46=0"
+        stop_vmsigd TERM
+fi
+kill -TERM $SIM # systemctl stop: the service ends, the store is flushed
+wait $SIM
+if wait_for 10 sh -c "[ \$(grep -c '^GONE' $FR) = 2 ]"; then pass svc-stop-devices-gone; else fail svc-stop-devices-gone "$(tail -n 3 $FR)"; fi
+kill $READER 2>/dev/null
 finish

@@ -10,8 +10,8 @@
 #                               (TCG figures), printed as is
 #
 # Environment: VMSIG_STOCK_GUEST_DIR (build-stock-guest.sh output), VMSIGD,
-# VMSIGCTL, VMSIG_UINPUT, TEST_VMCTL, EVDEV_FRAMES, UINPUT_LOOKALIKE (binary
-# paths), ACTUATE (--bench), VMSIG_UDEVADM (default: the host's udevadm, run
+# VMSIGCTL, VMSIG_UINPUT, TEST_VMCTL, EVDEV_FRAMES, UINPUT_LOOKALIKE,
+# FDSTORE_SIM (binary paths), ACTUATE (--bench), VMSIG_UDEVADM (default: the host's udevadm, run
 # in the guest as `udevadm test` on the rule), UDEV_RULES (default
 # packaging/60-vmsig-uinput.rules), VMSIG_QEMU (default qemu-system-x86_64),
 # VMSIG_KEEP_LOGS=1.
@@ -45,6 +45,7 @@ else
         BIN[test_vmctl]=${TEST_VMCTL:?set TEST_VMCTL}
         BIN[vmsig-evdev-frames]=${EVDEV_FRAMES:?set EVDEV_FRAMES}
         BIN[vmsig-uinput-lookalike]=${UINPUT_LOOKALIKE:?set UINPUT_LOOKALIKE}
+        BIN[vmsig-fdstore-sim]=${FDSTORE_SIM:?set FDSTORE_SIM}
         BIN[udevadm]=${VMSIG_UDEVADM:-$(command -v udevadm || echo /bin/udevadm)}
         UDEV_RULES=${UDEV_RULES:-$SELF_DIR/../../../packaging/60-vmsig-uinput.rules}
 fi
