@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* vmsig-uinput-lookalike: creates one uinput key device with a name, phys and
- * id of the caller's choosing, prints its event node and holds it until
- * it is killed (the device goes with its fd). The stock-guest checks use it to show that
- * packaging/60-vmsig-uinput.rules ignores devices that only look like
- * vmsig's (hostile names, wrong ids).
+ * id of the caller's choosing, prints its event node and holds it until it
+ * is killed (the device goes with its fd). The stock-guest checks use it to
+ * show that packaging/60-vmsig-uinput.rules ignores devices that only look
+ * like vmsig's (hostile names, wrong ids).
  *
  *   vmsig-uinput-lookalike NAME PHYS VENDOR PRODUCT     (ids in hex) */
 #include <dirent.h>
