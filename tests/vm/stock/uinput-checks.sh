@@ -318,6 +318,12 @@ echo "  frames seen: $(grep -c '^FRAME' $FR)"
 VM=svc
 rm -f $W/vms/demo
 mkdir -p $W/sim
+# A placeholder takes the lowest free event number now; freed before the
+# restart, it goes to a look-alike of the keyboard (same name, phys, id),
+# which the restarted holder must not take for its own.
+$B/vmsig-uinput-lookalike "placeholder" x 1234 1 >$W/placeholder.out 2>&1 &
+PLACEHOLDER=$!
+wait_for 10 grep -q '^/dev/input/event' $W/placeholder.out
 $B/vmsig-fdstore-sim $W/sim $B/vmsig-uinput hold $VM --dir $W/uinput >$W/sim.out 2>&1 &
 SIM=$!
 if wait_for 10 grep -q '^SIM READY 1' $W/sim.out && [ "$(grep -c '^SIM STORED' $W/sim.out)" = 2 ]; then
@@ -332,6 +338,12 @@ FR=$W/frames-svc.log
 $B/vmsig-evdev-frames kbd="$K1" ptr="$P1" >$FR 2>&1 &
 READER=$!
 wait_for 10 grep -q '^READING 2' $FR || fail svc-reader "$(cat $FR)"
+kill $PLACEHOLDER
+wait $PLACEHOLDER 2>/dev/null
+$B/vmsig-uinput-lookalike "vmsig $VM keyboard" vmsig/$VM/kbd 5653 0001 >$W/impostor.out 2>&1 &
+IMPOSTOR=$!
+wait_for 10 grep -q '^/dev/input/event' $W/impostor.out
+echo "  placeholder was $(cat $W/placeholder.out), look-alike keyboard is $(cat $W/impostor.out), real one $K1"
 rm -f $W/uinput/$VM.env
 kill -USR1 $SIM # systemctl restart vmsig-uinput@svc
 if wait_for 10 grep -q '^SIM READY 2' $W/sim.out; then pass svc-restarted; else fail svc-restarted "$(cat $W/sim.out)"; fi
@@ -348,6 +360,8 @@ umask 022
 printf 'name=%s\ndriver=qemu\nqmp=%s\nram=%s\ninput_options=uinput=%s\n' $VM $W/qmp-$VM.sock /dev/shm/$VM.ram \
         $W/uinput/$VM.sock >$W/vms/.$VM.tmp
 mv $W/vms/.$VM.tmp $W/vms/$VM
+kill $IMPOSTOR
+wait $IMPOSTOR 2>/dev/null
 if start_vmsigd svc; then
         inject svc-inject-after-restart move 4321 1234 && expect svc-inject-after-restart ptr "ABS_X=4321 ABS_Y=1234"
         inject svc-key-after-restart key c && expect svc-key-after-restart kbd "KEY_46=1" "KEY_46=0"
