@@ -4,8 +4,10 @@
 # (tests/vm/build-stock-guest.sh), whose kernel has the uinput module that the
 # build machines lack.
 #
-#   uinput-in-guest.sh          the checks (uinput-checks.sh): exit 0 only if
-#                               every VMSIG-CHECK line is PASS
+#   uinput-in-guest.sh [core|pkg]  the checks of uinput-checks.sh (default
+#                               core: the streams through vmsigd; pkg: the
+#                               udev rule and the fd-store restart): exit 0
+#                               only if every VMSIG-CHECK line is PASS
 #   uinput-in-guest.sh --bench  bench/actuate --input-only inside the guest
 #                               (TCG figures), printed as is
 #
@@ -26,8 +28,12 @@ die() {
         echo "uinput-in-guest: $*" >&2
         exit 1
 }
-MODE=checks
-[ "${1:-}" = --bench ] && MODE=bench
+MODE=${1:-core}
+[ "$MODE" = --bench ] && MODE=bench
+case $MODE in
+core | pkg | bench) ;;
+*) die "usage: $0 [core|pkg|--bench]" ;;
+esac
 SELF_DIR=$(dirname "$(readlink -f "$0")")
 GUEST=${VMSIG_STOCK_GUEST_DIR:?set VMSIG_STOCK_GUEST_DIR to an output of tests/vm/build-stock-guest.sh}
 QEMU=${VMSIG_QEMU:-qemu-system-x86_64}
@@ -42,8 +48,11 @@ else
         BIN[vmsigd]=${VMSIGD:?set VMSIGD}
         BIN[vmsigctl]=${VMSIGCTL:?set VMSIGCTL}
         BIN[vmsig-uinput]=${VMSIG_UINPUT:?set VMSIG_UINPUT}
-        BIN[test_vmctl]=${TEST_VMCTL:?set TEST_VMCTL}
         BIN[vmsig-evdev-frames]=${EVDEV_FRAMES:?set EVDEV_FRAMES}
+fi
+if [ "$MODE" = core ]; then
+        BIN[test_vmctl]=${TEST_VMCTL:?set TEST_VMCTL}
+elif [ "$MODE" = pkg ]; then
         BIN[vmsig-uinput-lookalike]=${UINPUT_LOOKALIKE:?set UINPUT_LOOKALIKE}
         BIN[vmsig-fdstore-sim]=${FDSTORE_SIM:?set FDSTORE_SIM}
         BIN[udevadm]=${VMSIG_UDEVADM:-$(command -v udevadm || echo /bin/udevadm)}
@@ -75,7 +84,7 @@ ROOT=$WORK/root
 mkdir -p "$ROOT/test/bin"
 cp "$SELF_DIR/uinput-checks.sh" "$ROOT/test/run.sh"
 echo "$MODE" >"$ROOT/test/mode"
-if [ "$MODE" = checks ]; then
+if [ "$MODE" = pkg ]; then
         # the rule under test, and the group it names (later archives win)
         mkdir -p "$ROOT/etc/udev/rules.d"
         cp "$UDEV_RULES" "$ROOT/etc/udev/rules.d/60-vmsig-uinput.rules"
