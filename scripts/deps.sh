@@ -12,6 +12,7 @@ PACKAGES=(
   debhelper dpkg-dev fakeroot systemd groff-base man-db
   python3-pytest python3-setuptools python3-wheel dh-python python3-all
   gcc-mingw-w64-x86-64 wine64 wine xvfb
+  linux-image-amd64 udev
 )
 
 missing=()

@@ -16,20 +16,26 @@
  *   - READY=1 to systemd once all of that is in place.
  * The devices live as long as any holder of the fds: this process, and
  * vmsigd's dups. A vmsigd restart therefore never destroys them (QEMU's
- * input-linux would lose them for good). On SIGTERM the files are removed
- * and the devices go when the last fd closes. */
+ * input-linux would lose them for good). On SIGTERM the files are removed;
+ * without systemd the devices are destroyed, under systemd (fds in the store)
+ * they go when the last fd closes, so a restart of the service keeps them. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <linux/uinput.h>
 
 #ifdef VMSIG_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -69,28 +75,36 @@ static int from_fdstore(struct vmctl_uinput_pair *p)
         return p->kbd_fd >= 0 && p->ptr_fd >= 0 ? 0 : -ENOENT;
 }
 
-/* Needs FileDescriptorStoreMax=2 in the unit; harmless without systemd. */
-static void to_fdstore(const struct vmctl_uinput_pair *p)
+/* Needs FileDescriptorStoreMax=2 in the unit; harmless without systemd.
+ * True when both fds went to systemd. */
+static bool to_fdstore(const struct vmctl_uinput_pair *p)
 {
         int fd = p->kbd_fd;
-        (void)sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=kbd", &fd, 1);
+        int k = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=kbd", &fd, 1);
         fd = p->ptr_fd;
-        (void)sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=ptr", &fd, 1);
+        return sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=ptr", &fd, 1) > 0 && k > 0;
 }
 
-/* sysfs knows the event node of an fd-store device: find it by name. */
-static void node_by_name(const char *name, char *node, size_t len)
+/* The event node of a device from the fd store: asked of the fd itself
+ * (UI_GET_SYSNAME), not looked up by name, which anyone allowed to open
+ * /dev/uinput can copy. */
+static void node_of_fd(int fd, char *node, size_t len)
 {
-        char path[128], buf[128];
-        for (int i = 0; i < 1024 && !node[0]; i++) {
-                snprintf(path, sizeof(path), "/sys/class/input/event%d/device/name", i);
-                FILE *f = fopen(path, "re");
-                if (!f)
-                        continue;
-                if (fgets(buf, sizeof(buf), f) && (buf[strcspn(buf, "\n")] = 0, !strcmp(buf, name)))
-                        snprintf(node, len, "/dev/input/event%d", i);
-                fclose(f);
-        }
+        char sys[64] = "", path[128];
+        struct dirent *e;
+        DIR *d;
+
+        if (ioctl(fd, UI_GET_SYSNAME(sizeof(sys)), sys) < 0 || strchr(sys, '/'))
+                return;
+        snprintf(path, sizeof(path), "/sys/devices/virtual/input/%s", sys);
+        if (!(d = opendir(path)))
+                return;
+        while ((e = readdir(d)))
+                if (!strncmp(e->d_name, "event", 5)) {
+                        snprintf(node, len, "/dev/input/%s", e->d_name);
+                        break;
+                }
+        closedir(d);
 }
 #endif
 
@@ -118,13 +132,15 @@ static int hold(const char *vm, const char *dir, long allow_uid)
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         sigset_t mask;
         int lfd, sfd, r;
+        bool stored = false; /* systemd holds the fds across our restarts */
 
 #ifdef VMSIG_HAVE_SYSTEMD
         if (from_fdstore(&p) == 0) {
+                stored = true;
                 snprintf(p.kbd_name, sizeof(p.kbd_name), "vmsig %s keyboard", vm);
                 snprintf(p.ptr_name, sizeof(p.ptr_name), "vmsig %s pointer", vm);
-                node_by_name(p.kbd_name, p.kbd_node, sizeof(p.kbd_node));
-                node_by_name(p.ptr_name, p.ptr_node, sizeof(p.ptr_node));
+                node_of_fd(p.kbd_fd, p.kbd_node, sizeof(p.kbd_node));
+                node_of_fd(p.ptr_fd, p.ptr_node, sizeof(p.ptr_node));
         } else
 #endif
         {
@@ -134,7 +150,7 @@ static int hold(const char *vm, const char *dir, long allow_uid)
                         return 1;
                 }
 #ifdef VMSIG_HAVE_SYSTEMD
-                to_fdstore(&p);
+                stored = to_fdstore(&p);
 #endif
         }
         if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
@@ -201,6 +217,17 @@ static int hold(const char *vm, const char *dir, long allow_uid)
         }
         unlink(sock_path);
         unlink(env_path);
+        if (stored) {
+                /* SIGTERM is also how `systemctl restart` begins: destroying
+                 * the devices here would hand the next instance dead fds from
+                 * the store. Close ours first, so the UI_DEV_DESTROY in
+                 * vmctl_uinput_pair_close() fails (EBADF) and only frees the
+                 * handles; the devices go when systemd flushes the store at
+                 * stop and vmsigd lets go of the VM. */
+                close(p.kbd_fd);
+                close(p.ptr_fd);
+                p.kbd_fd = p.ptr_fd = -1;
+        }
         vmctl_uinput_pair_close(&p);
         return 0;
 }

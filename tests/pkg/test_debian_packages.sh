@@ -106,6 +106,8 @@ for f in /usr/sbin/vmsigd /usr/bin/vmsigctl /lib/systemd/system/vmsigd.service /
         /etc/vmsig/vmsigd.conf /usr/share/vmsig/libvirt-hook/qemu /usr/share/vmsig/libvirt-hook/README.md \
         /usr/share/man/man8/vmsigd.8.gz /usr/share/man/man1/vmsigctl.1.gz /usr/share/man/man5/vmsigd.conf.5.gz \
         /usr/share/man/man5/vmsig-trigger.5.gz \
+        /usr/sbin/vmsig-uinput /lib/systemd/system/vmsig-uinput@.service /lib/udev/rules.d/60-vmsig-uinput.rules \
+        /usr/share/man/man1/vmsig-uinput.1.gz \
         /usr/lib/"$multiarch"/libvmsig.so.0 /usr/lib/"$multiarch"/libvmie.so.0 \
         /usr/lib/"$multiarch"/libvmsig.so /usr/lib/"$multiarch"/libvmie.so \
         /usr/lib/"$multiarch"/pkgconfig/libvmsig.pc /usr/lib/"$multiarch"/pkgconfig/libvmie.pc \
@@ -126,7 +128,16 @@ if command -v systemd-tmpfiles >/dev/null; then
         [ "$(stat -c %a:%U /run/vmsig/vms)" = 755:root ] || die "/run/vmsig/vms is $(stat -c %a:%U /run/vmsig/vms)"
         echo "  /run/vmsig/vms from tmpfiles.d: $(stat -c '%A %U:%G' /run/vmsig/vms)"
 fi
-man -w vmsigd vmsigctl vmsigd.conf vmsig-trigger >/dev/null 2>&1 || echo "  (man -w cannot find the pages: man-db not installed?)"
+man -w vmsigd vmsigctl vmsigd.conf vmsig-trigger vmsig-uinput >/dev/null 2>&1 || echo "  (man -w cannot find the pages: man-db not installed?)"
+# vmsig-uinput runs from the package (probe: 0 usable, 1 with the reason)
+out=$(/usr/sbin/vmsig-uinput probe 2>&1) && rc=0 || rc=$?
+echo "  vmsig-uinput probe: $out (exit $rc)"
+case $rc:$out in
+0:*usable* | 1:*/dev/uinput*) ;;
+*) die "vmsig-uinput probe: exit $rc: $out" ;;
+esac
+grep -qF 'ATTRS{id/vendor}=="5653"' /lib/udev/rules.d/60-vmsig-uinput.rules ||
+        die "the installed udev rule does not match vmsig's vendor id"
 /usr/sbin/vmsigd --check-config >/dev/null || die "vmsigd --check-config fails on the shipped /etc/vmsig/vmsigd.conf"
 
 if command -v systemd-analyze >/dev/null; then
@@ -142,6 +153,17 @@ if command -v systemd-analyze >/dev/null; then
         done
         # PrivateDevices= is safe: vmsigd gets uinput fds from vmsig-uinput
         # over a socket and never opens /dev/uinput itself.
+
+        step "systemd-analyze verify vmsig-uinput@pkgtest.service (the installed template)"
+        if ! out=$(systemd-analyze verify vmsig-uinput@pkgtest.service 2>&1) || [ -n "$out" ]; then
+                printf '%s\n' "$out"
+                die "systemd-analyze verify complained about the installed vmsig-uinput@.service"
+        fi
+        echo "  clean"
+        for prop in Type=notify "ExecStart=/usr/sbin/vmsig-uinput hold %i" FileDescriptorStoreMax=2 \
+                "DeviceAllow=/dev/uinput rw"; do
+                grep -qx "$prop" /lib/systemd/system/vmsig-uinput@.service || die "vmsig-uinput@.service lacks $prop"
+        done
 else
         echo "note: systemd-analyze is not installed; unit not verified"
 fi

@@ -3,13 +3,15 @@
 #   - render without a single groff or man warning;
 #   - vmsigd(8) and vmsigctl(1) name every option their --help names, and no
 #     option that --help does not know (--help is the source of truth);
-#   - vmsigctl(1) names every command of vmsigctl --help.
+#   - vmsigctl(1) names every command of vmsigctl --help;
+#   - vmsig-uinput(1) names its commands and options, and no other option.
 # Exit 77 (skip) when groff is not installed.
-# usage: test_manpages.sh MANDIR VMSIGD VMSIGCTL
+# usage: test_manpages.sh MANDIR VMSIGD VMSIGCTL [VMSIG_UINPUT]
 set -u
 mandir=$1
 vmsigd=$2
 vmsigctl=$3
+vmsig_uinput=${4:-}
 
 command -v groff >/dev/null 2>&1 || {
         echo "SKIP: groff is not installed (Debian: groff-base)"
@@ -23,7 +25,7 @@ bad() {
 work=$(mktemp -d "${TMPDIR:-/tmp}/vmsig-man-test.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT INT TERM
 
-for page in vmsigd.8 vmsigctl.1 vmsigd.conf.5 vmsig-trigger.5; do
+for page in vmsigd.8 vmsigctl.1 vmsigd.conf.5 vmsig-trigger.5 vmsig-uinput.1; do
         f=$mandir/$page
         [ -f "$f" ] || {
                 bad "$page is missing"
@@ -73,7 +75,30 @@ for code in 0 1 2 3 4 5; do
                 bad "vmsigctl.1 does not describe exit code $code"
 done
 
+# vmsig-uinput: its --help lists the commands and the options of hold (not
+# -h/--help itself, which the page adds).
+if [ -n "$vmsig_uinput" ]; then
+        "$vmsig_uinput" --help >"$work/uhelp" 2>&1 || bad "$vmsig_uinput --help failed"
+        options_of <"$work/uhelp" >"$work/uhelp.opts"
+        printf '%s\n' -h --help >>"$work/uhelp.opts"
+        options_of <"$work/vmsig-uinput.1.txt" >"$work/upage.opts"
+        for o in $(cat "$work/uhelp.opts"); do
+                grep -qx -e "$o" "$work/upage.opts" || bad "vmsig-uinput.1 does not describe $o"
+        done
+        for o in $(cat "$work/upage.opts"); do
+                grep -qx -e "$o" "$work/uhelp.opts" || bad "vmsig-uinput.1 names $o, which --help does not know"
+        done
+        grep -qx -e --allow-uid "$work/uhelp.opts" || bad "found no --allow-uid in vmsig-uinput --help"
+        for c in $(sed -n 's/^  \([a-z][a-z]*\)  .*/\1/p' "$work/uhelp"); do
+                sed -n '/^COMMANDS/,/^OPTIONS/p' "$work/vmsig-uinput.1.txt" | grep -q "^ *$c\( \|$\)" ||
+                        bad "vmsig-uinput.1 does not describe the command '$c'"
+        done
+        for f in "KEYBOARD=" "QEMU_ARGS=" "input-linux" "by-vmsig/vmsig-VM-kbd" "vmsig-uinput@"; do
+                grep -qF -e "$f" "$work/vmsig-uinput.1.txt" || bad "vmsig-uinput.1 does not mention $f"
+        done
+fi
+
 if [ "$fails" -eq 0 ]; then
-        echo "ok: 4 man pages render cleanly and match --help"
+        echo "ok: 5 man pages render cleanly and match --help"
 fi
 [ "$fails" -eq 0 ]
