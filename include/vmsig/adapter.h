@@ -110,6 +110,12 @@ struct vmsig_adapter_ops {
         /* Stop and join workers, close fds, free. Never called from inside
          * one of this instance's own callbacks. */
         void (*close)(void *instance);
+        /* Optional. Loop thread, non-blocking: a lease of class lease_class
+         * (enum vmsig_lease_class) on this endpoint just ended (released,
+         * holder gone, revoked), after its LEASE_REVOKE. Lets an adapter undo
+         * state the holder left behind, e.g. keys still held in the guest.
+         * Must not attach, detach or remove endpoints. */
+        void (*lease_ended)(void *instance, uint8_t lease_class);
 };
 
 /* Option helper: find key in "k=v,k=v". Copies the value into buf (NUL

@@ -192,6 +192,16 @@ static void input_close(void *instance)
         free(a);
 }
 
+/* A control that leaves with a key or button down must not leave it down
+ * in the guest: release whatever vmctl believes held. */
+static void input_lease_ended(void *instance, uint8_t lease_class)
+{
+        struct input *a = instance;
+
+        if (lease_class == VMSIG_LEASE_INPUT && a->vm)
+                (void)vmctl_release_all(a->vm);
+}
+
 static const struct opt_spec input_opts[] = {
     VMCONN_OPT_RETRY,
     VMCONN_OPT_CMD_TIMEOUT,
@@ -326,6 +336,7 @@ static const struct vmsig_adapter_ops input_ops = {
     .on_readiness = input_on_readiness,
     .submit = input_submit,
     .close = input_close,
+    .lease_ended = input_lease_ended,
 };
 
 const struct adapter_desc input_qemu_adapter = {&input_ops, input_opts, OPT_COUNT(input_opts)};

@@ -69,6 +69,12 @@ static void end_lease(struct vmsig_bus *bus, struct endpoint *ep, uint8_t cls, u
         for (unsigned i = 0; i < VMSIG_SEAM_COUNT; i++)
                 if (ep->att[i])
                         atomic_fetch_add(&ep->att[i]->lease_gen[cls], 1);
+        /* Then adapters undo what the holder left behind (held keys). */
+        for (unsigned i = 0; i < VMSIG_SEAM_COUNT; i++) {
+                struct attachment *att = ep->att[i];
+                if (att && att->ops->lease_ended && !atomic_load(&att->dead))
+                        att->ops->lease_ended(att->inst, cls);
+        }
 }
 
 void lease_revoke_all_of(struct vmsig_bus *bus, uint32_t control_id, uint8_t reason)

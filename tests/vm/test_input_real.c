@@ -365,6 +365,17 @@ static void test_qmp_backend(void **state)
         inject_word_and_click(f, 30000, 2000, true);
         expect_word_and_click(f, from, 30000, 2000);
 
+        /* a key left down when the input lease ends is released in the guest */
+        vb_pump(&f->b, 500);
+        from = strlen(vm_guest_serial_text(&f->g));
+        assert_int_equal(ack_of(f, send_input(f, VMSIG_EV_KEY, 0, 0, word[0], 1, false), 5000)->result, 0);
+        assert_int_equal(vmsig_control_lease_release(f->b.ctl, f->b.ep, VMSIG_LEASE_INPUT, ++f->b.corr), 0);
+        struct want held[] = {{1, word[0], 1, false, false}, {1, word[0], 0, false, false}};
+        int seen[2];
+        int kbd = guest_dev(f, "AT Translated Set 2 keyboard");
+        assert_int_equal(wait_match(f, from, kbd, held, 2, seen, 15000), 2);
+        printf("# the key held at lease release was released in the guest\n");
+
 #ifndef VMCTL_ABSENT
         /* every qcode vmctl uses exists in this QEMU's schema */
         struct json_object *schema = NULL;
