@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -52,6 +53,7 @@
 #include <vmsig/memctx.h>
 
 #include "adapters/memctx_engine.h"
+#include "adapters/ram_proc.h"
 #include "adapters/vmconn.h"
 #include "host/mtree.h"
 #include "util/clock.h"
@@ -91,6 +93,7 @@ struct boot_req {
         struct regs regs;
         int uid_err;    /* 0, or why QEMU's uid is unknown */
         uid_t qemu_uid; /* SO_PEERCRED of the QMP socket: owns the RAM file */
+        pid_t qemu_pid; /* RAM without a file (ram_proc.h): whose fd table */
 };
 
 struct boot_res {
@@ -105,6 +108,10 @@ struct boot_res {
 struct memctx {
         uint32_t endpoint;
         char *qmp_path, *ram_path;
+        bool ram_proc;           /* no RAM file: QEMU's fd (ram_proc.h); ram_path is "" or a directory */
+        uid_t opt_uid;           /* options qemu_pid/qemu_uid (libvirt driver): */
+        pid_t opt_pid;           /* who runs QEMU, when the QMP peer is not QEMU */
+        char ram_desc[PATH_MAX]; /* worker: the RAM file for messages */
         enum os_mode os;
         struct vmconn_opts copts;
         const struct vmsig_emit_sink *sink;
@@ -223,13 +230,23 @@ static int check_ram_stat(const char *path, const struct stat *st, uid_t qemu_ui
         return 0;
 }
 
-static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qemu_uid, char *msg, size_t len)
+static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qemu_uid, pid_t qemu_pid,
+                      char *msg, size_t len)
 {
         struct vmie_range rr[MTREE_MAX_RANGES];
         struct stat st, st2;
         int r;
 
         w_close_ram(m);
+        if (m->ram_proc) {
+                /* read-only, never written: MEMWRITE answers -EROFS */
+                r = ram_proc_open(qemu_pid, qemu_uid, lay->file_end, m->ram_path, m->ram_desc,
+                                  sizeof(m->ram_desc), msg, len);
+                if (r < 0)
+                        goto fail;
+                m->w.ro_fd = r;
+                goto opened;
+        }
         r = open_untrusted(m->ram_path, O_RDONLY);
         if (r < 0) {
                 if (r == -ELOOP || r == -EXDEV)
@@ -264,6 +281,7 @@ static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qe
                 snprintf(msg, len, "guest RAM %s: refused: replaced while being opened", m->ram_path);
                 goto fail;
         }
+opened:
         for (size_t i = 0; i < lay->n_ranges; i++)
                 rr[i] =
                     (struct vmie_range){lay->ranges[i].gpa, lay->ranges[i].len, lay->ranges[i].file_offset};
@@ -287,13 +305,14 @@ fail:
 static int w_recheck_ram(struct memctx *m, uid_t qemu_uid, char *msg, size_t len)
 {
         struct stat st;
+        const char *name = m->ram_proc ? m->ram_desc : m->ram_path;
 
         if (fstat(m->w.ro_fd, &st) < 0) {
                 int r = -errno;
-                snprintf(msg, len, "guest RAM %s: %s", m->ram_path, strerror(-r));
+                snprintf(msg, len, "guest RAM %s: %s", name, strerror(-r));
                 return r;
         }
-        return check_ram_stat(m->ram_path, &st, qemu_uid, m->w.layout.file_end, msg, len);
+        return check_ram_stat(name, &st, qemu_uid, m->w.layout.file_end, msg, len);
 }
 
 /* The RAM file is shorter than the layout: the QEMU user shrank it. */
@@ -366,7 +385,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
         }
         if (q->ram_gen != m->w.ram_gen || !m->w.ram ||
             memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0) {
-                r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
+                r = w_open_ram(m, &q->layout, q->qemu_uid, q->qemu_pid, msg, len);
                 if (r < 0) {
                         m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
                         res->refused =
@@ -554,6 +573,8 @@ static int w_write(void *ud, const void *buf, size_t len, uint64_t off)
         struct memctx *m = ud;
         const uint8_t *p = buf;
 
+        if (m->w.rw_fd < 0)
+                return -EROFS; /* RAM from QEMU's fd table is opened read-only */
         while (len) {
                 ssize_t n = pwrite(m->w.rw_fd, p, len, (off_t)off);
                 if (n < 0) {
@@ -669,8 +690,14 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
                 failed(m, -EBADMSG, "registers", "no CR0/CR3/CR4/IDT in `info registers`");
                 return;
         }
-        uid_t uid = 0;
-        int ue = vmconn_peer_uid(&m->l, &uid);
+        uid_t uid = m->opt_uid;
+        pid_t pid = m->opt_pid;
+        int ue = 0;
+        if (!m->opt_pid) {
+                ue = vmconn_peer_uid(&m->l, &uid);
+                if (!ue && m->ram_proc)
+                        ue = vmconn_peer_pid(&m->l, &pid);
+        }
         mce_lock(m->engine);
         m->req.ram_gen = m->ram_gen;
         m->req.root_gen = m->root_gen;
@@ -678,6 +705,7 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         m->req.regs = g;
         m->req.uid_err = ue;
         m->req.qemu_uid = uid;
+        m->req.qemu_pid = pid;
         mce_set_boot_locked(m->engine, true);
         mce_unlock(m->engine);
         m->phase = PH_BOOT;
@@ -867,8 +895,13 @@ static void memctx_close(void *instance)
 static const struct opt_spec memctx_opts[] = {
     VMCONN_OPT_RETRY,
     {.key = "os", .type = OPT_WORD, .words = "auto|linux|windows"},
+    /* libvirt driver only (not in the qemu row, so no trigger file sets
+     * them): the QMP peer is vmsigd's own monitor proxy, not QEMU */
+    {.key = "qemu_pid", .type = OPT_U64, .min = 0, .max = INT32_MAX}, /* 0: the QMP peer */
+    {.key = "qemu_uid", .type = OPT_U64, .min = 0, .max = UINT32_MAX - 1},
 };
-enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS };
+enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS, OPT_QEMU_PID, OPT_QEMU_UID };
+#define QEMU_ROW_OPTS OPT_QEMU_PID /* the qemu driver's row has the options before these */
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
@@ -876,7 +909,7 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         struct memctx *m;
         int r;
 
-        if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || !cfg->ram_path || !*cfg->ram_path)
+        if (!cfg || !cfg->qmp_path || !*cfg->qmp_path)
                 return -EINVAL;
         if (adapter_options_parse(cfg->options, memctx_opts, OPT_COUNT(memctx_opts), NULL, v, NULL, 0) < 0)
                 return -EINVAL;
@@ -892,12 +925,18 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         m->copts.retry_max_ms = (uint32_t)retry_max_ms;
         snprintf(m->copts.vm_name, sizeof(m->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
         m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
+        m->opt_pid = (pid_t)v[OPT_QEMU_PID];
+        m->opt_uid = (uid_t)v[OPT_QEMU_UID];
         m->qmp_path = strdup(cfg->qmp_path);
-        m->ram_path = strdup(cfg->ram_path);
+        m->ram_path = strdup(cfg->ram_path ? cfg->ram_path : "");
         if (!m->qmp_path || !m->ram_path) {
                 r = -ENOMEM;
                 goto fail;
         }
+        /* A RAM "file" that is none (absent, or a mem-path directory whose
+         * file QEMU unlinked): take it from QEMU's fd table. */
+        struct stat st;
+        m->ram_proc = !*m->ram_path || (stat(m->ram_path, &st) == 0 && S_ISDIR(st.st_mode));
         r = mce_new(&engine_ops, m, &m->engine);
         if (r < 0)
                 goto fail;
@@ -973,4 +1012,5 @@ static const struct vmsig_adapter_ops memctx_ops = {
     .close = memctx_close,
 };
 
-const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};
+const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, QEMU_ROW_OPTS};
+const struct adapter_desc memctx_libvirt_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};
