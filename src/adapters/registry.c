@@ -16,7 +16,8 @@
 #endif
 
 static const struct driver_def drivers[VM_DRIVER_COUNT] = {
-    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true, .needs_ram = true},
+    /* ram= may be absent: RAM without a path comes from QEMU's fd table (ram_proc.h) */
+    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true},
     [VM_DRIVER_STUB] = {.name = "stub"},
     [VM_DRIVER_LIBVIRT] = {.name = "libvirt", .needs_qmp = true},
 };

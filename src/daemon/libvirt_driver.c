@@ -23,6 +23,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <limits.h>
+
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
@@ -30,6 +32,7 @@
 
 #include "daemon/libvirt_driver.h"
 #include "daemon/libvirt_monitor.h"
+#include "vmctl/vmctl.h"
 
 #define RETRY_MIN_MS 500u
 #define RETRY_MAX_MS 10000u
@@ -156,6 +159,63 @@ static bool opted_in(struct lv_driver *d, virDomainPtr dom)
         return d->attach == CONFIG_LIBVIRT_SHARED_RAM && shared_ram(dom);
 }
 
+/* ---- input: evdev passthrough of the vmsig uinput pair, else QMP ---- */
+
+/* The device node the holder's env file names for key ("KEYBOARD"), or "". */
+static void holder_node(const char *env, const char *key, char *out, size_t len)
+{
+        char line[512];
+        size_t kl = strlen(key);
+        FILE *f = fopen(env, "re");
+
+        out[0] = '\0';
+        if (!f)
+                return;
+        while (fgets(line, sizeof(line), f))
+                if (!strncmp(line, key, kl) && line[kl] == '=') {
+                        line[strcspn(line, "\n")] = '\0';
+                        if (!realpath(line + kl + 1, out))
+                                out[0] = '\0';
+                        break;
+                }
+        fclose(f);
+}
+
+/* input_options for the domain: its <input type='evdev'> passes one of the
+ * devices `vmsig-uinput hold NAME` holds: the uinput pair (QEMU reads it, no
+ * monitor command per key); else input-send-event through the monitor, and
+ * never the pair (its events would reach no guest). */
+static void input_options(virDomainPtr dom, const char *name, char *opts, size_t len)
+{
+        char env[256], kbd[PATH_MAX], ptr[PATH_MAX];
+        char *xml = virDomainGetXMLDesc(dom, 0);
+        bool passthrough = false;
+
+        snprintf(opts, len, "backend=qmp");
+        if (!xml)
+                return;
+        snprintf(env, sizeof(env), "%s/%s.env", VMCTL_UINPUT_DIR, name);
+        holder_node(env, "KEYBOARD", kbd, sizeof(kbd));
+        holder_node(env, "POINTER", ptr, sizeof(ptr));
+        for (const char *p = xml; (kbd[0] || ptr[0]) && (p = strstr(p, "<input type='evdev'>")); p++) {
+                const char *end = strstr(p, "</input>"), *src = strstr(p, "<source dev='");
+                char dev[PATH_MAX], real[PATH_MAX];
+                if (!end || !src || src > end)
+                        continue;
+                src += strlen("<source dev='");
+                size_t n = strcspn(src, "'");
+                if (n >= sizeof(dev))
+                        continue;
+                memcpy(dev, src, n);
+                dev[n] = '\0';
+                if (realpath(dev, real) && ((kbd[0] && !strcmp(real, kbd)) || (ptr[0] && !strcmp(real, ptr))))
+                        passthrough = true;
+        }
+        free(xml);
+        if (passthrough)
+                snprintf(opts, len, "uinput=%s/%s.sock", VMCTL_UINPUT_DIR, name);
+}
+
 /* ---- domains ---- */
 
 static struct lv_mon *find_dom(struct lv_driver *d, const char *uuid)
@@ -244,8 +304,10 @@ static void consider(struct lv_driver *d, virDomainPtr dom)
         snprintf(t->ram, sizeof(t->ram), "%s", info.ram_path);
         snprintf(t->memctx_options, sizeof(t->memctx_options), "qemu_pid=%d,qemu_uid=%u", (int)info.pid,
                  (unsigned)info.uid);
-        snprintf(msg->text, sizeof(msg->text), "libvirt domain %s, QEMU pid %d, RAM %s", uuid, (int)info.pid,
-                 info.ram_path[0] ? info.ram_path : "from QEMU's fd table");
+        input_options(dom, name, t->input_options, sizeof(t->input_options));
+        snprintf(msg->text, sizeof(msg->text), "libvirt domain %s, QEMU pid %d, RAM %s, input %s", uuid,
+                 (int)info.pid, info.ram_path[0] ? info.ram_path : "from QEMU's fd table",
+                 strncmp(t->input_options, "uinput=", 7) ? "input-send-event" : "evdev passthrough");
         push(d, msg);
 }
 

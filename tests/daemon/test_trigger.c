@@ -86,7 +86,6 @@ static void test_errors(void **state)
                      "duplicate key (first set on line 1)");
         expect_error("qmp=/q\nram=/r\n", "vm1.vm", "name", "required");
         expect_error("name=a\nram=/r\n", "vm1.vm", "qmp", "required");
-        expect_error("name=a\nqmp=/q\n", "vm1.vm", "ram", "required");
         expect_error("name=a b\n", "vm1.vm:1", "name", "invalid character");
         expect_error("name=\n", "vm1.vm:1", "name", "empty");
         expect_error("name=.hidden\n", "vm1.vm:1", "name", "must not start");
