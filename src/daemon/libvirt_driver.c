@@ -63,7 +63,7 @@ struct lv_driver {
         int stop_watch;
         virConnectPtr conn;
         bool lost; /* the connection closed: reconnect on the next retry */
-        int cb_lifecycle, cb_reboot;
+        int cb_lifecycle, cb_reboot, cb_metadata;
         struct vmsig_backoff bo;
         int bo_watch;
         struct lv_mon *doms;
@@ -404,6 +404,25 @@ static void on_reboot(virConnectPtr conn, virDomainPtr dom, void *opaque)
                 lv_mon_event(m, "RESET");
 }
 
+/* `virsh metadata DOMAIN URI --set/--remove --live`: opting in or out of a
+ * running domain takes effect at once. */
+static void on_metadata(virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri, void *opaque)
+{
+        struct lv_driver *d = opaque;
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        struct lv_mon *m;
+
+        (void)conn;
+        if (type != VIR_DOMAIN_METADATA_ELEMENT || !nsuri || strcmp(nsuri, LV_METADATA_NS) ||
+            virDomainGetUUIDString(dom, uuid) < 0 || virDomainIsActive(dom) != 1)
+                return;
+        m = find_dom(d, uuid);
+        if (!m)
+                consider(d, dom);
+        else if (!opted_in(d, dom))
+                forget(d, m, "opted out (metadata removed)");
+}
+
 /* ---- connection ---- */
 
 static void on_close(virConnectPtr conn, int reason, void *opaque)
@@ -432,8 +451,10 @@ static void drop_conn(struct lv_driver *d)
                 virConnectDomainEventDeregisterAny(d->conn, d->cb_lifecycle);
         if (d->cb_reboot >= 0)
                 virConnectDomainEventDeregisterAny(d->conn, d->cb_reboot);
+        if (d->cb_metadata >= 0)
+                virConnectDomainEventDeregisterAny(d->conn, d->cb_metadata);
         virConnectUnregisterCloseCallback(d->conn, on_close);
-        d->cb_lifecycle = d->cb_reboot = -1;
+        d->cb_lifecycle = d->cb_reboot = d->cb_metadata = -1;
         virConnectClose(d->conn);
         d->conn = NULL;
         d->lost = false;
@@ -458,7 +479,10 @@ static void try_connect(struct lv_driver *d)
                                                   VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), d, NULL)) < 0 ||
             (d->cb_reboot = virConnectDomainEventRegisterAny(d->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
                                                              VIR_DOMAIN_EVENT_CALLBACK(on_reboot), d, NULL)) <
-                0) {
+                0 ||
+            (d->cb_metadata =
+                 virConnectDomainEventRegisterAny(d->conn, NULL, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                                                  VIR_DOMAIN_EVENT_CALLBACK(on_metadata), d, NULL)) < 0) {
                 lv_log(d, LOG_ERR, "libvirt driver: %s: cannot follow domain events: %s", d->uri, lv_err());
                 drop_conn(d);
                 (void)vmsig_backoff_failed(&d->bo);
@@ -548,7 +572,7 @@ int lv_driver_new(const char *uri, enum config_libvirt_attach attach, const char
         d->cb = *cb;
         d->ud = userdata;
         d->stop_pipe[0] = d->stop_pipe[1] = d->evfd = d->bo.fd = -1;
-        d->stop_watch = d->bo_watch = d->cb_lifecycle = d->cb_reboot = -1;
+        d->stop_watch = d->bo_watch = d->cb_lifecycle = d->cb_reboot = d->cb_metadata = -1;
         pthread_mutex_init(&d->qmu, NULL);
         d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (d->evfd < 0 || pipe2(d->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {

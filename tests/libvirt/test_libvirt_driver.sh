@@ -19,7 +19,8 @@
 #   - restarting libvirtd while it runs loses nothing;
 #   - virsh destroy removes it from the roster;
 #   - a memfd-backed domain started while vmsigd runs gets a working memctx;
-#   - a domain without the opt-in is left alone: not served, not tainted.
+#   - a domain without the opt-in is left alone: not served, not tainted;
+#     `virsh metadata --live` then opts it in and out while it runs.
 # Needs root (libvirtd, namespaces). Exit 77 where that cannot exist.
 set -euo pipefail
 
@@ -241,5 +242,16 @@ not_in_list "$C" || fail "$C (no opt-in) is served"
 grep -q "tainted" "/var/log/libvirt/qemu/$C.log" && fail "$C is tainted: $(grep tainted "/var/log/libvirt/qemu/$C.log")"
 grep -q "$C" "$D/vmsigd.log" && fail "vmsigd mentions $C"
 say "domain without the opt-in left alone, untainted"
+virsh -q metadata "$C" https://vmsig.dev/ns/1 --key vmsig --set '<vm/>' --live >/dev/null ||
+        fail "virsh metadata --set"
+wait_cmd 20 in_list "$C" || fail "$C: opting in with virsh metadata --live did not serve it"
+virsh -q metadata "$C" https://vmsig.dev/ns/1 --remove --live >/dev/null || fail "virsh metadata --remove"
+wait_cmd 20 not_in_list "$C" || fail "$C: removing the metadata did not take it off the roster"
+say "virsh metadata --set/--remove --live opts a running domain in and out"
 grep "tainted" "/var/log/libvirt/qemu/$M.log" | sed 's/^/# opted-in domain: /' || true
+kill "$VMSIGD_PID"
+wait "$VMSIGD_PID" || fail "vmsigd exited with status $? on SIGTERM"
+VMSIGD_PID=
+grep -q "Sanitizer" "$D/vmsigd.log" && fail "vmsigd: sanitizer report"
+[ -z "$(ls -A "$D/libvirt" 2>/dev/null)" ] || fail "proxy sockets left behind: $(ls "$D/libvirt")"
 say "done"
