@@ -280,7 +280,7 @@ static void consider(struct lv_driver *d, virDomainPtr dom)
                        name, path);
                 return;
         }
-        int r = lv_mon_probe(dom, &info, err, sizeof(err));
+        int r = lv_mon_probe(dom, uuid, &info, err, sizeof(err));
         if (r < 0) {
                 lv_log(d, LOG_ERR, "libvirt domain '%s': not served: %s", name, err);
                 return;

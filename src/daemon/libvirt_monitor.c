@@ -89,7 +89,37 @@ static pid_t tgid_of(long tid)
         return tgid > 0 ? (pid_t)tgid : -1;
 }
 
-int lv_mon_probe(virDomainPtr dom, struct lv_mon_info *ret, char *err, size_t errlen)
+/* Is pid started with "-uuid UUID" (how libvirt starts QEMU)? The thread id
+ * comes from QEMU, which its user controls: without this check a
+ * compromised QEMU could name a process of another user, and vmsigd would
+ * read that process's memory as guest RAM. Another process with that
+ * argument can only be one its starter owns. */
+static bool runs_domain(pid_t pid, const char *uuid)
+{
+        char path[64], buf[16384];
+        size_t n = 0;
+        ssize_t r;
+        int fd;
+
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        while (n < sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+                n += (size_t)r;
+        close(fd);
+        buf[n] = '\0';
+        for (size_t i = 0; i < n;) {
+                const char *arg = buf + i;
+                size_t len = strlen(arg);
+                if (!strcmp(arg, "-uuid") && i + len + 1 < n && !strcmp(buf + i + len + 1, uuid))
+                        return true;
+                i += len + 1;
+        }
+        return false;
+}
+
+int lv_mon_probe(virDomainPtr dom, const char *uuid, struct lv_mon_info *ret, char *err, size_t errlen)
 {
         struct json_object *cpus, *c0, *tid, *mp;
         struct stat st;
@@ -116,6 +146,13 @@ int lv_mon_probe(virDomainPtr dom, struct lv_mon_info *ret, char *err, size_t er
                 return -ESRCH;
         }
         ret->uid = st.st_uid;
+        if (!runs_domain(ret->pid, uuid)) {
+                snprintf(
+                    err, errlen,
+                    "process %d (of vCPU thread %ld) was not started with -uuid %s: not QEMU of this domain",
+                    (int)ret->pid, t, uuid);
+                return -EPERM;
+        }
         /* the RAM backend's path, from QEMU; pc.ram without NUMA, else the
          * first node's backend. memfd has no mem-path: "" */
         static const char *const objs[] = {"/objects/pc.ram", "/objects/ram-node0"};

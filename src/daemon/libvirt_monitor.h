@@ -27,9 +27,10 @@ struct lv_mon_info {
         char ram_path[TRIGGER_PATH_MAX + 1];
 };
 
-/* Three monitor queries (this taints the domain custom-monitor). 0, or a
- * negative errno with the reason in err. */
-int lv_mon_probe(virDomainPtr dom, struct lv_mon_info *ret, char *err, size_t errlen);
+/* Three monitor queries (this taints the domain custom-monitor). The pid
+ * must be a process started with "-uuid UUID". 0, or a negative errno with
+ * the reason in err. */
+int lv_mon_probe(virDomainPtr dom, const char *uuid, struct lv_mon_info *ret, char *err, size_t errlen);
 
 /* Listen on path (replacing a stale socket) and start the thread. dom is
  * referenced. */

@@ -20,7 +20,9 @@
 #   - virsh destroy removes it from the roster;
 #   - a memfd-backed domain started while vmsigd runs gets a working memctx;
 #   - a domain without the opt-in is left alone: not served, not tainted;
-#     `virsh metadata --live` then opts it in and out while it runs.
+#     `virsh metadata --live` then opts it in and out while it runs;
+#   - vmsigd started while libvirtd is down logs it, keeps serving, and
+#     serves the opted-in domains once libvirtd is back.
 # Needs root (libvirtd, namespaces). Exit 77 where that cannot exist.
 set -euo pipefail
 
@@ -249,9 +251,29 @@ virsh -q metadata "$C" https://vmsig.dev/ns/1 --remove --live >/dev/null || fail
 wait_cmd 20 not_in_list "$C" || fail "$C: removing the metadata did not take it off the roster"
 say "virsh metadata --set/--remove --live opts a running domain in and out"
 grep "tainted" "/var/log/libvirt/qemu/$M.log" | sed 's/^/# opted-in domain: /' || true
-kill "$VMSIGD_PID"
-wait "$VMSIGD_PID" || fail "vmsigd exited with status $? on SIGTERM"
-VMSIGD_PID=
-grep -q "Sanitizer" "$D/vmsigd.log" && fail "vmsigd: sanitizer report"
-[ -z "$(ls -A "$D/libvirt" 2>/dev/null)" ] || fail "proxy sockets left behind: $(ls "$D/libvirt")"
+stop_vmsigd() {
+        kill "$VMSIGD_PID"
+        wait "$VMSIGD_PID" || fail "vmsigd exited with status $? on SIGTERM"
+        VMSIGD_PID=
+        grep -q "Sanitizer" "$D/vmsigd.log" && fail "vmsigd: sanitizer report"
+        [ -z "$(ls -A "$D/libvirt" 2>/dev/null)" ] || fail "proxy sockets left behind: $(ls "$D/libvirt")"
+}
+stop_vmsigd
+
+say "vmsigd starting while libvirtd is down: it keeps running and connects once libvirtd is back"
+LVPID=$(cat "$D/libvirtd.pid")
+kill "$LVPID"
+wait_cmd 20 bash -c "! kill -0 $LVPID" || fail "libvirtd did not stop"
+mv "$D/vmsigd.log" "$D/vmsigd.1.log"
+"$VMSIGD" -c "$D/vmsigd.conf" >"$D/vmsigd.log" 2>&1 &
+VMSIGD_PID=$!
+wait_cmd 10 grep -q "libvirt driver: cannot connect to qemu:///system" "$D/vmsigd.log" ||
+        fail "no log line saying libvirt cannot be reached"
+"$CTL" list >/dev/null || fail "vmsigd does not serve while libvirt is unreachable"
+start_libvirtd
+wait_cmd 30 in_list "$M" || fail "$M not served once libvirtd is reachable"
+wait_cmd 30 banner_ok "$M" || fail "$M: no banner after the late connect"
+not_in_list "$C" || fail "$C (opted out) is served"
+say "$(grep -m1 "cannot connect" "$D/vmsigd.log" | cut -c1-110)..."
+stop_vmsigd
 say "done"
