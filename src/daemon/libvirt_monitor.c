@@ -418,6 +418,10 @@ static void *mon_thread(void *arg)
                             (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || cr.uid != geteuid())) {
                                 close(fd); /* only vmsigd itself */
                         } else if (fd >= 0) {
+                                /* a client that stops reading must not hold
+                                 * the libvirt thread in lv_mon_event for long */
+                                struct timeval tmo = {.tv_sec = 2};
+                                (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo));
                                 set_client(m, fd);
                                 json_tokener_reset(tok);
                                 pending = 0;
