@@ -69,6 +69,16 @@ announce m "$GUEST_QMP"
 wait_for_serial VMSIG-GUEST-READY 120 m || fail "memfd guest did not boot"
 wait_banner m
 say "memfd: $("$CTL" read m "$BANNER" 64 | grep -ao 'Linux version [^ ]*')"
+narrowed=
+for fd in /proc/"$GUEST_PID"/fd/*; do # the guest RAM: QEMU's 256 MiB memfd
+        case $(readlink "$fd") in /memfd:*) ;; *) continue ;; esac
+        [ "$(stat -L -c %s "$fd")" = 268435456 ] || continue
+        mode=$(stat -L -c %a "$fd")
+        [ "$mode" = 755 ] || fail "QEMU's RAM memfd is mode $mode: vmsigd should have narrowed 0777 to 0755"
+        narrowed="$(readlink "$fd"), mode $mode"
+done
+[ -n "$narrowed" ] || fail "no 256 MiB memfd in QEMU's fd table"
+say "QEMU's RAM memfd narrowed: $narrowed"
 UTS=0x$(awk '$3 == "init_uts_ns" { print $1; exit }' "$GUEST/System.map")
 out=$("$CTL" write m "$UTS" 00 2>&1) && fail "a MEMWRITE into RAM opened read-only succeeded"
 echo "$out" | grep -qi "read-only" || fail "MEMWRITE into read-only RAM: unexpected answer: $out"
