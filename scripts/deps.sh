@@ -13,6 +13,7 @@ PACKAGES=(
   python3-pytest python3-setuptools python3-wheel dh-python python3-all
   gcc-mingw-w64-x86-64 wine64 wine xvfb
   linux-image-amd64 udev
+  libvirt-dev libvirt-daemon-system libvirt-clients
 )
 
 missing=()

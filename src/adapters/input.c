@@ -22,8 +22,8 @@
  * pending the same way.
  *
  * Options (input_options): uinput=PATH (the holder socket, default
- * /run/vmsig/uinput/<vm>.sock if present), retry_ms, retry_max_ms (QMP
- * reconnect bounds), cmd_timeout_ms. */
+ * /run/vmsig/uinput/<vm>.sock if present), backend=auto|qmp (qmp: never
+ * uinput), retry_ms, retry_max_ms (QMP reconnect bounds), cmd_timeout_ms. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +206,9 @@ static const struct opt_spec input_opts[] = {
     VMCONN_OPT_RETRY,
     VMCONN_OPT_CMD_TIMEOUT,
     {.key = "uinput", .type = OPT_ABS_PATH, .min = 1, .max = 127}, /* a sockaddr_un path */
+    /* qmp: never the uinput pair, even if held (a libvirt domain without
+     * <input type='evdev'> of it: its events would reach no guest) */
+    {.key = "backend", .type = OPT_WORD, .words = "auto|qmp"},
 };
 
 static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
@@ -250,6 +253,7 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
         struct vmctl_config vc = VMCTL_CONFIG_INIT;
         vc.vm_name = a->vm_name;
         vc.uinput_socket = a->uinput_sock;
+        vc.no_uinput = v[4] == 1;
         vc.qmp = a->qmp_path ? &qt : &no_qmp;
         vc.done = on_done;
         vc.userdata = a;

@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -53,6 +54,7 @@
 #include <vmsig/memctx.h>
 
 #include "adapters/memctx_engine.h"
+#include "adapters/ram_proc.h"
 #include "adapters/vmconn.h"
 #include "host/mtree.h"
 #include "util/clock.h"
@@ -96,6 +98,7 @@ struct boot_req {
         struct regs regs;
         int uid_err;    /* 0, or why QEMU's uid is unknown */
         uid_t qemu_uid; /* SO_PEERCRED of the QMP socket: owns the RAM file */
+        pid_t qemu_pid; /* RAM without a file (ram_proc.h): whose fd table */
 };
 
 struct boot_res {
@@ -111,6 +114,8 @@ struct boot_res {
 struct memctx {
         uint32_t endpoint;
         char *qmp_path, *ram_path; /* ram_path NULL: ask QEMU (qom-get mem-path) */
+        uid_t opt_uid;             /* options qemu_pid/qemu_uid (libvirt driver): */
+        pid_t opt_pid;             /* who runs QEMU, when the QMP peer is not QEMU */
         enum os_mode os;
         struct vmconn_opts copts;
         const struct vmsig_emit_sink *sink;
@@ -139,7 +144,9 @@ struct memctx {
                 uint64_t ram_gen, root_gen;
                 struct mtree_layout layout;
                 struct vmie_ram *ram;
-                char path[RAM_PATH_MAX]; /* of ram */
+                char path[RAM_PATH_MAX]; /* of ram; "" or a directory: QEMU's fd table */
+                bool proc;               /* ram came from QEMU's fd table (read-only) */
+                char desc[PATH_MAX];     /* ram's name for messages */
                 int ro_fd, rw_fd;
                 bool root_ok;
                 uint64_t root;
@@ -231,26 +238,43 @@ static int check_ram_stat(const char *path, const struct stat *st, uid_t qemu_ui
         return 0;
 }
 
-static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qemu_uid, char *msg, size_t len)
+static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qemu_uid, pid_t qemu_pid,
+                      char *msg, size_t len)
 {
         struct vmie_range rr[MTREE_MAX_RANGES];
-        struct stat st, st2;
+        struct stat st = {0}, st2;
         int r;
 
         w_close_ram(m);
-        r = open_untrusted(m->w.path, O_RDONLY);
-        if (r < 0) {
-                if (r == -ELOOP || r == -EXDEV)
-                        snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->w.path);
-                else
+        m->w.proc = false;
+        snprintf(m->w.desc, sizeof(m->w.desc), "%s", m->w.path);
+        if (m->w.path[0]) {
+                r = open_untrusted(m->w.path, O_RDONLY);
+                if (r < 0) {
+                        if (r == -ELOOP || r == -EXDEV)
+                                snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->w.path);
+                        else
+                                snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
+                        goto fail;
+                }
+                m->w.ro_fd = r;
+                if (fstat(m->w.ro_fd, &st) < 0) {
+                        r = -errno;
                         snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
-                goto fail;
+                        goto fail;
+                }
         }
-        m->w.ro_fd = r;
-        if (fstat(m->w.ro_fd, &st) < 0) {
-                r = -errno;
-                snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
-                goto fail;
+        /* No file (memfd, or a mem-path directory whose file QEMU unlinked):
+         * QEMU's fd table has it; read-only, so MEMWRITE answers -EROFS. */
+        if (!m->w.path[0] || S_ISDIR(st.st_mode)) {
+                w_close_ram(m);
+                r = ram_proc_open(qemu_pid, qemu_uid, lay->file_end, m->w.path, m->w.desc, sizeof(m->w.desc),
+                                  msg, len);
+                if (r < 0)
+                        goto fail;
+                m->w.ro_fd = r;
+                m->w.proc = true;
+                goto opened;
         }
         r = check_ram_stat(m->w.path, &st, qemu_uid, lay->file_end, msg, len);
         if (r < 0)
@@ -272,6 +296,7 @@ static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qe
                 snprintf(msg, len, "guest RAM %s: refused: replaced while being opened", m->w.path);
                 goto fail;
         }
+opened:
         for (size_t i = 0; i < lay->n_ranges; i++)
                 rr[i] =
                     (struct vmie_range){lay->ranges[i].gpa, lay->ranges[i].len, lay->ranges[i].file_offset};
@@ -298,10 +323,10 @@ static int w_recheck_ram(struct memctx *m, uid_t qemu_uid, char *msg, size_t len
 
         if (fstat(m->w.ro_fd, &st) < 0) {
                 int r = -errno;
-                snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
+                snprintf(msg, len, "guest RAM %s: %s", m->w.desc, strerror(-r));
                 return r;
         }
-        return check_ram_stat(m->w.path, &st, qemu_uid, m->w.layout.file_end, msg, len);
+        return check_ram_stat(m->w.desc, &st, qemu_uid, m->w.layout.file_end, msg, len);
 }
 
 /* The RAM file is shorter than the layout: the QEMU user shrank it. */
@@ -375,7 +400,7 @@ static int w_boot(struct memctx *m, const struct boot_req *q, struct boot_res *r
         if (q->ram_gen != m->w.ram_gen || !m->w.ram ||
             memcmp(&q->layout, &m->w.layout, sizeof(q->layout)) != 0 || strcmp(q->ram_path, m->w.path) != 0) {
                 snprintf(m->w.path, sizeof(m->w.path), "%s", q->ram_path);
-                r = w_open_ram(m, &q->layout, q->qemu_uid, msg, len);
+                r = w_open_ram(m, &q->layout, q->qemu_uid, q->qemu_pid, msg, len);
                 if (r < 0) {
                         m->w.ram_gen = q->ram_gen; /* w.why belongs to it */
                         res->refused =
@@ -557,7 +582,7 @@ static int w_shrunk_msg(void *ud, char *msg, size_t len)
 
         if (!w_shrunk(m, &fsize))
                 return 0;
-        snprintf(msg, len, "guest RAM %s shrank to %" PRIu64 " bytes", m->w.path, fsize);
+        snprintf(msg, len, "guest RAM %s shrank to %" PRIu64 " bytes", m->w.desc, fsize);
         return -EIO;
 }
 
@@ -566,6 +591,8 @@ static int w_write(void *ud, const void *buf, size_t len, uint64_t off)
         struct memctx *m = ud;
         const uint8_t *p = buf;
 
+        if (m->w.rw_fd < 0)
+                return -EROFS; /* RAM from QEMU's fd table is opened read-only */
         while (len) {
                 ssize_t n = pwrite(m->w.rw_fd, p, len, (off_t)off);
                 if (n < 0) {
@@ -682,8 +709,14 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
                 failed(m, -EBADMSG, "registers", "no CR0/CR3/CR4/IDT in `info registers`");
                 return;
         }
-        uid_t uid = 0;
-        int ue = vmconn_peer_uid(&m->l, &uid);
+        uid_t uid = m->opt_uid;
+        pid_t pid = m->opt_pid;
+        int ue = 0;
+        if (!m->opt_pid) {
+                ue = vmconn_peer_uid(&m->l, &uid);
+                if (!ue)
+                        ue = vmconn_peer_pid(&m->l, &pid);
+        }
         mce_lock(m->engine);
         m->req.ram_gen = m->ram_gen;
         m->req.root_gen = m->root_gen;
@@ -693,6 +726,7 @@ static void regs_reply(struct vmconn_listener *l, const struct qmp_reply *r, voi
         m->req.regs = g;
         m->req.uid_err = ue;
         m->req.qemu_uid = uid;
+        m->req.qemu_pid = pid;
         mce_set_boot_locked(m->engine, true);
         mce_unlock(m->engine);
         m->phase = PH_BOOT;
@@ -748,11 +782,9 @@ static void mem_path_reply(struct vmconn_listener *l, const struct qmp_reply *r,
                 return;
         if (r->error) {
                 if (r->error == -EREMOTEIO) {
-                        char why[VMSIG_MSG_MAX];
-                        snprintf(why, sizeof(why),
-                                 "no ram= given and RAM backend '%.40s' has no mem-path (%.40s)",
-                                 m->layout.backend, r->reason ? r->reason : "QMP error");
-                        failed(m, -ENOENT, "RAM path", why);
+                        /* no mem-path (memfd, anonymous): QEMU's fd table */
+                        m->qemu_ram_path[0] = '\0';
+                        step_regs(m);
                 } else if (r->error == -ETIMEDOUT || r->error == -EINPROGRESS)
                         failed(m, r->error, "RAM path (qom-get)", r->reason ? r->reason : "no answer");
                 return;
@@ -938,8 +970,13 @@ static void memctx_close(void *instance)
 static const struct opt_spec memctx_opts[] = {
     VMCONN_OPT_RETRY,
     {.key = "os", .type = OPT_WORD, .words = "auto|linux|windows"},
+    /* libvirt driver only (not in the qemu row, so no trigger file sets
+     * them): the QMP peer is vmsigd's own monitor proxy, not QEMU */
+    {.key = "qemu_pid", .type = OPT_U64, .min = 0, .max = INT32_MAX}, /* 0: the QMP peer */
+    {.key = "qemu_uid", .type = OPT_U64, .min = 0, .max = UINT32_MAX - 1},
 };
-enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS };
+enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS, OPT_QEMU_PID, OPT_QEMU_UID };
+#define QEMU_ROW_OPTS OPT_QEMU_PID /* the qemu driver's row has the options before these */
 
 static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
 {
@@ -964,6 +1001,8 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         m->copts.retry_max_ms = (uint32_t)retry_max_ms;
         snprintf(m->copts.vm_name, sizeof(m->copts.vm_name), "%s", cfg->vm_name ? cfg->vm_name : "");
         m->backoff.fd = m->w.ro_fd = m->w.rw_fd = m->res.fd = -1;
+        m->opt_pid = (pid_t)v[OPT_QEMU_PID];
+        m->opt_uid = (uid_t)v[OPT_QEMU_UID];
         m->qmp_path = strdup(cfg->qmp_path);
         m->ram_path = cfg->ram_path ? strdup(cfg->ram_path) : NULL;
         if (!m->qmp_path || (cfg->ram_path && !m->ram_path)) {
@@ -1045,4 +1084,5 @@ static const struct vmsig_adapter_ops memctx_ops = {
     .close = memctx_close,
 };
 
-const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};
+const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, QEMU_ROW_OPTS};
+const struct adapter_desc memctx_libvirt_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};

@@ -16,8 +16,11 @@
 #endif
 
 static const struct driver_def drivers[VM_DRIVER_COUNT] = {
-    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true}, /* no ram=: memctx asks QEMU */
+    /* ram= may be absent: memctx asks QEMU (qom-get mem-path), and RAM with
+     * no path comes from QEMU's fd table (ram_proc.h) */
+    [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true},
     [VM_DRIVER_STUB] = {.name = "stub"},
+    [VM_DRIVER_LIBVIRT] = {.name = "libvirt", .needs_qmp = true},
 };
 
 static const struct seam_def seams[] = {
@@ -25,17 +28,23 @@ static const struct seam_def seams[] = {
      .name = "memctx",
      .options_key = "memctx_options",
      .caps = VMSIG_CAP_MEMCTX | VMSIG_CAP_MEMWRITE,
-     .adapter = {[VM_DRIVER_QEMU] = QEMU(memctx_qemu_adapter), [VM_DRIVER_STUB] = &memctx_stub_adapter}},
+     .adapter = {[VM_DRIVER_QEMU] = QEMU(memctx_qemu_adapter),
+                 [VM_DRIVER_STUB] = &memctx_stub_adapter,
+                 [VM_DRIVER_LIBVIRT] = QEMU(memctx_libvirt_adapter)}},
     {.seam = VMSIG_SRC_INPUT,
      .name = "input",
      .options_key = "input_options",
      .caps = VMSIG_CAP_INPUT,
-     .adapter = {[VM_DRIVER_QEMU] = QEMU(input_qemu_adapter), [VM_DRIVER_STUB] = &input_stub_adapter}},
+     .adapter = {[VM_DRIVER_QEMU] = QEMU(input_qemu_adapter),
+                 [VM_DRIVER_STUB] = &input_stub_adapter,
+                 [VM_DRIVER_LIBVIRT] = QEMU(input_qemu_adapter)}},
     {.seam = VMSIG_SRC_VMHOST,
      .name = "vmhost",
      .options_key = "vmhost_options",
      .caps = VMSIG_CAP_STATUS | VMSIG_CAP_POWER,
-     .adapter = {[VM_DRIVER_QEMU] = QEMU(vmhost_qemu_adapter), [VM_DRIVER_STUB] = &vmhost_stub_adapter}},
+     .adapter = {[VM_DRIVER_QEMU] = QEMU(vmhost_qemu_adapter),
+                 [VM_DRIVER_STUB] = &vmhost_stub_adapter,
+                 [VM_DRIVER_LIBVIRT] = QEMU(vmhost_qemu_adapter)}},
 };
 
 #define N_SEAMS (sizeof(seams) / sizeof(seams[0]))

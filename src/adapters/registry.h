@@ -66,8 +66,13 @@ struct adapter_desc {
 /* Each adapter file defines its descriptor next to its ops. */
 extern const struct adapter_desc memctx_stub_adapter, input_stub_adapter, vmhost_stub_adapter;
 extern const struct adapter_desc memctx_qemu_adapter, input_qemu_adapter, vmhost_qemu_adapter;
+/* The memctx of a libvirt domain: the QEMU one, plus the options saying who
+ * runs QEMU (its QMP peer is vmsigd's own monitor proxy, daemon/libvirt_*). */
+extern const struct adapter_desc memctx_libvirt_adapter;
 
-enum vm_driver { VM_DRIVER_QEMU = 0, VM_DRIVER_STUB = 1, VM_DRIVER_COUNT };
+/* libvirt: a domain vmsigd found through libvirt (daemon/libvirt_driver.h);
+ * its qmp= is vmsigd's private monitor proxy for that domain. */
+enum vm_driver { VM_DRIVER_QEMU = 0, VM_DRIVER_STUB = 1, VM_DRIVER_LIBVIRT = 2, VM_DRIVER_COUNT };
 
 struct driver_def {
         const char *name; /* the trigger file's driver= value */

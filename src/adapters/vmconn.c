@@ -837,3 +837,20 @@ int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid)
         *ret_uid = cr.uid;
         return 0;
 }
+
+int vmconn_peer_pid(const struct vmconn_listener *l, pid_t *ret_pid)
+{
+        const struct vmconn *c = l ? l->conn_ : NULL;
+        struct ucred cr;
+        socklen_t len = sizeof(cr);
+        int fd = c && c->q ? qmp_fd(c->q) : -1;
+
+        if (!ret_pid)
+                return -EINVAL;
+        if (fd < 0)
+                return -ENOTCONN;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+                return -errno;
+        *ret_pid = cr.pid;
+        return 0;
+}

@@ -160,3 +160,6 @@ int vmconn_submit(struct vmconn_listener *l, const struct vmconn_cmd *cmd, vmcon
  * -ENOTCONN without a connection. */
 #include <sys/types.h>
 int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid);
+/* Its pid (SO_PEERCRED): QEMU, whose fd table holds guest RAM that has no
+ * path (adapters/ram_proc.h). -ENOTCONN without a connection. */
+int vmconn_peer_pid(const struct vmconn_listener *l, pid_t *ret_pid);

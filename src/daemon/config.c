@@ -26,6 +26,7 @@ static void set_defaults(struct config *c)
         c->socket_mode = CONFIG_DEFAULT_SOCKET_MODE;
         snprintf(c->trigger_dir, sizeof(c->trigger_dir), "%s", CONFIG_DEFAULT_TRIGGER_DIR);
         snprintf(c->audit, sizeof(c->audit), "%s", CONFIG_DEFAULT_AUDIT);
+        snprintf(c->libvirt_uri, sizeof(c->libvirt_uri), "%s", CONFIG_DEFAULT_LIBVIRT_URI);
         c->limits.queue_bytes = CONFIG_DEFAULT_QUEUE_BYTES;
         c->limits.queue_soft_bytes = CONFIG_DEFAULT_QUEUE_SOFT_BYTES;
         c->limits.queue_soft_seconds = CONFIG_DEFAULT_QUEUE_SOFT_SECONDS;
@@ -211,9 +212,18 @@ enum section {
         SEC_RULE,
 };
 
-enum { D_SOCKET, D_SOCKET_MODE, D_SOCKET_GROUP, D_TRIGGER_DIR, D_AUDIT, D_COUNT };
-static const char *const daemon_keys[D_COUNT] = {"socket", "socket_mode", "socket_group", "trigger_dir",
-                                                 "audit"};
+enum {
+        D_SOCKET,
+        D_SOCKET_MODE,
+        D_SOCKET_GROUP,
+        D_TRIGGER_DIR,
+        D_AUDIT,
+        D_LIBVIRT_URI,
+        D_LIBVIRT_ATTACH,
+        D_COUNT
+};
+static const char *const daemon_keys[D_COUNT] = {"socket", "socket_mode", "socket_group",  "trigger_dir",
+                                                 "audit",  "libvirt_uri", "libvirt_attach"};
 
 enum {
         L_QUEUE_BYTES,
@@ -470,6 +480,24 @@ static void handle_daemon(struct parse *p, int k, const char *v)
                         why = "expected journal, stderr or file:/absolute/path";
                 if (!why)
                         snprintf(c->audit, sizeof(c->audit), "%s", v);
+                break;
+        case D_LIBVIRT_URI:
+                if (!*v || strlen(v) > CONFIG_LIBVIRT_URI_MAX)
+                        why = "expected a libvirt URI (at most 255 bytes) or none";
+                else
+                        for (const char *q = v; *q && !why; q++)
+                                if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+                                        why = "a libvirt URI has no blanks or control bytes";
+                if (!why)
+                        snprintf(c->libvirt_uri, sizeof(c->libvirt_uri), "%s", strcmp(v, "none") ? v : "");
+                break;
+        case D_LIBVIRT_ATTACH:
+                if (!strcmp(v, "metadata"))
+                        c->libvirt_attach = CONFIG_LIBVIRT_METADATA;
+                else if (!strcmp(v, "shared-ram"))
+                        c->libvirt_attach = CONFIG_LIBVIRT_SHARED_RAM;
+                else
+                        why = "expected metadata or shared-ram";
                 break;
         }
         if (why)

@@ -27,6 +27,8 @@
 #define CONFIG_DEFAULT_TAIL_MAX           (1u << 20)
 #define CONFIG_DEFAULT_CONNS_PER_UID      16u
 #define CONFIG_DEFAULT_MAX_ENDPOINTS      1024u
+#define CONFIG_DEFAULT_LIBVIRT_URI        "qemu:///system"
+#define CONFIG_LIBVIRT_URI_MAX            255u
 
 #define CONFIG_FILE_MAX   (1u << 20)
 #define CONFIG_SOCKET_MAX 107u /* sockaddr_un.sun_path minus the NUL */
@@ -62,6 +64,13 @@ struct config {
         gid_t socket_gid;
         char trigger_dir[CONFIG_PATH_MAX + 1];
         char audit[CONFIG_PATH_MAX + 8]; /* "journal", "stderr" or "file:/path" */
+        /* The libvirt driver (daemon/libvirt_driver.h): the URI, "" = off
+         * (written "none"); which domains it attaches. */
+        char libvirt_uri[CONFIG_LIBVIRT_URI_MAX + 1];
+        enum config_libvirt_attach {
+                CONFIG_LIBVIRT_METADATA,   /* domains with the <vmsig:vm> metadata element */
+                CONFIG_LIBVIRT_SHARED_RAM, /* those, and every domain with shared file or memfd RAM */
+        } libvirt_attach;
         struct config_limits limits;
         struct config_rule *rules;
         size_t n_rules;

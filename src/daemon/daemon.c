@@ -20,6 +20,9 @@
 #include "daemon/audit.h"
 #include "daemon/daemon.h"
 #include "daemon/discovery.h"
+#ifdef VMSIG_LIBVIRT
+#include "daemon/libvirt_driver.h"
+#endif
 #include "util/clock.h"
 
 struct vmsigd {
@@ -44,6 +47,10 @@ struct vmsigd {
         mode_t warned_mode;
         uid_t warned_uid;
         ino_t warned_ino;
+#ifdef VMSIG_LIBVIRT
+        struct lv_driver *lv;
+        struct vmsig_io *lv_io;
+#endif
 };
 
 #define REFUSED_LOGGED    5 /* per rescan, and per window */
@@ -320,6 +327,72 @@ static int diag_deliver(struct vmsig_control *ctl, const struct vmsig_event *ev,
         return 0;
 }
 
+/* ---- libvirt domains: the same attach path as trigger files ---- */
+
+#ifdef VMSIG_LIBVIRT
+static int lv_added(const struct trigger *t, const char *origin, char *why, size_t whylen, void *ud)
+{
+        return vm_added(t->name, t, origin, why, whylen, ud);
+}
+
+static void lv_removed(const char *name, const char *origin, void *ud)
+{
+        struct vmsigd *d = ud;
+        uint32_t ep;
+
+        if (vmsig_bus_endpoint_find(d->bus, name, &ep) < 0)
+                return;
+        logf_(d, LOG_INFO, "VM '%s' left (%s): endpoint %u detached", name, origin, ep);
+        vmsig_bus_endpoint_remove(d->bus, ep);
+}
+
+static void lv_log(int prio, const char *msg, void *ud)
+{
+        logf_(ud, prio, "%s", msg);
+}
+
+static void on_libvirt(struct vmsig_io *io, int fd, uint32_t events, void *ud)
+{
+        struct vmsigd *d = ud;
+
+        (void)io;
+        (void)fd;
+        (void)events;
+        lv_driver_process(d->lv);
+}
+
+/* Off with libvirt_uri = none. A failure here is logged, never fatal:
+ * trigger files keep working. */
+static void libvirt_start(struct vmsigd *d)
+{
+        static const struct lv_driver_callbacks cb = {
+            .added = lv_added, .removed = lv_removed, .log = lv_log};
+        char dir[CONFIG_PATH_MAX + 1];
+        char *slash;
+        int r;
+
+        if (!d->cfg->libvirt_uri[0])
+                return;
+        snprintf(dir, sizeof(dir), "%s", d->cfg->socket);
+        slash = strrchr(dir, '/');
+        if (slash)
+                *slash = '\0';
+        if (strlen(dir) + sizeof("/libvirt") > sizeof(dir))
+                r = -ENAMETOOLONG;
+        else {
+                strcat(dir, "/libvirt");
+                r = lv_driver_new(d->cfg->libvirt_uri, d->cfg->libvirt_attach, dir, &cb, d, &d->lv);
+        }
+        if (r >= 0)
+                r = vmsig_bus_add_io(d->bus, lv_driver_fd(d->lv), EPOLLIN, on_libvirt, d, &d->lv_io);
+        if (r < 0) {
+                logf_(d, LOG_ERR, "libvirt driver not started (%s, proxy directory %s): %s",
+                      d->cfg->libvirt_uri, dir, strerror(-r));
+                d->lv = lv_driver_free(d->lv);
+        }
+}
+#endif
+
 /* ---- admission ---- */
 
 static int admit(void *ud, const struct vmsig_peer *p, uint32_t *ret_caps, char *why, size_t len)
@@ -454,6 +527,9 @@ int vmsigd_new(const struct config *config, const char *config_path, vmsigd_log_
                 goto fail;
         }
         discovery_rescan_start(d->disc, "startup"); /* VMs that started while we were down */
+#ifdef VMSIG_LIBVIRT
+        libvirt_start(d);
+#endif
         *ret = d;
         return 0;
 fail:
@@ -504,7 +580,13 @@ struct vmsigd *vmsigd_free(struct vmsigd *d)
         d->quiet_io = vmsig_io_free(d->quiet_io);
         if (d->quiet_tfd >= 0)
                 close(d->quiet_tfd);
+#ifdef VMSIG_LIBVIRT
+        d->lv_io = vmsig_io_free(d->lv_io);
+#endif
         d->bus = vmsig_bus_free(d->bus);
+#ifdef VMSIG_LIBVIRT
+        d->lv = lv_driver_free(d->lv); /* after the VMs: their adapters use its sockets */
+#endif
         d->audit = audit_free(d->audit);
         free(d);
         return NULL;

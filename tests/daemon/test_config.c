@@ -43,6 +43,33 @@ static void check_defaults(const struct config *c)
         assert_int_equal(c->limits.conns_per_uid, 16);
         assert_int_equal(c->limits.max_endpoints, 1024);
         assert_int_equal(c->n_rules, 0);
+        assert_string_equal(c->libvirt_uri, "qemu:///system");
+        assert_int_equal(c->libvirt_attach, CONFIG_LIBVIRT_METADATA);
+}
+
+/* The libvirt driver's keys: a URI or none (off), metadata or shared-ram. */
+static void test_libvirt_keys(void **state)
+{
+        struct config *c = NULL;
+        char err[512] = "";
+
+        (void)state;
+        assert_int_equal(parse("[daemon]\nlibvirt_uri = qemu+ssh://h/system\nlibvirt_attach = shared-ram\n",
+                               &c, err, sizeof(err)),
+                         0);
+        assert_string_equal(c->libvirt_uri, "qemu+ssh://h/system");
+        assert_int_equal(c->libvirt_attach, CONFIG_LIBVIRT_SHARED_RAM);
+        config_free(c);
+        c = NULL;
+        assert_int_equal(parse("[daemon]\nlibvirt_uri = none\n", &c, err, sizeof(err)), 0);
+        assert_string_equal(c->libvirt_uri, "");
+        config_free(c);
+        expect_error("[daemon]\nlibvirt_uri =\n", "t.conf:2", "libvirt_uri", NULL);
+        expect_error("[daemon]\nlibvirt_uri = qemu:///sys tem\n", "t.conf:2", "libvirt_uri", "no blanks");
+        expect_error("[daemon]\nlibvirt_attach = all\n", "t.conf:2", "libvirt_attach",
+                     "metadata or shared-ram");
+        expect_error("[daemon]\nlibvirt_attach = metadata\nlibvirt_attach = metadata\n", "t.conf:3",
+                     "libvirt_attach", "duplicate");
 }
 
 static void test_defaults_no_file(void **state)
@@ -287,6 +314,7 @@ int main(void)
             cmocka_unit_test(test_full),
             cmocka_unit_test(test_root_rule_replaces_implicit),
             cmocka_unit_test(test_errors),
+            cmocka_unit_test(test_libvirt_keys),
             cmocka_unit_test(test_load_file),
             cmocka_unit_test(test_no_nss),
         };

@@ -234,7 +234,8 @@ static VH_UNUSED bool vh_wait_exit(struct vh *h, int timeout_ms)
 static int vh_rm_cb_(const char *path, const struct stat *st, int flag, struct FTW *ftw);
 
 /* Start vmsigd. extra is appended to the config after the [daemon] keys
- * (socket, trigger_dir, audit, socket_mode 0666): more [daemon] keys, then
+ * (socket, trigger_dir, audit, socket_mode 0666, libvirt_uri none: no test
+ * daemon touches the host's libvirt): more [daemon] keys, then
  * other sections. Returns 0 once the daemon logged "ready:", else a negative
  * errno with the log printed. */
 static VH_UNUSED int vh_start(struct vh *h, const char *extra)
@@ -272,7 +273,8 @@ static VH_UNUSED int vh_start(struct vh *h, const char *extra)
         if (mkdir(h->trig, 0755) < 0)
                 return -errno;
         snprintf(conf, sizeof(conf),
-                 "[daemon]\nsocket = %s\ntrigger_dir = %s\naudit = file:%s\nsocket_mode = 0666\n%s\n",
+                 "[daemon]\nsocket = %s\ntrigger_dir = %s\naudit = file:%s\nsocket_mode = 0666\nlibvirt_uri "
+                 "= none\n%s\n",
                  h->sock, h->trig, h->audit, extra ? extra : "");
         r = vh_write_file(h->conf, conf, 0644);
         if (r < 0)

@@ -26,7 +26,7 @@ out=$(systemd-analyze verify --man=no "$work/vmsigd.service" 2>&1)
 
 for want in Type=notify ExecStart=/usr/sbin/vmsigd "ExecReload=/bin/kill -HUP \$MAINPID" RuntimeDirectory=vmsig \
         RuntimeDirectoryPreserve=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes \
-        "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN" AmbientCapabilities= LimitNOFILE=524288 \
+        "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_CHOWN CAP_SYS_PTRACE CAP_FOWNER" AmbientCapabilities= LimitNOFILE=524288 \
         RestrictAddressFamilies=AF_UNIX PrivateDevices=yes PrivateNetwork=yes ProtectProc=ptraceable ProcSubset=pid \
         ProtectKernelModules=yes ProtectKernelTunables=yes ProtectControlGroups=yes LockPersonality=yes \
         RestrictNamespaces=yes SystemCallFilter=@system-service; do
