@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -639,6 +640,42 @@ static void test_two_producers_newest_wins(void **state)
         fx_close(&f);
 }
 
+/* The fuzzer's seeds hold valid regions with a frame: keep them so. */
+static void test_fuzz_seeds_are_valid(void **state)
+{
+        static const char *const names[] = {"one_page", "scattered", "split"};
+        static uint8_t img[64 << 10], buf[64 << 10];
+
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                char path[512];
+                snprintf(path, sizeof(path), "%s/fuzz_vgpu_perception/%s", VMSIG_FUZZ_CORPUS, names[i]);
+                FILE *f = fopen(path, "rb");
+                assert_non_null(f);
+                size_t n = fread(img, 1, sizeof(img), f);
+                fclose(f);
+                assert_true(n > 4096);
+                size_t isz = (n - 1) & ~(size_t)4095;
+                struct vmie_range r[2] = {{.gpa = 0x1000, .len = isz, .file_offset = 0}};
+                size_t nr = 1;
+                if (img[0] & 4) {
+                        uint64_t half = (isz / 2) & ~0xfffull;
+                        r[0].len = half;
+                        r[1] = (struct vmie_range){.gpa = 1ull << 32, .len = isz - half, .file_offset = half};
+                        nr = 2;
+                }
+                struct vmie_ram *vr = NULL;
+                struct vgpu_perception *p = NULL;
+                struct vgpu_frame_info fi;
+                struct vgpu_perception_options o = {.flags = VGPU_PERCEPTION_VERIFY};
+                assert_int_equal(vmie_ram_wrap(img + 1, isz, r, nr, 0, &vr), 0);
+                assert_int_equal(vgpu_perception_new(vr, &o, &p), 0);
+                assert_int_equal(vgpu_perception_read(p, buf, sizeof(buf), &fi), 0);
+                assert_int_equal(fi.seq, 1);
+                vgpu_perception_free(p);
+                vmie_ram_free(vr);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -659,6 +696,7 @@ int main(void)
             cmocka_unit_test(test_page_moved_rediscovers),
             cmocka_unit_test(test_duplicate_page),
             cmocka_unit_test(test_two_producers_newest_wins),
+            cmocka_unit_test(test_fuzz_seeds_are_valid),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
