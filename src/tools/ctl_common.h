@@ -34,11 +34,14 @@ struct ctl {
         struct vmsig_client *client;
         const char *socket_path;
         int timeout_ms;
-        bool json;        /* -j */
-        bool phys;        /* --phys */
-        bool ff;          /* --ff */
-        const char *cr3;  /* --cr3, unparsed */
-        const char *file; /* --file */
+        bool json;           /* -j */
+        bool phys;           /* --phys */
+        bool ff;             /* --ff */
+        const char *cr3;     /* --cr3, unparsed */
+        const char *file;    /* --file */
+        const char *output;  /* frame -o */
+        bool watch;          /* frame --watch */
+        const char *request; /* frame --request */
 };
 
 /* The commands, by subject. */
@@ -50,6 +53,7 @@ int ctl_cmd_lease(struct ctl *ctl, int argc, char **argv); /* ctl_lease.c */
 int ctl_cmd_read(struct ctl *ctl, int argc, char **argv);  /* ctl_mem.c */
 int ctl_cmd_write(struct ctl *ctl, int argc, char **argv);
 int ctl_cmd_input(struct ctl *ctl, int argc, char **argv); /* ctl_input.c */
+int ctl_cmd_frame(struct ctl *ctl, int argc, char **argv); /* ctl_frame.c */
 
 /* ---- output ---- */
 
