@@ -85,8 +85,13 @@ int ctl_cmd_input(struct ctl *ctl, int argc, char **argv)
                                                 "unknown key '%s' (e.g. a, enter, f5, leftctrl, KEY_A, 30)",
                                                 argv[2 + i]);
                 for (int i = 0; i < n; i++)
-                        if ((r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, codes[i], 1, vm)))
+                        if ((r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, codes[i], 1, vm))) {
+                                /* a refused press (the grab toggle) must not
+                                 * leave the keys before it held in the guest */
+                                while (i-- > 0)
+                                        (void)input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, codes[i], 0, vm);
                                 return r;
+                        }
                 for (int i = n - 1; i >= 0; i--)
                         if ((r = input_send(ctl, ep, VMSIG_EV_KEY, 0, 0, codes[i], 0, vm)))
                                 return r;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -16,6 +17,7 @@
 #include <libevdev/libevdev-uinput.h>
 #include <libevdev/libevdev.h>
 #include <linux/input.h>
+#include <linux/uinput.h>
 
 #include "vmctl/internal.h"
 
@@ -219,6 +221,16 @@ static int make_dev(const char *name, const char *phys, bool pointer, int *ret_f
                 r = -errno;
                 vmctl_uinput_probe(msg);
                 libevdev_free(dev);
+                return r;
+        }
+        /* libevdev never passes the phys on to uinput (it has no
+         * UI_SET_PHYS call): set it on the fd first, or the device has none
+         * and the udev rule cannot tell it is ours. */
+        if (ioctl(fd, UI_SET_PHYS, phys) < 0) {
+                r = -errno;
+                vmctl_msg(msg, "uinput device '%s': setting phys %s: %s", name, phys, strerror(errno));
+                libevdev_free(dev);
+                close(fd);
                 return r;
         }
         r = libevdev_uinput_create_from_device(dev, fd, &ui);
