@@ -136,8 +136,9 @@ int vgpu_perception_map(struct vgpu_perception *p, const struct iovec **ret_span
  * on a read failure. */
 int vgpu_perception_still_valid(struct vgpu_perception *p, const struct vgpu_frame_info *info);
 
-/* Wait until a frame newer than after_seq is published (or the producer
- * restarts), without spinning: sleeps until the producer's next expected
+/* Wait until a frame newer than after_seq is published, or a producer run
+ * other than the one of the last frame read (a restart) has published its
+ * first frame, without spinning: sleeps until the producer's next expected
  * frame (frame_interval_us, else the observed cadence), then polls the
  * header with growing gaps. Returns 0 when there is one (read it next),
  * -ETIMEDOUT after timeout_ms, -EDQUOT when poll_budget header reads were

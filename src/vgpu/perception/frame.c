@@ -102,6 +102,8 @@ int vgpu_perception_read(struct vgpu_perception *p, void *buf, size_t cap, struc
         }
         if (r == 0 || r == -ENOSPC)
                 *info = tmp;
+        if (r == 0)
+                p->last_frame_nonce = tmp.nonce;
         return r;
 }
 
@@ -178,6 +180,7 @@ int vgpu_perception_map(struct vgpu_perception *p, const struct iovec **ret_span
         *ret_spans = p->spans;
         *ret_nspans = n;
         *info = tmp;
+        p->last_frame_nonce = tmp.nonce;
         return 0;
 }
 

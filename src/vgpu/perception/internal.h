@@ -61,6 +61,7 @@ struct vgpu_perception {
         uint64_t seen_seq, seen_seq_ns, cadence_ns;
 
         uint32_t last_req_seq;
+        uint64_t last_frame_nonce; /* run of the last frame handed out */
 
         /* The frame handed out by vgpu_perception_map(). */
         uint32_t map_lock;

@@ -24,13 +24,12 @@ int vgpu_perception_wait(struct vgpu_perception *p, uint64_t after_seq, uint32_t
                          uint32_t poll_budget, uint32_t *ret_polls)
 {
         uint64_t start = vgpup_now_ns(), deadline = start + (uint64_t)timeout_ms * 1000000ull;
-        uint64_t gap = MIN_GAP_NS, nonce0;
+        uint64_t gap = MIN_GAP_NS;
         uint32_t polls = 0;
         int r;
 
         if (!p)
                 return -EINVAL;
-        nonce0 = p->ready ? p->nonce : 0;
         for (;;) {
                 struct vgpu_header h;
                 uint64_t now, interval, due, sleep_for;
@@ -47,7 +46,10 @@ int vgpu_perception_wait(struct vgpu_perception *p, uint64_t after_seq, uint32_t
                 if (r == -ESTALE)
                         continue; /* rescans at once (forced) */
                 now = vgpup_now_ns();
-                if (r == 0 && (h.latest_seq > after_seq || (nonce0 && h.nonce != nonce0)))
+                /* after_seq counts in the run of the last frame read; another
+                 * run's first frame is new whatever its number. */
+                if (r == 0 && (h.latest_seq > after_seq ||
+                               (p->last_frame_nonce && h.nonce != p->last_frame_nonce && h.latest_seq)))
                         break;
                 if (r < 0 && r != -ENOENT)
                         break;

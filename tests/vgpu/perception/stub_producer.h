@@ -28,6 +28,13 @@ struct stub_producer {
         uint8_t *frame; /* scratch for one frame */
         /* A published frame that lies about its checksum (test of VERIFY). */
         bool corrupt_checksum;
+        /* Render the pattern once (frame 1) and republish those pixels: a
+         * producer as fast as memory allows (bench). */
+        bool reuse_pixels;
+        bool rendered;
+        bool csum_valid;
+        uint64_t csum;
+        uint32_t csum_len;
 };
 
 /* Lay out a region for up to max_w x max_h, nslots slots. The pages are
