@@ -40,6 +40,11 @@ int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size
                 while (len) {
                         const uint8_t *page = p->ptr[pi];
                         size_t n = VGPU_PAYLOAD - off < len ? VGPU_PAYLOAD - off : len;
+                        /* The pages are scattered: no hardware prefetcher
+                         * guesses the next one, so name it (and its TLB
+                         * entry) while this one is copied. */
+                        if (len > n)
+                                __builtin_prefetch(p->ptr[pi + 1]);
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
                         memcpy(d, page + VGPU_TAG_SIZE + off, n);
