@@ -364,11 +364,26 @@ static int cmd_request(struct frame_ctx *f, const char *req)
 int ctl_cmd_frame(struct ctl *ctl, int argc, char **argv)
 {
         struct frame_ctx f = {.ctl = ctl};
-        int modes = !!ctl->output + ctl->watch + !!ctl->request, r;
+        int modes, r;
 
-        if (argc != 1 || modes != 1)
+        /* The issue's spelling puts the options after VM ("frame VM -o
+         * shot.png"); the global parser stops at VM, so take them here. */
+        for (int i = 0; i < argc; i++) {
+                bool has_next = i + 1 < argc;
+                if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && has_next)
+                        ctl->output = argv[++i];
+                else if (!strcmp(argv[i], "--watch"))
+                        ctl->watch = true;
+                else if (!strcmp(argv[i], "--request") && has_next)
+                        ctl->request = argv[++i];
+                else if (!f.vm && argv[i][0] != '-')
+                        f.vm = argv[i];
+                else
+                        return ctl_usage_error(ctl);
+        }
+        modes = !!ctl->output + ctl->watch + !!ctl->request;
+        if (!f.vm || modes != 1)
                 return ctl_usage_error(ctl);
-        f.vm = argv[0];
         f.mc.fd = -1;
         if ((r = frame_open(&f)) == 0) {
                 if (ctl->output)
