@@ -10,6 +10,7 @@ PACKAGES=(
   qemu-system-x86 busybox-static linux-image-cloud-amd64
   dbus-daemon dbus-broker libdbus-1-dev
   debhelper dpkg-dev fakeroot systemd groff-base man-db
+  libpng-dev
 )
 
 missing=()
