@@ -291,8 +291,9 @@ int vgpup_ensure(struct vgpu_perception *p)
 {
         if (p->ready)
                 return 0;
-        if (!p->force_scan && p->st.scans &&
+        if ((!p->force_scan || p->quick_stale) && p->st.scans &&
             vgpup_now_ns() - p->last_scan_ns < (uint64_t)p->opt.rescan_min_ms * 1000000ull)
                 return -ENOENT;
+        p->quick_stale = false;
         return vgpup_scan(p);
 }

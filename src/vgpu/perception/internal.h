@@ -39,6 +39,7 @@ struct vgpu_perception {
         /* The resolved region. */
         bool ready;
         bool force_scan;
+        bool quick_stale;      /* lost within rescan_min_ms of its scan: rate-limit */
         uint64_t last_scan_ns; /* host monotonic */
         uint64_t nonce;
         uint32_t npages;

@@ -83,6 +83,7 @@ int vgpu_perception_reset(struct vgpu_perception *p, struct vmie_ram *ram)
         p->ndead = 0;
         p->dead_next = 0;
         p->force_scan = true;
+        p->quick_stale = false;
         return 0;
 }
 

@@ -15,11 +15,20 @@ static bool tag_matches(const struct vgpu_perception *p, const uint8_t *page, ui
         return t.magic == VGPU_TAG_MAGIC && t.index == index && t.nonce == p->nonce && t.npages == p->npages;
 }
 
+static void lost(struct vgpu_perception *p)
+{
+        /* A region lost right after its scan (a guest rewriting tags on
+         * purpose?) waits rescan_min_ms for the next one: a scan per read
+         * would cost a full RAM pass each time. */
+        p->quick_stale = vgpup_now_ns() - p->last_scan_ns < (uint64_t)p->opt.rescan_min_ms * 1000000ull;
+        vgpup_forget(p);
+        p->force_scan = true;
+}
+
 static int stale(struct vgpu_perception *p)
 {
         p->st.tag_mismatches++;
-        vgpup_forget(p);
-        p->force_scan = true;
+        lost(p);
         return -ESTALE;
 }
 
@@ -146,8 +155,7 @@ int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret)
                 p->dead_next = (p->dead_next + 1) % VGPUP_DEAD_NONCES;
                 if (p->ndead < VGPUP_DEAD_NONCES)
                         p->ndead++;
-                vgpup_forget(p);
-                p->force_scan = true;
+                lost(p);
                 return -ENOENT;
         }
         if (h.latest_seq != p->seen_seq) {

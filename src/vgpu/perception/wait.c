@@ -43,9 +43,11 @@ int vgpu_perception_wait(struct vgpu_perception *p, uint64_t after_seq, uint32_t
                         polls++;
                         r = vgpup_read_header(p, &h);
                 }
-                if (r == -ESTALE)
-                        continue; /* rescans at once (forced) */
                 now = vgpup_now_ns();
+                if (r == -ESTALE && now < deadline)
+                        continue; /* rescans at once (forced) */
+                if (r == -ESTALE)
+                        r = -ENOENT;
                 /* after_seq counts in the run of the last frame read; another
                  * run's first frame is new whatever its number. */
                 if (r == 0 && (h.latest_seq > after_seq ||

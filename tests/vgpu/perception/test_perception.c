@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -182,7 +183,9 @@ static void test_restart_new_nonce(void **state)
         fx_open(&f, 0, VGPU_PERCEPTION_VERIFY, 64, 64);
         stub_producer_publish(&f.sp);
         read_good(&f, buf, sizeof(buf), &fi);
-        /* The process exits, its pages are reused; a new run elsewhere. */
+        /* The process exits, its pages are reused; a new run elsewhere.
+         * (Past rescan_min_ms: a region lost at once is rate-limited.) */
+        usleep(30000);
         stub_producer_wipe(&f.sp);
         stub_producer_fini(&f.sp);
         assert_int_equal(stub_producer_init(&f.sp, f.ram, RAM_SIZE, GPA_BASE, 0x2222, 64, 64, 3, 99), 0);
@@ -573,6 +576,7 @@ static void test_page_moved_rediscovers(void **state)
         read_good(&f, buf, sizeof(buf), &fi);
         /* The guest migrates the header page to page 0 of RAM (free in the
          * stub): copy, repoint, clear the old one. */
+        usleep(30000); /* past rescan_min_ms, see test_quick_loss_is_rate_limited */
         uint64_t old = f.sp.page_off[0];
         memcpy(f.ram, f.ram + old, 4096);
         memset(f.ram + old, 0, 4096);
@@ -583,6 +587,37 @@ static void test_page_moved_rediscovers(void **state)
         assert_int_equal(st.scans, 2);
         assert_true(st.tag_mismatches >= 1);
         assert_int_equal(st.rediscoveries, 1);
+        fx_close(&f);
+}
+
+/* A region lost right after its scan (a guest rewriting tags on purpose)
+ * does not buy a full RAM scan per read. */
+static void test_quick_loss_is_rate_limited(void **state)
+{
+        struct fx f;
+        struct vgpu_frame_info fi;
+        struct vgpu_perception_stats st;
+        static uint8_t buf[32 * 32 * 4];
+
+        fx_open(&f, 0, VGPU_PERCEPTION_VERIFY, 32, 32);
+        stub_producer_publish(&f.sp);
+        read_good(&f, buf, sizeof(buf), &fi);
+        struct vgpu_page_tag *t = (struct vgpu_page_tag *)(void *)(f.ram + f.sp.page_off[0]);
+        t->nonce ^= 1; /* the header page's tag: every read touches it */
+        int enoent = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 0; i < 200; i++) {
+                int r = vgpu_perception_read(f.p, buf, sizeof(buf), &fi);
+                enoent += r == -ENOENT;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        vgpu_perception_stats(f.p, &st);
+        assert_int_equal(enoent, 200);
+        /* One scan per rescan_min_ms (20) at most, plus the first. */
+        assert_true(st.scans <= 2 + (uint64_t)ms / 20);
+        t->nonce ^= 1;
         fx_close(&f);
 }
 
@@ -694,6 +729,7 @@ int main(void)
             cmocka_unit_test(test_bad_headers),
             cmocka_unit_test(test_bad_tags),
             cmocka_unit_test(test_page_moved_rediscovers),
+            cmocka_unit_test(test_quick_loss_is_rate_limited),
             cmocka_unit_test(test_duplicate_page),
             cmocka_unit_test(test_two_producers_newest_wins),
             cmocka_unit_test(test_fuzz_seeds_are_valid),
