@@ -41,9 +41,13 @@ static struct vmie_ram *open_ram(int fd, unsigned flags)
         return vr;
 }
 
+/* A heartbeat standing still this long is a dead producer. Long by default:
+ * on a loaded machine a publisher thread can be off the CPU for a while. */
+static uint32_t fx_stale_ms = 10000;
+
 static void fx_open(struct fx *f, unsigned ram_flags, unsigned flags, uint32_t w, uint32_t h)
 {
-        struct vgpu_perception_options o = {.flags = flags, .rescan_min_ms = 20, .stale_ms = 100};
+        struct vgpu_perception_options o = {.flags = flags, .rescan_min_ms = 20, .stale_ms = fx_stale_ms};
         memset(f, 0, sizeof(*f));
         f->fd = memfd_create("vgpu-test-ram", MFD_CLOEXEC);
         assert_true(f->fd >= 0);
@@ -206,7 +210,9 @@ static void test_dead_producer_left_in_ram(void **state)
         uint8_t *copy = malloc(RAM_SIZE);
 
         assert_non_null(copy);
+        fx_stale_ms = 100;
         fx_open(&f, 0, VGPU_PERCEPTION_VERIFY, 32, 32);
+        fx_stale_ms = 10000;
         f.sp.heartbeat = 1000; /* an old run with a high clock */
         stub_producer_publish(&f.sp);
         read_good(&f, buf, sizeof(buf), &fi);
