@@ -161,7 +161,15 @@ int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret)
         if (h.latest_seq != p->seen_seq) {
                 if (p->seen_seq && h.latest_seq > p->seen_seq) {
                         uint64_t dt = (now - p->seen_seq_ns) / (h.latest_seq - p->seen_seq);
-                        p->cadence_ns = p->cadence_ns ? (p->cadence_ns * 7 + dt) / 8 : dt;
+                        /* A gap over a second is an idle or paused producer,
+                         * not its cadence; a change of pace by 2x or more is
+                         * taken at once, smaller jitter is averaged. */
+                        if (dt >= 1000000000ull)
+                                ;
+                        else if (!p->cadence_ns || dt < p->cadence_ns / 2 || dt > p->cadence_ns * 2)
+                                p->cadence_ns = dt;
+                        else
+                                p->cadence_ns = (p->cadence_ns * 7 + dt) / 8;
                 }
                 p->seen_seq = h.latest_seq;
                 p->seen_seq_ns = now;

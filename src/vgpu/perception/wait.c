@@ -2,14 +2,14 @@
 /* Waiting for the next frame without a busy loop: sleep until the frame is
  * due (the producer's frame_interval_us, else the cadence observed between
  * header reads), then poll the header with gaps that grow from 50 us up to
- * a quarter of the interval (2 ms at most), within the caller's budget. */
+ * a quarter of the interval (0.5 ms at most), within the caller's budget. */
 #include <errno.h>
 #include <time.h>
 
 #include "internal.h"
 
 #define MIN_GAP_NS     50000ull
-#define MAX_GAP_NS     2000000ull
+#define MAX_GAP_NS     500000ull
 #define PAUSED_GAP_NS  20000000ull
 #define DEFAULT_INT_NS 16666666ull
 
