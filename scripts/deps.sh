@@ -14,6 +14,7 @@ PACKAGES=(
   gcc-mingw-w64-x86-64 wine64 wine xvfb
   linux-image-amd64 udev
   libvirt-dev libvirt-daemon-system libvirt-clients
+  libpng-dev
 )
 
 missing=()

@@ -40,6 +40,9 @@ struct ctl {
         const char *cr3;     /* --cr3, unparsed */
         const char *file;    /* --file */
         const char *symbols; /* --symbols */
+        const char *output;  /* frame -o */
+        bool watch;          /* frame --watch */
+        const char *request; /* frame --request */
 };
 
 /* The commands, by subject. */
@@ -51,6 +54,7 @@ int ctl_cmd_lease(struct ctl *ctl, int argc, char **argv); /* ctl_lease.c */
 int ctl_cmd_read(struct ctl *ctl, int argc, char **argv);  /* ctl_mem.c */
 int ctl_cmd_write(struct ctl *ctl, int argc, char **argv);
 int ctl_cmd_input(struct ctl *ctl, int argc, char **argv); /* ctl_input.c */
+int ctl_cmd_frame(struct ctl *ctl, int argc, char **argv); /* ctl_frame.c */
 
 /* ---- output ---- */
 

@@ -57,6 +57,11 @@ static const struct ctl_command commands[] = {
      .summary = "move X Y | rel DX DY | click [BTN] | key KEY... | type TEXT | wheel N",
      .usage =
          "[--ff] VM move X Y | rel DX DY | click [left|right|middle] | key KEY... | type TEXT | wheel N"},
+    {.name = "frame",
+     .run = ctl_cmd_frame,
+     .args = "VM -o PNG|--watch",
+     .summary = "the vgpu-stream screen: save a PNG, watch fps/latency, or --request OP",
+     .usage = "VM -o FILE.png | --watch | --request pause|resume|fps=N|full|region=X,Y,W,H"},
     {.name = "help", .run = cmd_help, .offline = true}, /* same as --help; not listed */
 };
 
@@ -96,6 +101,9 @@ static void usage(FILE *f)
                 "      --symbols MAP   read: resolve SYMBOL[+OFF] in a System.map or /proc/kallsyms text,\n"
                 "                      moved by the guest kernel's KASLR slide\n"
                 "      --ff            input: fire-and-forget (no acknowledgement)\n"
+                "  -o, --output FILE   frame: save the newest frame as a PNG\n"
+                "      --watch         frame: fps, dropped frames and latency once a second\n"
+                "      --request OP    frame: send a control request to the producer\n"
                 "  -h, --help          this help\n"
                 "\n"
                 "Exit codes: 0 ok, 1 command failed, 2 usage, 3 vmsigd unreachable or refused,\n"
@@ -109,13 +117,20 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
         return 0;
 }
 
-enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF, OPT_SYMBOLS };
-static const struct option cli_opts[] = {
-    {"socket", required_argument, NULL, 's'},  {"timeout", required_argument, NULL, 't'},
-    {"json", no_argument, NULL, 'j'},          {"phys", no_argument, NULL, OPT_PHYS},
-    {"cr3", required_argument, NULL, OPT_CR3}, {"file", required_argument, NULL, OPT_FILE},
-    {"ff", no_argument, NULL, OPT_FF},         {"symbols", required_argument, NULL, OPT_SYMBOLS},
-    {"help", no_argument, NULL, 'h'},          {0}};
+enum { OPT_PHYS = 0x100, OPT_CR3, OPT_FILE, OPT_FF, OPT_SYMBOLS, OPT_WATCH, OPT_REQUEST };
+static const struct option cli_opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"timeout", required_argument, NULL, 't'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"phys", no_argument, NULL, OPT_PHYS},
+                                         {"cr3", required_argument, NULL, OPT_CR3},
+                                         {"file", required_argument, NULL, OPT_FILE},
+                                         {"ff", no_argument, NULL, OPT_FF},
+                                         {"symbols", required_argument, NULL, OPT_SYMBOLS},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"watch", no_argument, NULL, OPT_WATCH},
+                                         {"request", required_argument, NULL, OPT_REQUEST},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
 
 /* Options before and after the command, parsed the same way: '+' stops at
  * the first operand so "input VM rel -5 3" keeps its -5. Returns -1 when
@@ -124,7 +139,7 @@ static int parse_options(int argc, char **argv, struct ctl *ctl)
 {
         int opt;
 
-        while ((opt = getopt_long(argc, argv, "+s:t:jh", cli_opts, NULL)) != -1) {
+        while ((opt = getopt_long(argc, argv, "+s:t:jho:", cli_opts, NULL)) != -1) {
                 switch (opt) {
                 case 's':
                         ctl->socket_path = optarg;
@@ -152,6 +167,15 @@ static int parse_options(int argc, char **argv, struct ctl *ctl)
                         break;
                 case OPT_SYMBOLS:
                         ctl->symbols = optarg;
+                        break;
+                case 'o':
+                        ctl->output = optarg;
+                        break;
+                case OPT_WATCH:
+                        ctl->watch = true;
+                        break;
+                case OPT_REQUEST:
+                        ctl->request = optarg;
                         break;
                 case 'h':
                         usage(stdout);

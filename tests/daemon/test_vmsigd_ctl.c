@@ -65,6 +65,7 @@ static const char help_commands[] =
     "there\n"
     "  write VM ADDR HEXBYTES       write guest memory under the memwrite lease (--file F instead)\n"
     "  input VM ACTION ...          move X Y | rel DX DY | click [BTN] | key KEY... | type TEXT | wheel N\n"
+    "  frame VM -o PNG|--watch      the vgpu-stream screen: save a PNG, watch fps/latency, or --request OP\n"
     "\n";
 
 /* --help, -h and the help command print the same text, listing every

@@ -23,7 +23,7 @@ set -euo pipefail
 
 src=$(cd "$1" && pwd)
 data=$src/tests/pkg/data
-packages=(vmsig libvmsig0 libvmsig-dev libvmie0 libvmie-dev python3-vmsig)
+packages=(vmsig libvmsig0 libvmsig-dev libvmie0 libvmie-dev libvgpu-perception0 libvgpu-perception-dev python3-vmsig)
 t0=$SECONDS
 
 skip() {
@@ -119,6 +119,12 @@ dpkg-query -W -f='${Conffiles}\n' vmsig | grep -q "^ /etc/vmsig/vmsigd.conf " ||
         die "/etc/vmsig/vmsigd.conf is not a conffile"
 [ "$(dpkg -S /usr/lib/"$multiarch"/libvmsig.so.0 | cut -d: -f1)" = libvmsig0 ] || die "libvmsig.so.0 not in libvmsig0"
 [ "$(dpkg -S /usr/lib/"$multiarch"/libvmie.so | cut -d: -f1)" = libvmie-dev ] || die "libvmie.so not in libvmie-dev"
+for f in libvgpu-perception.so.0 libvgpu-perception.so pkgconfig/libvgpu-perception.pc; do
+        expect_file /usr/lib/"$multiarch"/$f
+done
+expect_file /usr/include/vgpu/perception.h
+[ "$(dpkg -S /usr/lib/"$multiarch"/libvgpu-perception.so.0 | cut -d: -f1)" = libvgpu-perception0 ] ||
+        die "libvgpu-perception.so.0 not in libvgpu-perception0"
 ldd /usr/bin/vmsigctl | grep -E "lib(vmsig|vmie)\.so\.0 => /(usr/)?lib/$multiarch/" | sed 's/^/  /' || true
 [ "$(ldd /usr/bin/vmsigctl | grep -cE "lib(vmsig|vmie)\.so\.0 => /(usr/)?lib/$multiarch/")" -eq 2 ] ||
         die "vmsigctl does not use the installed libvmsig.so.0 and libvmie.so.0"
