@@ -72,7 +72,7 @@ int vmiei_mode(const struct vmie_as *as, struct vmiei_mode *m);
 int vmiei_walk(const struct vmie_ram *ram, const struct vmiei_mode *m, uint64_t root, uint64_t va,
                struct vmie_xlate *ret);
 
-/* vmie_translate reads the cache's clock on every this-many-th call (and on
+/* vmie_translate reads the cache's clock on every this-many-th hit (and on
  * every miss); paging.h states the resulting staleness bound. */
 #define VMIEI_TLB_CLOCK_EVERY 16u
 
