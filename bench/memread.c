@@ -593,13 +593,23 @@ static double bw_pass(struct bw *b, enum bw_mode mode)
         return (double)done / secs_since(t0);
 }
 
-/* ops/s of fn over the working set, for about `secs`. */
+static uint64_t cpu_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ops per CPU-second of this thread of fn over the working set, for about
+ * `secs` of wall time; *ret_wall gets ops per wall-clock second. On a shared
+ * box the wall rate mostly measures our share of a core; the CPU-time rate is
+ * what the code costs. */
 typedef int (*xlate_fn)(const struct vmie_as *, uint64_t, struct vmie_xlate *);
 
 static double xlate_rate(const struct vmie_as *as, xlate_fn fn, const uint64_t *va, size_t n, double secs,
-                         long *ret_errors)
+                         long *ret_errors, double *ret_wall)
 {
-        uint64_t t0 = now_ns(), ops = 0, acc = 0;
+        uint64_t t0 = now_ns(), c0 = cpu_ns(), ops = 0, acc = 0;
         long errs = 0;
         struct vmie_xlate x;
         do {
@@ -611,10 +621,11 @@ static double xlate_rate(const struct vmie_as *as, xlate_fn fn, const uint64_t *
                 }
                 ops += n;
         } while (secs_since(t0) < secs);
-        double rate = (double)ops / secs_since(t0);
+        uint64_t cpu = cpu_ns() - c0;
+        *ret_wall = (double)ops / secs_since(t0);
         g_sink += acc;
         *ret_errors = errs;
-        return rate;
+        return (double)ops / ((double)(cpu ? cpu : 1) / 1e9);
 }
 
 /* Random reads of len bytes at each gpa until secs pass, through rd(src,
@@ -1056,26 +1067,28 @@ int main(int argc, char **argv)
         }
         /* interleaved rounds, median of each: the guest's vCPU thread and the
          * host share the cores, so single runs wobble */
-        enum { XROUNDS_MAX = 5 };
+        enum { XROUNDS_MAX = 11 };
         const int xrounds = g_smoke ? 1 : XROUNDS_MAX;
-        double box = g_smoke ? 0.02 : 0.25 * g_scale, r_walk[XROUNDS_MAX], r_tlb[XROUNDS_MAX],
-               r_dtlb[XROUNDS_MAX];
+        double box = g_smoke ? 0.02 : 0.1 * g_scale, r_walk[XROUNDS_MAX], r_tlb[XROUNDS_MAX],
+               r_dtlb[XROUNDS_MAX], w_walk[XROUNDS_MAX], w_tlb[XROUNDS_MAX], w_dtlb[XROUNDS_MAX];
         long e_walk = 0, e_tlb = 0, e_dtlb = 0, e;
         struct vmie_tlb_stats s0, s1, d0, d1;
         vmie_tlb_stats(tlb, &s0);
         vmie_tlb_stats(dtlb, &d0);
         for (int i = 0; i < xrounds; i++) {
-                r_walk[i] = xlate_rate(&as, vmie_walk, ws, nws, box, &e);
+                r_walk[i] = xlate_rate(&as, vmie_walk, ws, nws, box, &e, &w_walk[i]);
                 e_walk += e;
-                r_tlb[i] = xlate_rate(&cas, vmie_translate, ws, nws, box, &e);
+                r_tlb[i] = xlate_rate(&cas, vmie_translate, ws, nws, box, &e, &w_tlb[i]);
                 e_tlb += e;
-                r_dtlb[i] = xlate_rate(&das, vmie_translate, ws, nws, box, &e);
+                r_dtlb[i] = xlate_rate(&das, vmie_translate, ws, nws, box, &e, &w_dtlb[i]);
                 e_dtlb += e;
         }
         vmie_tlb_stats(tlb, &s1);
         vmie_tlb_stats(dtlb, &d1);
         double walk = median(r_walk, (size_t)xrounds), cached = median(r_tlb, (size_t)xrounds),
                dcached = median(r_dtlb, (size_t)xrounds);
+        double wwalk = median(w_walk, (size_t)xrounds), wcached = median(w_tlb, (size_t)xrounds),
+               wdcached = median(w_dtlb, (size_t)xrounds);
         uint64_t lookups = s1.hits - s0.hits + s1.misses - s0.misses,
                  dlookups = d1.hits - d0.hits + d1.misses - d0.misses;
         double hit = lookups ? (double)(s1.hits - s0.hits) / (double)lookups : 0;
@@ -1318,25 +1331,29 @@ int main(int argc, char **argv)
                        st0.st_blocks * 512 / 1048576.0, st1.st_blocks * 512 / 1048576.0);
 
         printf("\n2. virtual-address translations over the %zu-address working set (kernel root above), "
-               "median of %d "
-               "rounds\n",
+               "median of %d interleaved rounds;\n  per CPU-second of the measuring thread (the box is "
+               "shared: wall-clock "
+               "rates in brackets)\n",
                nws, xrounds);
-        printf("  uncached vmie_walk:                    %12.0f /s\n", walk);
-        printf("  cached vmie_translate (tlb %zu entries, hit rate %.2f%%):\n"
-               "                                        %12.0f /s  = %.1fx uncached  (goal >= 20 M/s: %s)\n",
-               tlb_entries, 100 * hit, cached, cached / walk, goal(cached >= 20e6));
+        printf("  uncached vmie_walk:                    %12.0f /s  [wall %12.0f /s]\n", walk, wwalk);
+        printf(
+            "  cached vmie_translate (tlb %zu entries, hit rate %.2f%%):\n"
+            "                                        %12.0f /s  [wall %12.0f /s] = %.1fx uncached  (goal >= "
+            "150 M/s and >= 5x: %s)\n",
+            tlb_entries, 100 * hit, cached, wcached, cached / walk,
+            goal(cached >= 150e6 && cached >= 5 * walk));
         printf("    (checked: hit rates >= %.0f%% and %.0f%%, 3/4 of a random-slot direct-mapped cache's)\n",
                75 * want_hit, 75 * want_dhit);
         printf("  cached, default tlb (%u entries, hit rate %.2f%%):\n"
-               "                                        %12.0f /s  = %.1fx uncached\n",
-               VMIE_TLB_DEFAULT_ENTRIES, 100 * dhit, dcached, dcached / walk);
+               "                                        %12.0f /s  [wall %12.0f /s] = %.1fx uncached\n",
+               VMIE_TLB_DEFAULT_ENTRIES, 100 * dhit, dcached, wdcached, dcached / walk);
         printf("  checks: no translation errors; every cached translation equals a fresh walk\n");
 
         printf("\n3. the same through QMP (one open connection, HMP via human-monitor-command)\n");
         printf(
             "  gva2gpa:           %10.0f /s   -> vmie cached %8.0fx, uncached %6.0fx faster  (goal >= 1000x: "
             "%s)\n",
-            q_xlate, cached / q_xlate, walk / q_xlate, goal(cached / q_xlate >= 1000));
+            q_xlate, wcached / q_xlate, wwalk / q_xlate, goal(wcached / q_xlate >= 1000));
         printf("  xp /1xg (8 B):     %10.0f /s   -> vmie_ram_read 8 B    %12.0f /s = %8.0fx  (goal >= 1000x: "
                "%s)\n",
                q_rd[0], v_rd8, v_rd8 / q_rd[0], goal(v_rd8 / q_rd[0] >= 1000));

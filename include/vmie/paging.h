@@ -65,36 +65,45 @@ uint64_t vmie_cr3_kernel_root(uint64_t cr3, unsigned maxphyaddr);
 int vmie_va_canonical(uint64_t va, unsigned levels);
 
 /* ---- Translation cache ----------------------------------------------------
- * 2-way set-associative, keyed by (root, paging mode, 4 KiB virtual page);
- * the set is picked by the low bits of the page number (offset per root), so
- * a contiguous range of up to `entries` pages is held entirely. In a full set
- * the first way is kept until it expires and the second is replaced. A hit
- * is a few compares, one cache line and a stamp check, without a clock read.
- * Only successful translations are cached. NOT thread-safe: one per thread.
- * A cache must only ever be used with one vmie_ram per epoch.
+ * Two 2-way set-associative tables of 16-byte entries: one for 4 KiB leaves,
+ * keyed by 4 KiB virtual page, and one (1/8 as many slots, at least 16) for
+ * 2 MiB / 1 GiB leaves, keyed by 2 MiB virtual region, so one entry answers
+ * all 512 pages of a big-page region. Both are keyed also by the address
+ * space: (vmie_ram, root, levels, maxphyaddr) gets a small id from the cache,
+ * which remembers the ids of the last 8 address spaces, so alternating
+ * between a few roots keeps each one's entries. Sets are picked by the low
+ * bits of the page (region) number, offset per root, so a contiguous range
+ * of up to `entries` pages is held entirely. In a full set the first way is
+ * kept until it expires and the second is replaced. A hit is a compare of
+ * the caller's vmie_as against the last one's, then one 64-bit compare per
+ * way, without a clock read. Only successful translations are cached. NOT
+ * thread-safe: one per thread.
  *
  * Invalidation, effective on the very next call: vmie_tlb_flush; a change of
  * vmie_as.epoch (every lookup carries the caller's memctx epoch, and a
  * different one flushes everything).
  *
- * Lifetime (the guest is live and its page tables change under us): an entry
- * is stamped with a clock reading taken at its walk and is used only while
- * (the cache's latest clock reading - stamp) < ttl. The clock is read on
- * every miss, at the start of every vmie_read_virt / vmie_read_str call and
- * on every 16th vmie_translate call, not on each one: so vmie_translate may
- * answer from an entry whose ttl ran out since the latest reading for at most
- * 15 further calls on that cache (e.g. the first calls after an idle pause);
- * reads never do. A caller that needs the bound at a given moment calls
- * vmie_tlb_flush or changes the epoch. */
+ * Lifetime (the guest is live and its page tables change under us): the
+ * cache runs in windows of ttl: a window opens at a clock reading and, at
+ * the first reading at least ttl later, every entry expires at once and the
+ * next window opens. An entry is walked inside the window it is used in, so
+ * it is never used when (the cache's latest clock reading - the time of its
+ * walk) >= ttl; it lives between 0 and ttl. The clock is read at the start of
+ * every vmie_read_virt / vmie_read_str call, on every miss of vmie_translate
+ * and on every 16th of its hits, not on each one: so vmie_translate may
+ * answer from an entry whose ttl ran out since the latest reading for at
+ * most 15 further calls on that cache (e.g. the first calls after an idle
+ * pause); reads never do. A caller that needs the bound at a given moment
+ * calls vmie_tlb_flush or changes the epoch. */
 struct vmie_tlb;
 
 #define VMIE_TLB_DEFAULT_ENTRIES 4096u
 #define VMIE_TLB_MAX_ENTRIES     (1u << 22)
 #define VMIE_TLB_DEFAULT_TTL_NS  1000000000ull /* 1 s, as memflow and LibVMI */
 
-/* entries: 0 = default, else rounded up to a power of two (16 .. MAX;
- * -EINVAL above). ttl_ns: 0 = default; the clock is CLOCK_MONOTONIC_COARSE, so
- * the effective granularity is a few milliseconds. */
+/* entries: slots for 4 KiB pages: 0 = default, else rounded up to a power
+ * of two (16 .. MAX; -EINVAL above); the big-page table is extra. ttl_ns: 0 = default; the clock is
+ * CLOCK_MONOTONIC_COARSE, so the effective granularity is a few milliseconds. */
 int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret);
 struct vmie_tlb *vmie_tlb_free(struct vmie_tlb *tlb);
 /* Drop every entry (e.g. after the caller wrote guest page tables). */

@@ -86,7 +86,7 @@ struct vmiei_budget {
 int vmiei_windows_kernel_base(const struct vmie_as *as, uint64_t hint, uint64_t *ret_base,
                               struct vmiei_budget *budget);
 
-/* vmie_translate reads the cache's clock on every this-many-th call (and on
+/* vmie_translate reads the cache's clock on every this-many-th hit (and on
  * every miss); paging.h states the resulting staleness bound. */
 #define VMIEI_TLB_CLOCK_EVERY 16u
 

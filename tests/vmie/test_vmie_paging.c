@@ -662,6 +662,181 @@ static void test_tlb_placement(void **state)
         fx_close(&f);
 }
 
+/* Big leaves are cached per 2 MiB region: one walk answers every 4 KiB page
+ * of the region, a 1 GiB leaf takes one walk per 2 MiB region it is used
+ * in, and flushes drop them like 4 KiB entries. */
+static void test_tlb_big_regions(void **state)
+{
+        (void)state;
+        struct fx f;
+        build_basic(&f, 4);
+        fx_open(&f, 0);
+        struct vmie_tlb *tlb = NULL;
+        assert_int_equal(vmie_tlb_new(16, 0, &tlb), 0);
+        struct vmie_as as = fx_as(&f, 4);
+        as.tlb = tlb;
+        struct vmie_xlate x;
+        struct vmie_tlb_stats st;
+        const uint64_t v2m = 0xffffffff80000000ull, v1g = 0xffffffc000000000ull;
+        /* 64 distinct 4 KiB pages of the 2 MiB leaf: more than the 4 KiB
+         * table holds, still one walk. */
+        for (int round = 0; round < 2; round++)
+                for (uint64_t i = 0; i < 64; i++) {
+                        assert_int_equal(vmie_translate(&as, v2m + i * 0x7000 + 5, &x), 0);
+                        assert_int_equal(x.gpa, 0x400000 + i * 0x7000 + 5);
+                        assert_int_equal(x.page_size, 2 * MIB);
+                        assert_true(x.writable);
+                        assert_false(x.nx);
+                }
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 1);
+        assert_int_equal(st.hits, 127);
+        /* 1 GiB leaf: two 2 MiB regions, two walks; the rest hit. */
+        for (int round = 0; round < 3; round++) {
+                assert_int_equal(vmie_translate(&as, v1g + 0x1234, &x), 0);
+                assert_int_equal(x.gpa, 0x1234);
+                assert_int_equal(x.page_size, GIB);
+                assert_int_equal(vmie_translate(&as, v1g + 0x201234 + round * 0x1000, &x), 0);
+                assert_int_equal(x.gpa, 0x201234 + round * 0x1000);
+                assert_int_equal(x.page_size, GIB);
+        }
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 3);
+        /* A 4 KiB page next to them keeps its own size and frame. */
+        assert_int_equal(vmie_translate(&as, KVA + 7, &x), 0);
+        assert_int_equal(x.gpa, 0x300007);
+        assert_int_equal(x.page_size, 4096);
+        /* Remapped 2 MiB leaf: served from the cache until a flush. */
+        fx_poke(&f, img_entry(&f.im, f.root, v2m, 2), 0x600000 | P_P | P_PS);
+        assert_int_equal(vmie_translate(&as, v2m + 0x10, &x), 0);
+        assert_int_equal(x.gpa, 0x400010);
+        vmie_tlb_flush(tlb);
+        assert_int_equal(vmie_translate(&as, v2m + 0x10, &x), 0);
+        assert_int_equal(x.gpa, 0x600010);
+        assert_false(x.writable);
+        vmie_tlb_free(tlb);
+        fx_close(&f);
+}
+
+/* Each address space keeps its own entries: alternating between two roots
+ * hits in both, never mixes their answers, and a flush or a new epoch drops
+ * both. */
+static void test_tlb_roots(void **state)
+{
+        (void)state;
+        struct fx f;
+        build_basic(&f, 4);
+        uint64_t root2 = img_page(&f.im);
+        img_map(&f.im, root2, KVA, 0x303000, 4 * KIB, P_RW);
+        fx_open(&f, 0);
+        struct vmie_tlb *tlb = NULL;
+        assert_int_equal(vmie_tlb_new(64, 0, &tlb), 0);
+        struct vmie_as a = fx_as(&f, 4), b = a;
+        a.tlb = b.tlb = tlb;
+        b.root = root2;
+        struct vmie_xlate x;
+        struct vmie_tlb_stats st;
+        for (int i = 0; i < 10; i++) {
+                assert_int_equal(vmie_translate(&a, KVA + 1, &x), 0);
+                assert_int_equal(x.gpa, 0x300001);
+                assert_int_equal(vmie_translate(&b, KVA + 1, &x), 0);
+                assert_int_equal(x.gpa, 0x303001);
+        }
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 2);
+        assert_int_equal(st.hits, 18);
+        /* More address spaces than the cache remembers: still right. */
+        for (int i = 0; i < 3; i++)
+                for (uint8_t mpa = 40; mpa < 52; mpa++) {
+                        struct vmie_as m = a;
+                        m.maxphyaddr = mpa;
+                        assert_int_equal(vmie_translate(&m, KVA + 2, &x), 0);
+                        assert_int_equal(x.gpa, 0x300002);
+                        assert_int_equal(vmie_translate(&b, KVA + 2, &x), 0);
+                        assert_int_equal(x.gpa, 0x303002);
+                }
+        /* A flush drops every root's entries. */
+        fx_poke(&f, img_entry(&f.im, f.root, KVA, 1), 0x304000 | P_P);
+        fx_poke(&f, img_entry(&f.im, root2, KVA, 1), 0x305000 | P_P);
+        assert_int_equal(vmie_translate(&b, KVA, &x), 0);
+        assert_int_equal(x.gpa, 0x303000);
+        vmie_tlb_flush(tlb);
+        assert_int_equal(vmie_translate(&a, KVA, &x), 0);
+        assert_int_equal(x.gpa, 0x304000);
+        assert_int_equal(vmie_translate(&b, KVA, &x), 0);
+        assert_int_equal(x.gpa, 0x305000);
+        /* So does a new epoch, seen through either root. */
+        fx_poke(&f, img_entry(&f.im, f.root, KVA, 1), 0x306000 | P_P);
+        fx_poke(&f, img_entry(&f.im, root2, KVA, 1), 0x307000 | P_P);
+        b.epoch = a.epoch = 1;
+        assert_int_equal(vmie_translate(&b, KVA, &x), 0);
+        assert_int_equal(x.gpa, 0x307000);
+        assert_int_equal(vmie_translate(&a, KVA, &x), 0);
+        assert_int_equal(x.gpa, 0x306000);
+        vmie_tlb_free(tlb);
+        fx_close(&f);
+}
+
+/* The ttl window: entries expire together at the first clock reading ttl
+ * after the window opened, so one walked late in a window lives shorter,
+ * none longer than ttl. Many flushes (more than the cache has ids) never
+ * bring back an entry from before one of them. */
+static void test_tlb_window_and_ids(void **state)
+{
+        (void)state;
+        struct fx f;
+        build_basic(&f, 4);
+        fx_open(&f, 0);
+        struct vmie_tlb *tlb = NULL;
+        assert_int_equal(vmie_tlb_new(64, 10 * 1000000ull, &tlb), 0); /* 10 ms */
+        fake_now = 9000ull * 1000000000ull;
+        vmiei_tlb_set_clock(tlb, fake_clock, &fake_now); /* opens a window */
+        struct vmie_as as = fx_as(&f, 4);
+        as.tlb = tlb;
+        struct vmie_xlate x;
+        struct vmie_tlb_stats st;
+        uint8_t b[4];
+        assert_int_equal(vmie_translate(&as, KVA, &x), 0); /* walked at 0 ms */
+        fake_now += 8 * 1000000ull;
+        assert_int_equal(vmie_translate(&as, UVA, &x), 0); /* walked at 8 ms */
+        fake_now += 1 * 1000000ull;
+        assert_int_equal(vmie_read_virt(&as, UVA, b, sizeof(b), NULL), 0);
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), 0);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 2); /* both still live at 9 ms */
+        fake_now += 2 * 1000000ull;     /* 11 ms: the window closed */
+        assert_int_equal(vmie_read_virt(&as, UVA, b, sizeof(b), NULL), 0);
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), 0);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 4); /* the 3 ms old entry expired too */
+        /* The new window runs from 11 ms: both live at 20 ms, gone at 21. */
+        fake_now += 9 * 1000000ull;
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), 0);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 4);
+        fake_now += 1 * 1000000ull;
+        assert_int_equal(vmie_read_virt(&as, KVA, b, sizeof(b), NULL), 0);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 5);
+
+        /* 10000 flushes, the frame changing each time: the cache recycles
+         * its ids, never an old answer. */
+        uint64_t pte = img_entry(&f.im, f.root, KVA, 1);
+        for (unsigned i = 0; i < 10000; i++) {
+                uint64_t frame = 0x300000 + (i % 4) * 0x1000;
+                fx_poke(&f, pte, frame | P_P);
+                vmie_tlb_flush(tlb);
+                assert_int_equal(vmie_translate(&as, KVA + 3, &x), 0);
+                assert_int_equal(x.gpa, frame + 3);
+                assert_int_equal(vmie_translate(&as, KVA + 3, &x), 0);
+                assert_int_equal(x.gpa, frame + 3);
+        }
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.flushes, 10000);
+        vmie_tlb_free(tlb);
+        fx_close(&f);
+}
+
 /* ---- write planning -------------------------------------------------------- */
 
 static void test_extent_plan(void **state)
@@ -801,6 +976,9 @@ int main(void)
             cmocka_unit_test(test_tlb_bounded),
             cmocka_unit_test(test_tlb_staleness_bound),
             cmocka_unit_test(test_tlb_placement),
+            cmocka_unit_test(test_tlb_big_regions),
+            cmocka_unit_test(test_tlb_roots),
+            cmocka_unit_test(test_tlb_window_and_ids),
             cmocka_unit_test(test_extent_plan),
             cmocka_unit_test(test_safe_mode_file_shrinks),
         };
