@@ -8,8 +8,8 @@ result back from guest memory.
 The command is `hostname NEW` typed on the guest's keyboard (a Linux guest
 with a shell on its console). The result is read from the guest kernel's
 own memory: the nodename field of init_uts_ns (struct new_utsname: sysname
-then nodename, 65 bytes each), at the address System.map gives (boot the
-guest with nokaslr until vmsig publishes the kernel base). The agent waits
+then nodename, 65 bytes each), at the address System.map gives, moved by
+the KASLR slide (from the kernel base vmsigd publishes). The agent waits
 until the kernel holds the new name, or gives up after --timeout seconds."""
 
 from __future__ import annotations
@@ -23,15 +23,6 @@ import vmsig
 UTS_NODENAME = 65  # offsetof(struct new_utsname, nodename)
 
 
-def symbol(system_map: str, name: str) -> int:
-    with open(system_map) as f:
-        for ln in f:
-            p = ln.split()
-            if len(p) == 3 and p[2] == name:
-                return int(p[0], 16)
-    raise SystemExit(f"type_and_read: {name} is not in {system_map}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("vm", help="the VM's name")
@@ -40,14 +31,17 @@ def main() -> int:
     ap.add_argument("--socket", help="vmsigd socket (default $VMSIG_SOCKET or /run/vmsig/vmsigd.sock)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")
     a = ap.parse_args()
-    uts = symbol(a.system_map, "init_uts_ns")
+    syms = vmsig.Symbols.load(a.system_map)  # checked whole: a bad file stops here
+    syms.address("init_uts_ns")
+    nodename = f"init_uts_ns+{UTS_NODENAME}"
 
     with vmsig.connect(a.socket, name="type_and_read.py") as bus:
         print(f"waiting for VM '{a.vm}' ...", flush=True)
         vm = bus.vm(a.vm, wait=a.timeout)
         vm.wait_ready(seams=vmsig.Seam.INPUT | vmsig.Seam.MEMCTX, memory=True, timeout=a.timeout)
         mem = vm.memory()
-        print(f"{vm.name}: {mem}; hostname now {mem.read_str(uts + UTS_NODENAME, 65)!r}")
+        mem.load_symbols(syms)
+        print(f"{vm.name}: {mem}; hostname now {mem.read_sym_str(nodename, 65)!r}")
 
         with vm.lease("input"):  # nobody else types while we do
             vm.type(f"hostname {a.name}\n")
@@ -55,9 +49,10 @@ def main() -> int:
         deadline = time.monotonic() + a.timeout
         while True:
             try:
-                now = mem.read_str(uts + UTS_NODENAME, 65)
+                now = mem.read_sym_str(nodename, 65)
             except vmsig.StaleContextError:
-                mem = vm.memory(timeout=a.timeout)  # the guest reset: the new boot's memory
+                mem = vm.memory(timeout=a.timeout)  # the guest reset: the new boot's memory (and slide)
+                mem.load_symbols(syms)
                 continue
             if now == a.name:
                 print(f"{vm.name}: the guest kernel's nodename is {now!r}")

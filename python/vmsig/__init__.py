@@ -11,7 +11,8 @@ power, and read (and, under a lease, write) its memory::
         with vm.lease("input"):
             vm.type("hello\\n")
         mem = vm.memory()
-        print(mem.read_str(0xffffffff82000200))
+        mem.load_symbols("System.map")           # the guest kernel's
+        print(mem.read_sym_str("linux_banner"))  # KASLR slide applied
         for ev in bus.events(vm=vm, kinds=["STATUS"], timeout=5):
             print(ev)
 
@@ -22,19 +23,22 @@ the API reference; help(vmsig.Bus), help(vmsig.VM), help(vmsig.Memory).
 
 from ._wire import (CAP_INPUT, CAP_MEMCTX, CAP_MEMWRITE, CAP_POWER, CAP_ROSTER, CAP_STATUS)
 from .bus import DEFAULT_SOCKET, VM, Bus, EventStream, connect
-from .errors import (CommandError, ConnectionClosed, ConnectionRefused, GuestMemoryError, LeaseHeldError,
-                     NoSuchVM, NotReady, PermissionDenied, ProtocolError, StaleContextError, VmsigError)
+from .errors import (AmbiguousSymbol, CommandError, ConnectionClosed, ConnectionRefused, GuestMemoryError,
+                     KernelBaseUnknown, LeaseHeldError, NoSuchVM, NotReady, PermissionDenied, ProtocolError,
+                     StaleContextError, SymbolError, SymbolFileError, UnknownSymbol, VmsigError)
 from .events import (Ack, Change, Diag, Event, Kind, LeaseDeny, LeaseEvent, LeaseGrant, LeaseRevoke, Memctx,
                      Opaque, Roster, RunState, Seam, Status)
 from .memory import Memory, Translation
+from .symbols import Symbols
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Bus", "VM", "EventStream", "Memory", "Translation", "DEFAULT_SOCKET",
+    "connect", "Bus", "VM", "EventStream", "Memory", "Translation", "Symbols", "DEFAULT_SOCKET",
     "Event", "Roster", "Memctx", "Status", "Ack", "Diag", "LeaseEvent", "LeaseGrant", "LeaseDeny",
     "LeaseRevoke", "Opaque", "Kind", "RunState", "Change", "Seam",
     "VmsigError", "ConnectionRefused", "ConnectionClosed", "ProtocolError", "CommandError",
     "PermissionDenied", "LeaseHeldError", "NoSuchVM", "NotReady", "StaleContextError", "GuestMemoryError",
+    "SymbolError", "SymbolFileError", "UnknownSymbol", "AmbiguousSymbol", "KernelBaseUnknown",
     "CAP_ROSTER", "CAP_MEMCTX", "CAP_STATUS", "CAP_INPUT", "CAP_POWER", "CAP_MEMWRITE",
 ]

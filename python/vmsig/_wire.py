@@ -10,7 +10,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import struct
-from typing import Tuple
+from typing import Optional, Tuple
 
 from .errors import ProtocolError
 
@@ -206,16 +206,23 @@ def roster_body(b: memoryview) -> Tuple[int, int, int, str]:
     return change, seams, run_state, cstr(name, "ROSTER name")
 
 
-MemctxBody = Tuple[int, int, bool, int, int, Tuple[Tuple[int, int, int], ...]]
+MemctxBody = Tuple[int, int, bool, int, int, Tuple[Tuple[int, int, int], ...], Optional[int]]
+KBASE_TOP = 0xFFFFF00000000000
+
+
+def kbase_decode(kernel_base_pg: int) -> Optional[int]:
+    """The kernel base VA of a MEMCTX's ``kernel_base_pg`` (§5.2); None for 0 (unknown)."""
+    return KBASE_TOP | kernel_base_pg << 12 if kernel_base_pg else None
 
 
 def memctx_body(b: memoryview) -> MemctxBody:
-    """(epoch, kernel_root, valid, paging, os_kind, ranges)."""
-    epoch, root, valid, paging, os_kind, nranges, _r = _MEMCTX_HEAD.unpack_from(b)
+    """(epoch, kernel_root, valid, paging, os_kind, ranges, kernel_base);
+    kernel_base is None when unknown or in an invalidation."""
+    epoch, root, valid, paging, os_kind, nranges, kbase_pg = _MEMCTX_HEAD.unpack_from(b)
     if nranges > 16:
         raise ProtocolError(f"vmsigd sent a MEMCTX with {nranges} ranges (at most 16)")
     ranges = tuple(_RANGE.unpack_from(b, 24 + 24 * i) for i in range(nranges))
-    return epoch, root, bool(valid), paging, os_kind, ranges
+    return epoch, root, bool(valid), paging, os_kind, ranges, kbase_decode(kbase_pg) if valid else None
 
 
 def status_body(b: memoryview) -> Tuple[int, str]:

@@ -978,7 +978,7 @@ class VM:
             if m is not None and m.valid and m.body is not None:
                 ev = m.body
                 return Memory(self, m.fd, ev.epoch, ev.kernel_root, ev.paging, ev.os_kind, ev.ranges, mapped,
-                              check_interval)
+                              check_interval, ev.kernel_base)
             if self.endpoint not in b._roster and b.caps & w.CAP_ROSTER:
                 raise NoSuchVM(f"VM '{self.name}' is gone", -errno.ENOENT, "MEMCTX", self.name)
             left = deadline - time.monotonic()

@@ -113,6 +113,57 @@ class GuestMemoryError(VmsigError):
         self.address = address
 
 
+class SymbolError(VmsigError):
+    """A kernel symbol could not be resolved. ``name`` is the symbol (or
+    spec) asked for, ``path`` the symbol file (or its label).
+
+    Subclasses say why: :class:`SymbolFileError` (the file is malformed or
+    unreadable), :class:`UnknownSymbol`, :class:`AmbiguousSymbol`,
+    :class:`KernelBaseUnknown`. A bad ``NAME+OFFSET`` spec or no symbols
+    loaded raise SymbolError itself (``-EINVAL``)."""
+
+    def __init__(self, reason: str, code: int = -errno.EINVAL, name: str = "", path: str = "") -> None:
+        super().__init__(reason, code)
+        self.name = name
+        self.path = path
+
+
+class SymbolFileError(SymbolError):
+    """A symbol file (System.map, /proc/kallsyms text) was refused whole:
+    ``path`` and ``line`` (1-based; 0 when the fault is not one line's) name
+    where, ``reason`` reads ``PATH:LINE: why``. ``code`` is ``-EINVAL``,
+    ``-EFBIG`` (over 64 MiB) or the errno of a failed open/read."""
+
+    def __init__(self, reason: str, code: int = -errno.EINVAL, path: str = "", line: int = 0) -> None:
+        super().__init__(reason, code, "", path)
+        self.line = line
+
+
+class UnknownSymbol(SymbolError):
+    """The symbol file has no such kernel-image symbol (``-ENOENT``)."""
+
+    def __init__(self, reason: str, name: str = "", path: str = "") -> None:
+        super().__init__(reason, -errno.ENOENT, name, path)
+
+
+class AmbiguousSymbol(SymbolError):
+    """The name is defined at more than one address (``-EINVAL``); ``lines``
+    are the lines of its definitions (aliases at one address are fine)."""
+
+    def __init__(self, reason: str, name: str = "", path: str = "", lines: tuple = ()) -> None:
+        super().__init__(reason, -errno.EINVAL, name, path)
+        self.lines = lines
+
+
+class KernelBaseUnknown(SymbolError):
+    """The memory context carries no kernel base (an older vmsigd, or the
+    kernel image was not found), so the KASLR slide cannot be applied
+    (``-ENODATA``)."""
+
+    def __init__(self, reason: str, name: str = "", path: str = "") -> None:
+        super().__init__(reason, -errno.ENODATA, name, path)
+
+
 def strerror(code: int) -> str:
     return os.strerror(-code) if code < 0 else "success"
 

@@ -119,7 +119,9 @@ class Roster(Event):
 
 @dataclass(slots=True)
 class Memctx(Event):
-    """A memory context was published (``valid``) or invalidated."""
+    """A memory context was published (``valid``) or invalidated.
+    ``kernel_base``: where the guest kernel's image starts (KASLR slide
+    included), None when the daemon does not know it."""
 
     epoch: int
     kernel_root: int
@@ -128,6 +130,7 @@ class Memctx(Event):
     os_kind: int
     ranges: Tuple[Tuple[int, int, int], ...]
     has_fd: bool
+    kernel_base: Optional[int] = None
 
 
 @dataclass(slots=True)
@@ -209,7 +212,8 @@ def decode(hdr: tuple, body: memoryview, vm: Optional[str]) -> Event:
     if kind == w.ROSTER:
         return Roster(*base, *w.roster_body(body))
     if kind == w.MEMCTX:
-        return Memctx(*base, *w.memctx_body(body), bool(flags & w.F_HAS_FD))
+        *mb, kbase = w.memctx_body(body)
+        return Memctx(*base, *mb, bool(flags & w.F_HAS_FD), kbase)
     if kind == w.DIAG:
         return Diag(*base, *w.diag_body(body))
     cls = LeaseGrant if kind == w.LEASE_GRANT else LeaseDeny if kind == w.LEASE_DENY else LeaseRevoke

@@ -17,10 +17,11 @@ import errno
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Type, TypeVar
+from typing import TYPE_CHECKING, Optional, Type, TypeVar, Union
 
 from . import _vmie
-from .errors import GuestMemoryError, StaleContextError, strerror
+from .errors import GuestMemoryError, KernelBaseUnknown, StaleContextError, SymbolError, strerror
+from .symbols import Symbols, split_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bus import VM
@@ -67,20 +68,26 @@ class Memory:
     Attributes: ``vm`` (the VM), ``epoch``, ``kernel_root`` (normalised CR3
     of the guest kernel), ``paging`` (4 or 5 levels), ``os`` (``"linux"``,
     ``"windows"``, ``"synthetic"``, ``"unknown"``), ``ranges`` (guest-physical
-    runs of the RAM fd) and ``kernel_base`` (the guest kernel's load address
-    once the daemon reports it, else None).
+    runs of the RAM fd), ``kernel_base`` (where the guest kernel's image
+    starts, KASLR slide included, as the daemon found it without symbols;
+    None if unknown) and ``symbols`` (the :class:`vmsig.Symbols` that
+    :meth:`load_symbols` gave it, else None).
+
+    Kernel symbols: ``mem.load_symbols("System.map")``, then
+    ``mem.symbol("linux_banner")`` or ``mem.read_sym("linux_banner+0x10", n)``.
 
     Use it as a context manager, or call :meth:`close`, to let go of the RAM
     fd early; it is closed when collected otherwise.
     """
 
-    __slots__ = ("vm", "epoch", "kernel_root", "paging", "os", "ranges", "kernel_base", "_L", "_ram", "_tlb",
+    __slots__ = ("vm", "epoch", "kernel_root", "paging", "os", "ranges", "kernel_base", "symbols", "_L", "_ram", "_tlb",
                  "_as", "_as_ref", "_spaces", "_bus", "_st", "_interval_ns", "_scratch", "_mv", "_done",
                  "_done_ref", "_read_virt", "_va", "_n", "_as_p", "_scratch_p", "_done_p", "_fd", "_pages",
                  "_xl", "_xl_ref", "__weakref__")
 
     def __init__(self, vm: "VM", fd: int, epoch: int, kernel_root: int, paging: int, os_kind: int,
-                 ranges: tuple, mapped: bool = False, check_interval: float = 0.0001) -> None:
+                 ranges: tuple, mapped: bool = False, check_interval: float = 0.0001,
+                 kernel_base: Optional[int] = None) -> None:
         L = _vmie.lib()
         self.vm = vm
         self.epoch = epoch
@@ -88,8 +95,8 @@ class Memory:
         self.paging = paging
         self.os = OS_NAMES.get(os_kind, "unknown")
         self.ranges = ranges
-        # Reserved for the KASLR work: the daemon does not report it yet.
-        self.kernel_base: Optional[int] = None
+        self.kernel_base: Optional[int] = kernel_base or None
+        self.symbols: Optional[Symbols] = None
         self._L = L
         self._fd = -1
         self._ram = ctypes.c_void_p()
@@ -286,10 +293,47 @@ class Memory:
         self.flush()
         return n
 
-    def symbol(self, name: str) -> int:
-        """The address of a guest kernel symbol. Not available yet: it needs
-        the kernel base the daemon will publish (KASLR work)."""
-        raise NotImplementedError("kernel symbols need the kernel base, which this vmsigd does not publish yet")
+    def load_symbols(self, symbols: Union[str, "os.PathLike[str]", Symbols]) -> Symbols:
+        """Use ``symbols`` (a path to the guest kernel's System.map or a copy
+        of its /proc/kallsyms, or a :class:`vmsig.Symbols` already loaded)
+        for :meth:`symbol` and :meth:`read_sym`. The file is checked whole:
+        SymbolFileError names the file and line of any fault. Returns the
+        Symbols (keep it for the next epoch's Memory)."""
+        syms = symbols if isinstance(symbols, Symbols) else Symbols.load(os.fspath(symbols))
+        self.symbols = syms
+        return syms
+
+    def symbol(self, spec: str, symbols: Optional[Symbols] = None) -> int:
+        """The running guest kernel's address of ``spec``: ``"NAME"`` or
+        ``"NAME+OFF"`` (OFF decimal or 0x-hex), looked up in ``symbols``
+        (default: those of :meth:`load_symbols`) and moved by the KASLR
+        slide, ``kernel_base - map _text``.
+
+        Raises UnknownSymbol / AmbiguousSymbol for the name, KernelBaseUnknown
+        if the daemon gave no kernel base, SymbolError for a bad spec or no
+        symbols, StaleContextError if this epoch ended."""
+        self._ok()
+        syms = symbols if symbols is not None else self.symbols
+        if syms is None:
+            name = split_spec(spec)[0]
+            raise SymbolError(f"no symbols for '{name}': call mem.load_symbols(System.map) or pass symbols=",
+                              name=name)
+        if not self.kernel_base:
+            name = split_spec(spec)[0]
+            syms.address(name)  # a bad name is the first thing to tell
+            raise KernelBaseUnknown(
+                f"'{self.vm.name}' reports no kernel base (vmsigd too old, or the kernel image was not found): "
+                f"cannot apply the KASLR slide to '{name}'", name, syms.path)
+        return syms.resolve(spec, self.kernel_base)
+
+    def read_sym(self, spec: str, n: int, symbols: Optional[Symbols] = None) -> bytes:
+        """``n`` bytes at kernel symbol ``spec`` (``"NAME"`` or ``"NAME+OFF"``,
+        see :meth:`symbol`): ``mem.read(mem.symbol(spec), n)``."""
+        return self.read(self.symbol(spec, symbols), n)
+
+    def read_sym_str(self, spec: str, max_len: int = 4096, symbols: Optional[Symbols] = None) -> str:
+        """The NUL-terminated string at kernel symbol ``spec``, as :meth:`read_str`."""
+        return self.read_str(self.symbol(spec, symbols), max_len)
 
     def close(self) -> None:
         """Release the RAM mapping and the translation cache."""
@@ -318,5 +362,7 @@ class Memory:
 
     def __repr__(self) -> str:
         return (f"<vmsig.Memory vm={self.vm.name!r} epoch={self.epoch} root=0x{self.kernel_root:x} "
-                f"os={self.os} paging={self.paging}{' stale' if self.stale else ''}>")
+                f"os={self.os} paging={self.paging}"
+                f"{f' kernel_base=0x{self.kernel_base:x}' if self.kernel_base else ''}"
+                f"{' stale' if self.stale else ''}>")
 

@@ -33,7 +33,7 @@ def test_watcher_json_lines(stub):
 
 def test_agent_reaches_the_daemon(stub, tmp_path):
     smap = tmp_path / "System.map"
-    smap.write_text("ffffffff80200100 D init_uts_ns\n")
+    smap.write_text("ffffffff80000000 T _text\nffffffff80200100 D init_uts_ns\n")
     out = run(os.path.join(EX, "type_and_read.py"), "--help")
     assert out.returncode == 0 and "--system-map" in out.stdout
     # the stub has no guest shell: the name never changes, the agent says so
@@ -41,3 +41,7 @@ def test_agent_reaches_the_daemon(stub, tmp_path):
               "--timeout", "1")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "stub1: <vmsig.Memory" in out.stdout and "nodename still" in out.stderr
+    # a map without _text is refused before anything else, naming the file
+    smap.write_text("ffffffff80200100 D init_uts_ns\n")
+    out = run(os.path.join(EX, "type_and_read.py"), "stub1", "--socket", stub.sock, "--system-map", str(smap))
+    assert out.returncode == 1 and f"{smap}: no symbol '_text'" in out.stderr, out.stderr

@@ -142,7 +142,7 @@ def test_memory_reads_and_writes(stub):
     with vmsig.connect(stub.sock) as bus:
         vm = bus.vm("stub1")
         with vm.memory() as mem:
-            assert mem.os == "synthetic" and mem.paging == 4 and mem.kernel_base is None
+            assert mem.os == "synthetic" and mem.paging == 4 and mem.kernel_base == 0xFFFFFFFF80000000
             assert mem.read_str(BANNER_VA) == BANNER
             assert mem.read(BANNER_VA, 5) == BANNER[:5].encode()
             assert mem.read_phys(BANNER_GPA, 5) == BANNER[:5].encode()

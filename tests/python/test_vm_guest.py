@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """The package against a real TCG guest through the real vmsigd (label vm):
-read the guest kernel's linux_banner through vm.memory() (System.map
-address, nokaslr), and type into the guest and find the keys in the input
+read the guest kernel's linux_banner through vm.memory(), by number
+(System.map address, nokaslr) and by name through vmsig.Symbols with the
+kernel base of the MEMCTX (slide 0 under nokaslr), and type into the guest and find the keys in the input
 log it prints on its serial console (tests/vm/README.md).
 
 The guest is started as tests/vm/vm_guest.h does: -accel tcg, a private dir,
@@ -86,13 +87,8 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def symbol(self, name: str) -> int:
-        with open(os.path.join(self.gdir, "System.map")) as f:
-            for line in f:
-                p = line.split()
-                if len(p) == 3 and p[2] == name:
-                    return int(p[0], 16)
-        pytest.fail(f"{name} not in the guest's System.map")
+    def system_map(self) -> str:
+        return os.path.join(self.gdir, "System.map")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -114,7 +110,8 @@ def guest():
 
 
 def test_banner_and_typing(guest, daemon):
-    banner_va = guest.symbol("linux_banner")
+    syms = vmsig.Symbols.load(guest.system_map())  # checked whole, as vmsigctl does
+    banner_va = syms["linux_banner"]
     print("# waiting for the guest to boot (TCG)", flush=True)
     wait_for(lambda: guest.proc.poll() is not None or "VMSIG-GUEST-READY" in guest.serial_text(),
              timeout=BOOT_TIMEOUT, what="the guest to boot")
@@ -135,6 +132,13 @@ def test_banner_and_typing(guest, daemon):
         assert text.startswith("Linux version 6")
         assert mem.read(banner_va, 14) == b"Linux version "
         assert mem.translate(banner_va).gpa != 0
+        # by name: the MEMCTX's kernel base is the guest's _text (nokaslr: the map's own)
+        print(f"# kernel base 0x{mem.kernel_base or 0:x}, map _text 0x{syms.text:x}", flush=True)
+        assert mem.kernel_base == syms.text
+        mem.load_symbols(syms)
+        assert mem.symbol("linux_banner") == banner_va
+        assert mem.read_sym_str("linux_banner", 512) == text
+        assert mem.read_sym("linux_banner+0x6", 8) == b"version "
 
         # the QMP input path is up once a key is accepted (shift: harmless;
         # this guest has a keyboard but no absolute pointer)
