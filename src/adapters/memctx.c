@@ -252,7 +252,8 @@ static int w_open_ram(struct memctx *m, const struct mtree_layout *lay, uid_t qe
                 r = open_untrusted(m->w.path, O_RDONLY);
                 if (r < 0) {
                         if (r == -ELOOP || r == -EXDEV)
-                                snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)", m->w.path);
+                                snprintf(msg, len, "guest RAM %s: refused: a symlink (in the path)",
+                                         m->w.path);
                         else
                                 snprintf(msg, len, "guest RAM %s: %s", m->w.path, strerror(-r));
                         goto fail;
@@ -978,7 +979,9 @@ static const struct opt_spec memctx_opts[] = {
 enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS, OPT_QEMU_PID, OPT_QEMU_UID };
 #define QEMU_ROW_OPTS OPT_QEMU_PID /* the qemu driver's row has the options before these */
 
-static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
+/* n_opts: how much of memctx_opts this driver's row accepts. */
+static int memctx_open_with(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, size_t n_opts,
+                            void **ret_instance)
 {
         uint64_t v[OPT_COUNT(memctx_opts)];
         struct memctx *m;
@@ -987,7 +990,7 @@ static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, v
         if (!cfg || !cfg->qmp_path || !*cfg->qmp_path || (cfg->ram_path && !*cfg->ram_path) ||
             (cfg->ram_path && strlen(cfg->ram_path) >= RAM_PATH_MAX))
                 return -EINVAL;
-        if (adapter_options_parse(cfg->options, memctx_opts, OPT_COUNT(memctx_opts), NULL, v, NULL, 0) < 0)
+        if (adapter_options_parse(cfg->options, memctx_opts, n_opts, NULL, v, NULL, 0) < 0)
                 return -EINVAL;
         uint64_t retry_ms = v[OPT_RETRY_MS], retry_max_ms = v[OPT_RETRY_MAX_MS];
         enum os_mode mode = (enum os_mode)v[OPT_OS];
@@ -1074,6 +1077,18 @@ static int memctx_submit(void *instance, const struct vmsig_event *ev, const voi
         return mce_submit(m->engine, ev, payload, payload_len);
 }
 
+/* Two rows, two opens: a trigger file's qemu VM must not set qemu_pid or
+ * qemu_uid, which only vmsigd's libvirt driver knows. */
+static int memctx_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
+{
+        return memctx_open_with(cfg, endpoint, QEMU_ROW_OPTS, ret_instance);
+}
+
+static int memctx_open_libvirt(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, void **ret_instance)
+{
+        return memctx_open_with(cfg, endpoint, OPT_COUNT(memctx_opts), ret_instance);
+}
+
 static const struct vmsig_adapter_ops memctx_ops = {
     .name = "memctx-qemu",
     .seam = VMSIG_SRC_MEMCTX,
@@ -1084,5 +1099,15 @@ static const struct vmsig_adapter_ops memctx_ops = {
     .close = memctx_close,
 };
 
+static const struct vmsig_adapter_ops memctx_libvirt_ops = {
+    .name = "memctx-libvirt",
+    .seam = VMSIG_SRC_MEMCTX,
+    .open = memctx_open_libvirt,
+    .attach = memctx_attach,
+    .on_readiness = memctx_on_readiness,
+    .submit = memctx_submit,
+    .close = memctx_close,
+};
+
 const struct adapter_desc memctx_qemu_adapter = {&memctx_ops, memctx_opts, QEMU_ROW_OPTS};
-const struct adapter_desc memctx_libvirt_adapter = {&memctx_ops, memctx_opts, OPT_COUNT(memctx_opts)};
+const struct adapter_desc memctx_libvirt_adapter = {&memctx_libvirt_ops, memctx_opts, OPT_COUNT(memctx_opts)};

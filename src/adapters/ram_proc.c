@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Guest RAM from QEMU's fd table (ram_proc.h). */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,19 +22,46 @@ struct mapped {
         ino_t ino;
 };
 
+/* "START-END PERMS OFFSET MAJ:MIN INODE [PATH]", as the kernel writes it:
+ * hex digits where it writes hex, one blank between the first fields. The
+ * strict shape (not sscanf's skipping of blanks, signs and 0x) keeps a line
+ * that merely resembles one from being read as a shared mapping. */
+static const char *hex_field(const char *p, char end, unsigned long long *ret)
+{
+        char *e;
+
+        if (!isxdigit((unsigned char)*p))
+                return NULL;
+        errno = 0;
+        *ret = strtoull(p, &e, 16);
+        return errno || *e != end ? NULL : e + 1;
+}
+
 int ram_proc_maps_line(const char *line, unsigned *ret_major, unsigned *ret_minor, uint64_t *ret_ino)
 {
-        char perms[8];
-        unsigned long long start, end, off, ino;
-        unsigned maj, min;
+        unsigned long long start, end, off, maj, min, ino;
+        const char *p = line;
+        char *e;
 
-        if (!line ||
-            sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &off, &maj, &min, &ino) != 7)
+        if (!p || !(p = hex_field(p, '-', &start)) || !(p = hex_field(p, ' ', &end)))
                 return -EINVAL;
-        if (strlen(perms) != 4 || perms[3] != 's' || ino == 0 || end <= start)
+        if (strlen(p) < 5 || (p[0] != 'r' && p[0] != '-') || (p[1] != 'w' && p[1] != '-') ||
+            (p[2] != 'x' && p[2] != '-') || p[3] != 's' || p[4] != ' ')
                 return -EINVAL;
-        *ret_major = maj;
-        *ret_minor = min;
+        p += 5;
+        if (!(p = hex_field(p, ' ', &off)) || !(p = hex_field(p, ':', &maj)) ||
+            !(p = hex_field(p, ' ', &min)))
+                return -EINVAL;
+        if (!isdigit((unsigned char)*p))
+                return -EINVAL;
+        errno = 0;
+        ino = strtoull(p, &e, 10);
+        if (errno || (*e && *e != ' ' && *e != '\n') || ino == 0 || end <= start || maj > 0xfff ||
+            min > 0xfffff)
+                return -EINVAL;
+        (void)off;
+        *ret_major = (unsigned)maj;
+        *ret_minor = (unsigned)min;
         *ret_ino = ino;
         return 0;
 }

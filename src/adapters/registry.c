@@ -20,7 +20,7 @@ static const struct driver_def drivers[VM_DRIVER_COUNT] = {
      * no path comes from QEMU's fd table (ram_proc.h) */
     [VM_DRIVER_QEMU] = {.name = "qemu", .needs_qmp = true},
     [VM_DRIVER_STUB] = {.name = "stub"},
-    [VM_DRIVER_LIBVIRT] = {.name = "libvirt", .needs_qmp = true},
+    [VM_DRIVER_LIBVIRT] = {.name = "libvirt", .needs_qmp = true, .daemon_only = true},
 };
 
 static const struct seam_def seams[] = {

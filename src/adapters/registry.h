@@ -78,6 +78,10 @@ struct driver_def {
         const char *name; /* the trigger file's driver= value */
         bool needs_qmp;   /* the trigger file must give qmp= */
         bool needs_ram;   /* the trigger file must give ram= */
+        /* vmsigd's own driver (libvirt): a trigger file may not name it, since
+         * its adapters take options (qemu_pid, qemu_uid) that choose whose fd
+         * table and files vmsigd trusts. */
+        bool daemon_only;
 };
 
 struct seam_def {

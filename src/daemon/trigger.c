@@ -182,15 +182,22 @@ static int check_adapter_options(const char *opts, enum trigger_driver driver, c
 /* "expected qemu or stub": the registry's drivers. */
 static const char *drivers_expected(char *buf, size_t len)
 {
+        unsigned n = 0, k = 0;
         size_t o = 0;
 
         buf[0] = '\0';
-        for (unsigned i = 0; i < VM_DRIVER_COUNT && o < len; i++)
+        for (unsigned i = 0; i < VM_DRIVER_COUNT; i++)
+                n += !driver_get(i)->daemon_only;
+        for (unsigned i = 0; i < VM_DRIVER_COUNT && o < len; i++) {
+                if (driver_get(i)->daemon_only)
+                        continue;
                 o += (size_t)snprintf(buf + o, len - o, "%s%s",
-                                      !i                         ? ""
-                                      : i + 1 == VM_DRIVER_COUNT ? " or "
-                                                                 : ", ",
+                                      !k           ? ""
+                                      : k + 1 == n ? " or "
+                                                   : ", ",
                                       driver_get(i)->name);
+                k++;
+        }
         return buf;
 }
 
@@ -280,7 +287,7 @@ int trigger_parse(const char *text, size_t len, const char *filename, struct tri
                         break;
                 case K_DRIVER: {
                         int d = driver_find(v, vn);
-                        if (d >= 0) {
+                        if (d >= 0 && !driver_get((unsigned)d)->daemon_only) {
                                 t.driver = (enum trigger_driver)d;
                         } else {
                                 char names[128];

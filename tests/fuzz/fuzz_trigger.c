@@ -27,7 +27,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (strnlen(t.name, sizeof(t.name)) == 0 ||
                     strnlen(t.name, sizeof(t.name)) > TRIGGER_NAME_MAX)
                         abort();
-                if (t.driver == TRIGGER_DRIVER_QEMU && (t.qmp[0] != '/' || t.ram[0] != '/'))
+                if (t.driver != TRIGGER_DRIVER_QEMU && t.driver != TRIGGER_DRIVER_STUB)
+                        abort(); /* the libvirt driver is vmsigd's own */
+                if (t.driver == TRIGGER_DRIVER_QEMU && (t.qmp[0] != '/' || (t.ram[0] && t.ram[0] != '/')))
                         abort();
         } else if (r > 0 || !err[0] || strchr(err, '\n')) {
                 abort();

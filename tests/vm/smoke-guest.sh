@@ -8,7 +8,11 @@ export VMSIG_GUEST_DIR
 . "$(dirname "$(readlink -f "$0")")/qemu.sh"
 start_guest smoke
 echo "QEMU pid $GUEST_PID, QMP $GUEST_QMP, RAM $GUEST_SHM"
-[ -S "$GUEST_QMP" ] && [ -f "$GUEST_SHM" ]
+[ -S "$GUEST_QMP" ]
+# QEMU creates the RAM file after the QMP socket (memory backends are late
+# objects): wait for it rather than race it.
+for _ in $(seq 1 100); do [ -f "$GUEST_SHM" ] && break; sleep 0.1; done
+[ -f "$GUEST_SHM" ] || { echo "no RAM file $GUEST_SHM after 10 s" >&2; exit 1; }
 start=$SECONDS
 wait_for_serial VMSIG-GUEST-READY 60 smoke
 wait_for_serial "Linux version" 10 smoke
