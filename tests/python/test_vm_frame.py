@@ -105,7 +105,17 @@ def test_frames_of_the_real_producer(producer_guest, daemon, tmp_path):
                 assert tuple(int(v) for v in a[y, x]) == ((x + 4 * n) & 255, (y + n) & 255, (x ^ y ^ n) & 255, 255)
 
         # the reader is kept: later frames cost no new RAM scan
-        scans = vm.producer()["stats"]["scans"]
+        st = vm.producer()["stats"]
+        scans = st["scans"]
+        t1 = time.perf_counter()
+        for _ in range(20):
+            vm.frame()
+        t2 = time.perf_counter()
+        f.to_png()
+        t3 = time.perf_counter()
+        print(f"# figures: discovery {st['scans']} scan(s) of {st['scan_bytes'] >> 20} MiB in "
+              f"{st['scan_ns'] / 1e6:.0f} ms; frame() {(t2 - t1) / 20 * 1e3:.2f} ms per {W}x{H} frame; "
+              f"to_png {(t3 - t2) * 1e3:.1f} ms", flush=True)
         got = []
         for fr in vm.frames(timeout=30):
             got.append(fr)
