@@ -1065,7 +1065,7 @@ class VM:
         NoProducerError if there was no producer at all by then. Waits
         without spinning (the producer's cadence); raises as :meth:`frame`
         does for faults other than "nothing new yet"."""
-        last_seq, last_nonce = 0, None
+        last_seq, last_nonce, last_epoch = 0, None, -1
         while True:
             end = None if timeout is None else time.monotonic() + timeout
             r = 0
@@ -1077,7 +1077,9 @@ class VM:
                     return
                 # without a timeout, wait as long as it takes for a memory context too
                 src = self._frame_source(end if end is not None else time.monotonic() + 1e9)
-                r = src.wait(last_seq if last_nonce is not None else 0, min(left, 0.5))
+                # a new epoch is a new reader: anything it finds is new
+                after = last_seq if last_nonce is not None and src.epoch == last_epoch else 0
+                r = src.wait(after, min(left, 0.5))
                 if r == 0:
                     r = src.read()
                     if r == 0 and (src.info.seq > last_seq or src.info.nonce != last_nonce):
@@ -1085,7 +1087,7 @@ class VM:
                 if r and r not in _FRAME_RETRY:
                     raise frame_error(r, self.name)
             f = src.frame()
-            last_seq, last_nonce = f.seq, f.nonce
+            last_seq, last_nonce, last_epoch = f.seq, f.nonce, src.epoch
             yield f
 
     def producer(self, timeout: float = 5.0) -> dict:
