@@ -24,11 +24,13 @@ import time
 from typing import (AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set,
                     Tuple, Union)
 
+from . import _vgpu
 from . import _wire as w
 from . import keys
-from .errors import (ConnectionClosed, ConnectionRefused, NoSuchVM, NotReady, PermissionDenied,
+from .errors import (ConnectionClosed, ConnectionRefused, FrameError, NoSuchVM, NotReady, PermissionDenied,
                      ProtocolError, VmsigError, command_error, strerror)
 from .events import (EVENT_CLASSES, LEASE_CLASSES, Event, Memctx, Roster, RunState, Status, decode)
+from .frame import Frame, FrameSource, frame_error
 from .memory import Memory
 
 DEFAULT_SOCKET = "/run/vmsig/vmsigd.sock"
@@ -125,6 +127,7 @@ class Bus:
         self._roster: Dict[int, Roster] = {}
         self._status: Dict[int, Status] = {}
         self._mem: Dict[int, _MemState] = {}
+        self._frames: Dict[int, FrameSource] = {}  # per VM: the producer found, kept per epoch
         self._held: Dict[Tuple[int, int], int] = {}  # (ep, class) -> nesting depth
         self._waiters: Set[asyncio.Future] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -194,6 +197,9 @@ class Bus:
             if m.fd >= 0:
                 os.close(m.fd)
                 m.fd = -1
+        for src in self._frames.values():
+            src.close()
+        self._frames.clear()
         self._held.clear()
         self._wake()
 
@@ -966,19 +972,24 @@ class VM:
         (faster; only where the RAM file cannot shrink under you).
         ``check_interval``: reads look at the socket for the end of the
         epoch at most this often (seconds; 0 = on every call)."""
+        m = self._memctx(time.monotonic() + timeout, "reading guest memory")
+        ev = m.body
+        assert ev is not None
+        return Memory(self, m.fd, ev.epoch, ev.kernel_root, ev.paging, ev.os_kind, ev.ranges, mapped,
+                      check_interval, ev.kernel_base)
+
+    def _memctx(self, deadline: float, what: str) -> "_MemState":
+        """The VM's current valid memory context, waiting until deadline."""
         b = self._bus
         if not b.caps & w.CAP_MEMCTX:
-            raise PermissionDenied("reading guest memory needs the memctx capability, which your uid lacks",
+            raise PermissionDenied(f"{what} needs the memctx capability, which your uid lacks",
                                    -errno.EPERM, "MEMCTX", self.name)
         self._want_memctx()
-        deadline = time.monotonic() + timeout
         while True:
             b._pump_ready()
             m = b._mem.get(self.endpoint)
             if m is not None and m.valid and m.body is not None:
-                ev = m.body
-                return Memory(self, m.fd, ev.epoch, ev.kernel_root, ev.paging, ev.os_kind, ev.ranges, mapped,
-                              check_interval, ev.kernel_base)
+                return m
             if self.endpoint not in b._roster and b.caps & w.CAP_ROSTER:
                 raise NoSuchVM(f"VM '{self.name}' is gone", -errno.ENOENT, "MEMCTX", self.name)
             left = deadline - time.monotonic()
@@ -1009,13 +1020,157 @@ class VM:
                                 cr3=cr3, tail=data, vm=self.name)
         return ack.value  # type: ignore[attr-defined]
 
-    # ---- later ----
+    # ---- frames ----
 
-    def frame(self) -> "object":
-        """The VM's screen as a frame (``.save_png()``, a numpy view when
-        numpy is present), once frame perception lands in vmsigd. Raises
-        NotImplementedError in this version."""
-        raise NotImplementedError("frame perception is not available in this vmsig version")
+    def _frame_source(self, deadline: float) -> FrameSource:
+        """The VM's frame reader, following the memory context's epoch."""
+        m = self._memctx(deadline, "reading frames")
+        src = self._bus._frames.get(self.endpoint)
+        if src is None:
+            src = self._bus._frames[self.endpoint] = FrameSource()
+        src.sync(m, self.name)
+        return src
+
+    def frame(self, timeout: float = 5.0) -> Frame:
+        """The newest complete frame of the VM's screen, from the in-guest
+        vgpu-stream producer (docs/vgpu-stream.md), read out of guest RAM
+        through the memory context with libvgpu-perception.
+
+        Waits up to ``timeout`` seconds for a valid memory context, a
+        producer and a first frame. Raises NoProducerError when there is no
+        producer in guest RAM by then, FrameError for other failures (none
+        published yet, every attempt torn, the RAM unreadable), NotReady
+        without a memory context, PermissionDenied without the memctx
+        capability, ImportError when libvgpu-perception cannot be loaded.
+
+        The producer is found by a full scan of guest RAM the first time;
+        later calls reuse it until the guest resets or the producer goes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            src = self._frame_source(deadline)
+            r = src.read()
+            if r == 0:
+                return src.frame()
+            left = deadline - time.monotonic()
+            if r not in _FRAME_RETRY or left <= 0:
+                raise frame_error(r, self.name)
+            src.wait(0, min(left, 0.1))
+
+    def frames(self, timeout: Optional[float] = None) -> Iterator[Frame]:
+        """Every new frame as it is published, for ``for``: first the newest
+        one, then each frame newer than the last one yielded (frames the
+        producer published in between are skipped; a producer restart
+        starts again at its first frame). Iteration ends after ``timeout``
+        seconds without a new frame (None = never), or raises
+        NoProducerError if there was no producer at all by then. Waits
+        without spinning (the producer's cadence); raises as :meth:`frame`
+        does for faults other than "nothing new yet"."""
+        last_seq, last_nonce, last_epoch = 0, None, -1
+        while True:
+            end = None if timeout is None else time.monotonic() + timeout
+            r = 0
+            while True:
+                left = 1.0 if end is None else end - time.monotonic()
+                if left <= 0:
+                    if r == -errno.ENOENT:
+                        raise frame_error(r, self.name)
+                    return
+                # without a timeout, wait as long as it takes for a memory context too
+                src = self._frame_source(end if end is not None else time.monotonic() + 1e9)
+                # a new epoch is a new reader: anything it finds is new
+                after = last_seq if last_nonce is not None and src.epoch == last_epoch else 0
+                r = src.wait(after, min(left, 0.5))
+                if r == 0:
+                    r = src.read()
+                    if r == 0 and (src.info.seq > last_seq or src.info.nonce != last_nonce):
+                        break
+                if r and r not in _FRAME_RETRY:
+                    raise frame_error(r, self.name)
+            f = src.frame()
+            last_seq, last_nonce, last_epoch = f.seq, f.nonce, src.epoch
+            yield f
+
+    def producer(self, timeout: float = 5.0) -> dict:
+        """What the in-guest producer's header says (``nonce``, ``pid``,
+        ``width``, ``height``, ``frame_interval_us``, ``latest_seq``,
+        ``frames_published``, ``frames_dropped``, ``paused``, ...) plus the
+        reader's counters under ``stats`` (``scans``, ``frames``, ``torn``
+        ...). Raises NoProducerError when none is found within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            src = self._frame_source(deadline)
+            pi = src.producer()
+            if pi is not None:
+                out = {name: getattr(pi, name) for name, _ in pi._fields_}
+                out["paused"] = bool(pi.flags & 1)  # VGPU_HF_PAUSED
+                out["stats"] = src.stats()
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise frame_error(-errno.ENOENT, self.name)
+            src.wait(0, min(left, 0.1))
+
+    def frame_request(self, op: str, timeout: float = 5.0) -> None:
+        """Ask the producer to change what it publishes and wait for its
+        acknowledgement: ``"pause"``, ``"resume"``, ``"full"`` (a complete
+        frame now), ``"fps=N"`` (cap, 0 = none) or ``"region=X,Y,W,H"``
+        (crop; ``"region=0,0,0,0"`` = whole screen). The request is written
+        into the producer's control block with CMD_MEMWRITE (guest-physical)
+        under the memwrite lease (yours inside ``with vm.lease("memwrite")``,
+        else taken for the call). Raises FrameError with the producer's
+        errno if it refused, or -ETIMEDOUT if it did not answer in time;
+        NoProducerError when there is none."""
+        code, args = _parse_request(op)
+        deadline = time.monotonic() + timeout
+        while True:
+            src = self._frame_source(deadline)
+            r, block, gpa, seq = src.control(code, args)
+            left = deadline - time.monotonic()
+            if r == 0 or r != -errno.ENOENT or left <= 0:
+                break
+            src.wait(0, min(left, 0.2))
+        if r < 0:
+            raise frame_error(r, self.name)
+        self._memwrite(gpa, block, 0, True)
+        while True:
+            r, result = src.control_ack(seq)
+            if r < 0:
+                raise FrameError(f"'{self.name}': the producer went away before acknowledging request {seq} "
+                                 f"({op})", r)
+            if r == 1:
+                if result < 0:
+                    raise FrameError(f"'{self.name}': the producer refused request {seq} ({op}): "
+                                     f"{strerror(result)}", result)
+                return
+            if time.monotonic() >= deadline:
+                raise FrameError(f"'{self.name}': request {seq} ({op}) written at 0x{gpa:x}, not acknowledged "
+                                 f"in {timeout:g} s", -errno.ETIMEDOUT)
+            # the producer looks at its control block once per frame
+            self._bus._pump(time.monotonic() + 0.002)
+
+
+_FRAME_RETRY = (-errno.ENOENT, -errno.ENODATA, -errno.EAGAIN, -errno.ESTALE, -errno.ETIMEDOUT)
+
+
+def _parse_request(op: str) -> Tuple[int, Tuple[int, int, int, int]]:
+    """A frame_request op as (enum vgpu_op, its 4 arguments)."""
+    s = op.strip().lower()
+    try:
+        if s in ("pause", "resume"):
+            return _vgpu.OP_PAUSE, (int(s == "pause"), 0, 0, 0)
+        if s == "full":
+            return _vgpu.OP_FULL_FRAME, (0, 0, 0, 0)
+        if s.startswith("fps="):
+            n = int(s[4:], 10)
+            if 0 <= n < 1 << 32:
+                return _vgpu.OP_FPS_CAP, (n, 0, 0, 0)
+        if s.startswith("region="):
+            v = [int(x, 10) for x in s[7:].split(",")]
+            if len(v) == 4 and all(0 <= x < 1 << 32 for x in v):
+                return _vgpu.OP_REGION, (v[0], v[1], v[2], v[3])
+    except ValueError:
+        pass
+    raise ValueError(f"frame request {op!r} is not pause, resume, full, fps=N or region=X,Y,W,H")
 
 
 def connect(path: Optional[str] = None, name: str = "vmsig-python", timeout: float = DEFAULT_TIMEOUT) -> Bus:

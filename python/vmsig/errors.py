@@ -113,6 +113,18 @@ class GuestMemoryError(VmsigError):
         self.address = address
 
 
+class FrameError(VmsigError):
+    """A frame could not be read: ``-ENODATA`` the producer has published
+    none yet, ``-EAGAIN`` every attempt was torn, ``-ETIMEDOUT`` nothing
+    new in time, ``-EIO`` the guest RAM could not be read; for a control
+    request, the producer's negative errno."""
+
+
+class NoProducerError(FrameError):
+    """No vgpu-stream producer in the guest's RAM (``-ENOENT``): it is not
+    running, or not yet, or it stopped."""
+
+
 class SymbolError(VmsigError):
     """A kernel symbol could not be resolved. ``name`` is the symbol (or
     spec) asked for, ``path`` the symbol file (or its label).
