@@ -821,36 +821,42 @@ int vmconn_hmp(struct vmconn_listener *l, const char *command_line, vmconn_reply
 
 #include <sys/socket.h>
 
-int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid)
+/* SO_PEERCRED of the QMP socket: who runs QEMU. */
+static int peer_cred(const struct vmconn_listener *l, struct ucred *ret)
 {
         const struct vmconn *c = l ? l->conn_ : NULL;
-        struct ucred cr;
-        socklen_t len = sizeof(cr);
+        socklen_t len = sizeof(*ret);
         int fd = c && c->q ? qmp_fd(c->q) : -1;
+
+        if (fd < 0)
+                return -ENOTCONN;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ret, &len) < 0)
+                return -errno;
+        return 0;
+}
+
+int vmconn_peer_uid(const struct vmconn_listener *l, uid_t *ret_uid)
+{
+        struct ucred cr;
+        int r;
 
         if (!ret_uid)
                 return -EINVAL;
-        if (fd < 0)
-                return -ENOTCONN;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
-                return -errno;
+        if ((r = peer_cred(l, &cr)) < 0)
+                return r;
         *ret_uid = cr.uid;
         return 0;
 }
 
 int vmconn_peer_pid(const struct vmconn_listener *l, pid_t *ret_pid)
 {
-        const struct vmconn *c = l ? l->conn_ : NULL;
         struct ucred cr;
-        socklen_t len = sizeof(cr);
-        int fd = c && c->q ? qmp_fd(c->q) : -1;
+        int r;
 
         if (!ret_pid)
                 return -EINVAL;
-        if (fd < 0)
-                return -ENOTCONN;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
-                return -errno;
+        if ((r = peer_cred(l, &cr)) < 0)
+                return r;
         *ret_pid = cr.pid;
         return 0;
 }
