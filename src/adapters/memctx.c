@@ -983,7 +983,7 @@ enum { OPT_RETRY_MS, OPT_RETRY_MAX_MS, OPT_OS, OPT_QEMU_PID, OPT_QEMU_UID };
 static int memctx_open_with(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, size_t n_opts,
                             void **ret_instance)
 {
-        uint64_t v[OPT_COUNT(memctx_opts)];
+        uint64_t v[OPT_COUNT(memctx_opts)] = {0}; /* the qemu row parses fewer */
         struct memctx *m;
         int r;
 
