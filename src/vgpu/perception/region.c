@@ -90,8 +90,16 @@ static int copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, siz
                         /* The pages are scattered: no hardware prefetcher
                          * guesses the next one, so name it (and its TLB
                          * entry) while this one is copied. */
-                        if (len > n)
+                        if (len > n + VGPU_PAYLOAD) {
+                                /* Two pages ahead: the tag line and the
+                                 * first payload lines, so the hardware
+                                 * streamer is already running there. */
+                                const uint8_t *ahead = p->ptr[pi + 2];
+                                for (unsigned k = 0; k < 4; k++)
+                                        __builtin_prefetch(ahead + 64 * k);
+                        } else if (len > n) {
                                 __builtin_prefetch(p->ptr[pi + 1]);
+                        }
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
                         memcpy(d, page + VGPU_TAG_SIZE + off, n);
