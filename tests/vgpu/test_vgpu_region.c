@@ -96,7 +96,8 @@ static void test_checksum_split(void **state)
         unsigned char buf[1000];
         for (size_t i = 0; i < sizeof(buf); i++)
                 buf[i] = (unsigned char)(i * 31 + 5);
-        for (size_t len = 0; len < 200; len += 13) {
+        /* Every length around the 32-byte block size, then some larger. */
+        for (size_t len = 0; len < 420; len += len < 140 ? 1 : 37) {
                 for (size_t cut1 = 0; cut1 <= len; cut1 += 3) {
                         size_t cut2 = cut1 + (len - cut1) / 2;
                         struct vgpu_csum c;
@@ -107,6 +108,36 @@ static void test_checksum_split(void **state)
                         assert_int_equal(vgpu_csum_final(&c), vgpu_checksum(buf, len));
                 }
         }
+}
+
+/* Known answers from an independent implementation of docs/vgpu-stream.md
+ * section 5 (tests/vgpu/perception/make_fuzz_seeds.py checksum()), over
+ * bytes (i * 31 + 5) & 255: pins the definition, tail and length fold. */
+static void test_checksum_known_answers(void **state)
+{
+        static const struct {
+                size_t len;
+                uint64_t sum;
+        } kat[] = {
+            {0, 0x5f85987280a86cb6ull},  {1, 0xd7d0744391a60284ull},  {7, 0x7a6d605c39e12980ull},
+            {8, 0x4df6e5c5901986d0ull},  {31, 0xc1200ce478cd3dedull}, {32, 0x151b1b6666f9dbeaull},
+            {33, 0x63db64458ca11bcfull}, {64, 0x3e40af146aa4ca0bull}, {100, 0x770be4390cfdbe03ull},
+        };
+        unsigned char buf[100];
+        for (size_t i = 0; i < sizeof(buf); i++)
+                buf[i] = (unsigned char)(i * 31 + 5);
+        for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++)
+                assert_int_equal(vgpu_checksum(buf, kat[i].len), kat[i].sum);
+        /* A zero tail byte still counts: the length is folded in. */
+        unsigned char z[40] = {0};
+        assert_int_not_equal(vgpu_checksum(z, 33), vgpu_checksum(z, 34));
+        /* A flipped top bit is seen (the rotate carries it down). */
+        unsigned char a[64];
+        memcpy(a, buf, 64);
+        a[7] ^= 0x80;
+        assert_int_not_equal(vgpu_checksum(a, 64), vgpu_checksum(buf, 64));
+        a[39] ^= 0x80; /* same lane, next block: must not cancel */
+        assert_int_not_equal(vgpu_checksum(a, 64), vgpu_checksum(buf, 64));
 }
 
 static void test_frames_scattered(void **state)
@@ -369,9 +400,10 @@ static void test_seqlock_stress(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_checksum_split), cmocka_unit_test(test_frames_scattered),
-            cmocka_unit_test(test_control),        cmocka_unit_test(test_geometry),
-            cmocka_unit_test(test_bad_params),     cmocka_unit_test(test_seqlock_stress),
+            cmocka_unit_test(test_checksum_split),   cmocka_unit_test(test_checksum_known_answers),
+            cmocka_unit_test(test_frames_scattered), cmocka_unit_test(test_control),
+            cmocka_unit_test(test_geometry),         cmocka_unit_test(test_bad_params),
+            cmocka_unit_test(test_seqlock_stress),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,8 +62,14 @@ static int read_once(struct vgpu_perception *p, void *buf, size_t cap, struct vg
                 fill_info(p, &s1, slot, info);
                 if (cap < s1.data_len)
                         return -ENOSPC;
+                /* Remembered duplicate pages: only the checksum tells the
+                 * live copy from the stale one, so verify then too. */
+                bool verify = (p->opt.flags & VGPU_PERCEPTION_VERIFY) || p->ndups;
+                uint64_t sum = 0;
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
-                if ((r = vgpup_copy_logical(p, data, buf, s1.data_len)) < 0)
+                r = verify ? vgpup_copy_logical_sum(p, data, buf, s1.data_len, &sum)
+                           : vgpup_copy_logical(p, data, buf, s1.data_len);
+                if (r < 0)
                         return r;
                 __atomic_thread_fence(__ATOMIC_ACQUIRE);
                 if ((r = vgpup_read_slot(p, slot, &s2)) < 0)
@@ -72,10 +78,7 @@ static int read_once(struct vgpu_perception *p, void *buf, size_t cap, struct vg
                         p->st.torn++;
                         continue;
                 }
-                /* Remembered duplicate pages: only the checksum tells the
-                 * live copy from the stale one, so verify then too. */
-                if (((p->opt.flags & VGPU_PERCEPTION_VERIFY) || p->ndups) &&
-                    vgpu_checksum(buf, s1.data_len) != s1.checksum) {
+                if (verify && sum != s1.checksum) {
                         p->st.torn++;
                         p->st.checksum_errors++;
                         vgpup_flip_dups(p, data, s1.data_len);

@@ -97,6 +97,9 @@ int vgpup_ensure(struct vgpu_perception *p);
 /* region.c: reads through the resolved page map, each page's tag checked.
  * -ESTALE when a tag no longer matches (the region is then forgotten). */
 int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len);
+/* The same, and vgpu_checksum() of the bytes copied, computed as they are. */
+int vgpup_copy_logical_sum(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len,
+                           uint64_t *ret_sum);
 /* Header re-read and validated; liveness tracked. -ESTALE / -ENOENT. */
 int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret);
 /* Swap the stale and live copies of duplicate pages inside [loff, loff+len)

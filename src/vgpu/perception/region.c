@@ -32,7 +32,45 @@ static int stale(struct vgpu_perception *p)
         return -ESTALE;
 }
 
-int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len)
+/* vgpu_checksum() fed piece by piece: each piece is summed right after it is
+ * copied, while it is still in the cache, instead of re-reading the whole
+ * frame afterwards. */
+struct sum_feed {
+        uint64_t h[4], len;
+        uint8_t buf[VGPU_CSUM_BLOCK];
+        size_t nbuf;
+};
+
+static void sum_add(struct sum_feed *s, const uint8_t *d, size_t n)
+{
+        s->len += n;
+        if (s->nbuf) {
+                size_t take = VGPU_CSUM_BLOCK - s->nbuf < n ? VGPU_CSUM_BLOCK - s->nbuf : n;
+                memcpy(s->buf + s->nbuf, d, take);
+                s->nbuf += take;
+                d += take;
+                n -= take;
+                if (s->nbuf < VGPU_CSUM_BLOCK)
+                        return;
+                vgpu_csum_block(s->h, s->buf);
+                s->nbuf = 0;
+        }
+        for (; n >= VGPU_CSUM_BLOCK; n -= VGPU_CSUM_BLOCK, d += VGPU_CSUM_BLOCK)
+                vgpu_csum_block(s->h, d);
+        memcpy(s->buf, d, n);
+        s->nbuf = n;
+}
+
+static uint64_t sum_final(struct sum_feed *s)
+{
+        if (s->nbuf) {
+                memset(s->buf + s->nbuf, 0, VGPU_CSUM_BLOCK - s->nbuf);
+                vgpu_csum_block(s->h, s->buf);
+        }
+        return vgpu_csum_fold(s->h, s->len);
+}
+
+static int copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len, struct sum_feed *sum)
 {
         uint64_t total = (uint64_t)p->npages * VGPU_PAYLOAD;
         uint8_t *d = dst;
@@ -52,11 +90,21 @@ int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size
                         /* The pages are scattered: no hardware prefetcher
                          * guesses the next one, so name it (and its TLB
                          * entry) while this one is copied. */
-                        if (len > n)
+                        if (len > n + VGPU_PAYLOAD) {
+                                /* Two pages ahead: the tag line and the
+                                 * first payload lines, so the hardware
+                                 * streamer is already running there. */
+                                const uint8_t *ahead = p->ptr[pi + 2];
+                                for (unsigned k = 0; k < 4; k++)
+                                        __builtin_prefetch(ahead + 64 * k);
+                        } else if (len > n) {
                                 __builtin_prefetch(p->ptr[pi + 1]);
+                        }
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
                         memcpy(d, page + VGPU_TAG_SIZE + off, n);
+                        if (sum)
+                                sum_add(sum, d, n);
                         d += n;
                         len -= n;
                         off = 0;
@@ -80,12 +128,29 @@ int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
                         memcpy(d, page + VGPU_TAG_SIZE + off, n);
+                        if (sum)
+                                sum_add(sum, d, n);
                         d += n;
                         len -= n;
                         off = 0;
                 }
         }
         return 0;
+}
+
+int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len)
+{
+        return copy_logical(p, loff, dst, len, NULL);
+}
+
+int vgpup_copy_logical_sum(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len, uint64_t *ret_sum)
+{
+        struct sum_feed s = {.len = 0, .nbuf = 0};
+        vgpu_csum_lanes_init(s.h);
+        int r = copy_logical(p, loff, dst, len, &s);
+        if (r == 0)
+                *ret_sum = sum_final(&s);
+        return r;
 }
 
 int vgpup_check_tags(struct vgpu_perception *p, uint64_t loff, uint64_t len)

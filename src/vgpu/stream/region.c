@@ -40,16 +40,9 @@ struct vgpu_region {
 
 void vgpu_csum_init(struct vgpu_csum *c)
 {
-        c->h = 0xcbf29ce484222325ull;
+        vgpu_csum_lanes_init(c->h);
         c->len = 0;
         c->nbuf = 0;
-}
-
-static inline void csum_word(struct vgpu_csum *c, const unsigned char *p)
-{
-        uint64_t w;
-        memcpy(&w, p, 8);
-        c->h = (c->h ^ w) * 0x100000001b3ull;
 }
 
 void vgpu_csum_update(struct vgpu_csum *c, const void *data, size_t n)
@@ -57,33 +50,31 @@ void vgpu_csum_update(struct vgpu_csum *c, const void *data, size_t n)
         const unsigned char *p = data;
         c->len += n;
         if (c->nbuf) {
-                size_t take = 8 - c->nbuf < n ? 8 - c->nbuf : n;
+                size_t take = VGPU_CSUM_BLOCK - c->nbuf < n ? VGPU_CSUM_BLOCK - c->nbuf : n;
                 memcpy(c->buf + c->nbuf, p, take);
                 c->nbuf += (unsigned)take;
                 p += take;
                 n -= take;
-                if (c->nbuf < 8)
+                if (c->nbuf < VGPU_CSUM_BLOCK)
                         return;
-                csum_word(c, c->buf);
+                vgpu_csum_block(c->h, c->buf);
                 c->nbuf = 0;
         }
-        for (; n >= 8; n -= 8, p += 8)
-                csum_word(c, p);
+        for (; n >= VGPU_CSUM_BLOCK; n -= VGPU_CSUM_BLOCK, p += VGPU_CSUM_BLOCK)
+                vgpu_csum_block(c->h, p);
         memcpy(c->buf, p, n);
         c->nbuf = (unsigned)n;
 }
 
 uint64_t vgpu_csum_final(const struct vgpu_csum *c)
 {
-        uint64_t h = c->h;
+        uint64_t h[4] = {c->h[0], c->h[1], c->h[2], c->h[3]};
         if (c->nbuf) {
-                unsigned char b[8] = {0};
-                uint64_t w;
+                unsigned char b[VGPU_CSUM_BLOCK] = {0};
                 memcpy(b, c->buf, c->nbuf);
-                memcpy(&w, b, 8);
-                h = (h ^ w) * 0x100000001b3ull;
+                vgpu_csum_block(h, b);
         }
-        return h ^ c->len;
+        return vgpu_csum_fold(h, c->len);
 }
 
 /* ---- logical stream ------------------------------------------------------ */

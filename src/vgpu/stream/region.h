@@ -103,8 +103,8 @@ int vgpu_region_dump(const struct vgpu_region *r, const char *path);
 /* Incremental vgpu_checksum(): the same value for the same bytes however
  * they are split across calls. */
 struct vgpu_csum {
-        uint64_t h, len;
-        unsigned char buf[8];
+        uint64_t h[4], len;
+        unsigned char buf[VGPU_CSUM_BLOCK];
         unsigned nbuf;
 };
 void vgpu_csum_init(struct vgpu_csum *c);

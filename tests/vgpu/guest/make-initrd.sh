@@ -9,6 +9,8 @@
 #       `vgpu-stream --source pattern` in a loop (each run ends after
 #       VGPU_FRAMES frames, default 300, so the host sees restarts with new
 #       nonces) and prints VGPU-RUN N / VGPU-EXIT N on the console.
+#       VGPU_WIDTH, VGPU_HEIGHT, VGPU_FPS: its geometry and rate (default
+#       320x200 at 30; bench/frames uses 1920x1080).
 #   make-initrd.sh fb GUEST_DIR VGPU_STREAM OUTDIR
 #       GUEST_DIR from tests/vm/build-stock-guest.sh. /test/run.sh draws a
 #       still test picture on /dev/fb0, runs `vgpu-stream --source fb`, and
@@ -46,7 +48,7 @@ n=0
 while true; do
         n=\$((n + 1))
         echo "VGPU-RUN \$n"
-        /bin/vgpu-stream --source pattern --fps 30 --width 320 --height 200 --frames ${VGPU_FRAMES:-300} --quiet </dev/null
+        /bin/vgpu-stream --source pattern --fps ${VGPU_FPS:-30} --width ${VGPU_WIDTH:-320} --height ${VGPU_HEIGHT:-200} --frames ${VGPU_FRAMES:-300} --quiet </dev/null
         echo "VGPU-EXIT \$n rc=\$?"
 done
 EOI

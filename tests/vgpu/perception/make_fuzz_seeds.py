@@ -19,15 +19,20 @@ def tag_check(magic, index, nonce, npages):
 
 
 def checksum(data):
-    h = 0xCBF29CE484222325
-    i = 0
-    while i + 8 <= len(data):
-        h = ((h ^ struct.unpack_from("<Q", data, i)[0]) * 0x100000001B3) & M64
-        i += 8
-    if i < len(data):
-        w = int.from_bytes(data[i:] + bytes(8 - (len(data) - i)), "little")
+    """docs/vgpu-stream.md section 5: four lanes over 32-byte blocks."""
+    def step(h, w):
         h = ((h ^ w) * 0x100000001B3) & M64
-    return h ^ len(data)
+        return ((h << 29) | (h >> 35)) & M64
+
+    lanes = [(0xCBF29CE484222325 + k) & M64 for k in range(4)]
+    padded = data + bytes(-len(data) % 32)
+    for i in range(0, len(padded), 32):
+        for k in range(4):
+            lanes[k] = step(lanes[k], struct.unpack_from("<Q", padded, i + 8 * k)[0])
+    r = len(data)
+    for k in range(4):
+        r = step(r, lanes[k])
+    return r
 
 
 def region(w, h, nslots, nonce):
