@@ -10,18 +10,25 @@ import struct
 MASK = (1 << 64) - 1
 
 
+def _step(h: int, w: int) -> int:
+    h = ((h ^ w) * 0x100000001B3) & MASK
+    return ((h << 29) | (h >> 35)) & MASK
+
+
 def checksum(data: bytes) -> int:
-    """vgpu_checksum: FNV-style over little-endian u64 words, a trailing
-    partial word zero-padded, then xor the length."""
+    """vgpu_checksum (docs/vgpu-stream.md section 5): four lanes over 32-byte
+    blocks of little-endian u64 words (word k of a block feeds lane k), a
+    trailing partial block zero-padded, then the length and the lanes folded."""
     n = len(data)
-    whole = n - n % 8
-    h = 0xCBF29CE484222325
-    for (w,) in struct.iter_unpack("<Q", data[:whole]):
-        h = ((h ^ w) * 0x100000001B3) & MASK
-    if whole < n:
-        (w,) = struct.unpack("<Q", data[whole:].ljust(8, b"\0"))
-        h = ((h ^ w) * 0x100000001B3) & MASK
-    return h ^ n
+    if n % 32:
+        data = data + bytes(32 - n % 32)
+    lanes = [0xCBF29CE484222325 + k for k in range(4)]
+    for w0, w1, w2, w3 in struct.iter_unpack("<4Q", data):
+        lanes = [_step(lanes[0], w0), _step(lanes[1], w1), _step(lanes[2], w2), _step(lanes[3], w3)]
+    r = n
+    for h in lanes:
+        r = _step(r, h)
+    return r
 
 
 def pattern(width: int, height: int, n: int) -> bytes:
