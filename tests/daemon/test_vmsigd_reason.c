@@ -15,19 +15,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 struct diags {
         unsigned n, retained;
         int32_t code;
@@ -140,8 +127,8 @@ static void test_success_clears_reason(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_failing_memctx_reason, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_success_clears_reason, setup, teardown),
+            vh_unit_test(test_failing_memctx_reason, &H),
+            vh_unit_test(test_success_clears_reason, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,19 +15,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 /* Every event a control saw, for "each UP kind at least once". */
 struct seen {
         uint64_t kinds;  /* 1 << kind */
@@ -558,12 +545,12 @@ static void test_roster_tracks_run_state(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_handshake_subscribe_replay, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_every_command_and_up_kind, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_memctx_fd, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_memctx_replay, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_status_query_order, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_roster_tracks_run_state, setup, teardown),
+            vh_unit_test(test_handshake_subscribe_replay, &H),
+            vh_unit_test(test_every_command_and_up_kind, &H),
+            vh_unit_test(test_memctx_fd, &H),
+            vh_unit_test(test_memctx_replay, &H),
+            vh_unit_test(test_status_query_order, &H),
+            vh_unit_test(test_roster_tracks_run_state, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

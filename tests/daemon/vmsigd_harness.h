@@ -370,6 +370,24 @@ static VH_UNUSED int vh_setup_default(struct vh *h)
         return 0;
 }
 
+/* cmocka setup/teardown around a test whose daemon is the struct vh given
+ * as its initial state: see vh_unit_test. */
+static VH_UNUSED int vh_fixture_setup(void **state)
+{
+        return vh_setup_default(*state);
+}
+
+static VH_UNUSED int vh_fixture_teardown(void **state)
+{
+        vh_teardown(*state);
+        return 0;
+}
+
+/* A cmocka test entry that runs f with its own default daemon h (a
+ * struct vh *), started before and always torn down after. */
+#define vh_unit_test(f, h)                                                                                   \
+        cmocka_unit_test_prestate_setup_teardown(f, vh_fixture_setup, vh_fixture_teardown, h)
+
 static VH_UNUSED void vh_dump_log(const struct vh *h)
 {
         char *log = vh_read_file(h->log);
@@ -397,6 +415,21 @@ static VH_UNUSED int vh_vm_add_as(const struct vh *h, const char *file, const ch
 static VH_UNUSED int vh_vm_add(const struct vh *h, const char *name, const char *extra)
 {
         return vh_vm_add_as(h, name, name, extra);
+}
+
+/* A QEMU VM's trigger file <name>.vm: its QMP socket and RAM file. */
+static VH_UNUSED int vh_vm_add_qemu(const struct vh *h, const char *name, const char *qmp, const char *ram)
+{
+        char tmp[256], path[256], text[1024];
+        int r;
+
+        snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", h->trig, name);
+        snprintf(path, sizeof(path), "%s/%s.vm", h->trig, name);
+        snprintf(text, sizeof(text), "name=%s\ndriver=qemu\nqmp=%s\nram=%s\n", name, qmp, ram);
+        r = vh_write_file(tmp, text, 0644);
+        if (r < 0)
+                return r;
+        return rename(tmp, path) < 0 ? -errno : 0;
 }
 
 static VH_UNUSED int vh_vm_remove(const struct vh *h, const char *file)
@@ -604,6 +637,35 @@ static VH_UNUSED uint32_t vh_wait_vm(struct vmsig_client *c, const char *name)
         if (vh_wait_event(c, &m, &ev, NULL, NULL, VH_TIMEOUT_MS) < 0)
                 return 0;
         return ev.hdr.endpoint;
+}
+
+/* A vh_seen_fn that keeps the fd of the first MEMCTX (in *(int *)ud, -1
+ * before) and closes every other fd. */
+static VH_UNUSED void vh_keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
+{
+        int *keep = ud;
+
+        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
+                *keep = fd;
+        else if (fd >= 0)
+                close(fd);
+}
+
+/* Wait for a valid MEMCTX of endpoint ep (the client subscribed to it) and
+ * decode it into *ctx; ctx->fd is the guest RAM fd (the caller closes it).
+ * 0 or a negative errno. */
+static VH_UNUSED int vh_wait_memctx(struct vmsig_client *c, uint32_t ep, struct vmsig_memctx *ctx,
+                                    int timeout_ms)
+{
+        struct vh_match m = {.kind = VMSIG_EV_MEMCTX, .endpoint = ep, .memctx_valid = true};
+        struct vmsig_event ev;
+        int fd = -1, r = vh_wait_event(c, &m, &ev, vh_keep_memctx_fd, &fd, timeout_ms);
+
+        if (r == 0)
+                r = vmsig_memctx_from_event(&ev, fd, ctx);
+        if (r < 0 && fd >= 0)
+                close(fd);
+        return r;
 }
 
 /* ---- raw socket clients (to misbehave on purpose) ---- */

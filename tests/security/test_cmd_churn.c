@@ -40,19 +40,6 @@ static uint32_t ep_of[NVM];
 static uint8_t seams_of[NVM];
 static unsigned results[8]; /* 0 ok, ECANCELED, ECONNABORTED, EINPROGRESS, ENOENT, EPERM, ENODEV, other */
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 static void note(struct ctl *k, uint64_t corr)
 {
         assert_true(corr > 0 && corr < MAX_CORR);
@@ -317,8 +304,7 @@ static void test_every_accepted_command_is_answered_once_under_churn(void **stat
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_every_accepted_command_is_answered_once_under_churn, setup,
-                                            teardown),
+            vh_unit_test(test_every_accepted_command_is_answered_once_under_churn, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,19 +13,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 static void rm_rf(const char *path)
 {
         nftw(path, vh_rm_cb_, 16, FTW_DEPTH | FTW_PHYS);
@@ -152,9 +139,9 @@ static void test_sighup_rescans(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_deleted_and_recreated, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_rename_replace, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_sighup_rescans, setup, teardown),
+            vh_unit_test(test_deleted_and_recreated, &H),
+            vh_unit_test(test_rename_replace, &H),
+            vh_unit_test(test_sighup_rescans, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

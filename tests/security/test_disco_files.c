@@ -15,19 +15,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 #define EVIL "evil\x1b[2J\x1b]0;pwned\x07\nvmsigd: VM 'forged' appeared (forged): endpoint 9, driver qemu"
 
 static void test_escaped_names(void **state)
@@ -118,9 +105,9 @@ static void test_writable_dir_warning(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_escaped_names, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_bad_adapter_option, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_writable_dir_warning, setup, teardown),
+            vh_unit_test(test_escaped_names, &H),
+            vh_unit_test(test_bad_adapter_option, &H),
+            vh_unit_test(test_writable_dir_warning, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

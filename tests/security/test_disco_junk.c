@@ -19,19 +19,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 /* `vmsigctl list` answers in time and shows the VM. */
 static void must_answer(const char *when)
 {
@@ -103,7 +90,7 @@ static void test_junk_flood(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_junk_flood, setup, teardown),
+            vh_unit_test(test_junk_flood, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

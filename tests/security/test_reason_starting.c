@@ -17,19 +17,6 @@
 
 static struct vh H;
 
-static int setup(void **state)
-{
-        (void)state;
-        return vh_setup_default(&H);
-}
-
-static int teardown(void **state)
-{
-        (void)state;
-        vh_teardown(&H);
-        return 0;
-}
-
 /* The STATE column (4th) of name's `vmsigctl list` line. */
 static bool list_state(const char *name, char *state, size_t len)
 {
@@ -117,8 +104,8 @@ static void test_refusing_socket_is_starting(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test_setup_teardown(test_no_socket_is_starting, setup, teardown),
-            cmocka_unit_test_setup_teardown(test_refusing_socket_is_starting, setup, teardown),
+            vh_unit_test(test_no_socket_is_starting, &H),
+            vh_unit_test(test_refusing_socket_is_starting, &H),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

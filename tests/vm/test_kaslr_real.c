@@ -23,11 +23,7 @@ static struct vm_guest G = {.pid = -1};
 
 static int setup(void **state)
 {
-        if (vm_guest_load_env(&G) < 0) {
-                fprintf(stderr, "VMSIG_GUEST_DIR/VMSIG_QEMU not set: run through ctest\n");
-                return -1;
-        }
-        return 0;
+        return vm_guest_load_env(&G) < 0 ? -1 : 0;
 }
 
 static int teardown(void **state)
@@ -35,16 +31,6 @@ static int teardown(void **state)
         vh_teardown(&H);
         vm_guest_stop(&G);
         return 0;
-}
-
-static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
-{
-        int *keep = ud;
-
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
-                *keep = fd;
-        else if (fd >= 0)
-                close(fd);
 }
 
 /* The rest of the first serial line that starts with marker, at or after
@@ -70,7 +56,7 @@ static bool serial_line(const char *after, const char *marker, char *out, size_t
 
 static void test_kaslr_base_and_symbol_read(void **state)
 {
-        char out[8192], text[128], version[512], map[600], trig[512], tmp[512], cfg[1024];
+        char out[8192], text[128], version[512], map[600];
         struct vm_guest_opts o = {.mem = "256M", .kaslr = true, .append = "vmsig.ktext"};
 
         snprintf(map, sizeof(map), "%s/System.map", getenv("VMSIG_GUEST_DIR"));
@@ -100,22 +86,14 @@ static void test_kaslr_base_and_symbol_read(void **state)
         assert_int_equal(
             vh_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER) | VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), NULL, NULL),
             0);
-        snprintf(tmp, sizeof(tmp), "%s/.demo.tmp", H.trig);
-        snprintf(trig, sizeof(trig), "%s/demo.vm", H.trig);
-        snprintf(cfg, sizeof(cfg), "name=demo\ndriver=qemu\nqmp=%s\nram=%s\n", G.qmp, G.shm);
-        assert_int_equal(vh_write_file(tmp, cfg, 0644), 0);
-        assert_int_equal(rename(tmp, trig), 0);
+        assert_int_equal(vh_vm_add_qemu(&H, "demo", G.qmp, G.shm), 0);
         uint32_t ep = vh_wait_vm(c, "demo");
         assert_true(ep != 0);
 
         /* The MEMCTX's kernel base is the guest's own _text. */
         printf("# waiting for the memory context\n");
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = ep, .memctx_valid = true};
-        struct vmsig_event ev;
-        int fd = -1;
-        assert_int_equal(vh_wait_event(c, &mm, &ev, keep_memctx_fd, &fd, 90000), 0);
         struct vmsig_memctx ctx;
-        assert_int_equal(vmsig_memctx_from_event(&ev, fd, &ctx), 0);
+        assert_int_equal(vh_wait_memctx(c, ep, &ctx, 90000), 0);
         close(ctx.fd);
         printf("# MEMCTX kernel_root 0x%" PRIx64 " kernel_base 0x%" PRIx64 "\n", ctx.kernel_root,
                ctx.kernel_base);

@@ -39,16 +39,6 @@ static int teardown(void **state)
         return 0;
 }
 
-static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
-{
-        int *keep = ud;
-
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
-                *keep = fd;
-        else if (fd >= 0)
-                close(fd);
-}
-
 /* The last "VMSIG-MW ... addr=0x..." line the target printed. */
 static uint64_t target_addr(void)
 {
@@ -114,17 +104,6 @@ static void read_target(struct vmie_ram *ram, uint64_t root, uint8_t levels, uin
         assert_int_equal(vmie_read_virt(&as, va, buf, len - 1, &done), 0);
 }
 
-static void write_trigger(void)
-{
-        char tmp[512], path[512], text[1024];
-
-        snprintf(tmp, sizeof(tmp), "%s/.mw.tmp", H.trig);
-        snprintf(path, sizeof(path), "%s/mw.vm", H.trig);
-        snprintf(text, sizeof(text), "name=mw\ndriver=qemu\nqmp=%s\nram=%s\n", G.qmp, G.shm);
-        assert_int_equal(vh_write_file(tmp, text, 0644), 0);
-        assert_int_equal(rename(tmp, path), 0);
-}
-
 static void test_memwrite_seen_by_kernel_and_process(void **state)
 {
         char out[8192], arg_cr3[32], arg_va[32], arg_uts[32], buf[64];
@@ -141,18 +120,14 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         struct vmsig_client *c = vh_client(&H, "mw-test");
         assert_non_null(c);
         assert_int_equal(vh_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER), NULL, NULL), 0);
-        write_trigger();
+        assert_int_equal(vh_vm_add_qemu(&H, "mw", G.qmp, G.shm), 0);
         uint32_t ep = vh_wait_vm(c, "mw");
         assert_true(ep != 0);
 
         /* The memctx: wait for a valid datum and keep its read-only fd. */
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = ep, .memctx_valid = true};
-        struct vmsig_event ev;
-        int fd = -1;
-        assert_int_equal(vh_subscribe(c, ep, VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), NULL, NULL), 0);
-        assert_int_equal(vh_wait_event(c, &mm, &ev, keep_memctx_fd, &fd, 60000), 0);
         struct vmsig_memctx ctx;
-        assert_int_equal(vmsig_memctx_from_event(&ev, fd, &ctx), 0);
+        assert_int_equal(vh_subscribe(c, ep, VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), NULL, NULL), 0);
+        assert_int_equal(vh_wait_memctx(c, ep, &ctx, 60000), 0);
         struct vmie_range r[VMSIG_MEMCTX_MAX_RANGES];
         for (uint32_t i = 0; i < ctx.nranges; i++)
                 r[i] = (struct vmie_range){ctx.ranges[i].gpa, ctx.ranges[i].len, ctx.ranges[i].file_offset};
@@ -235,7 +210,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         vh_client_close(c);
         assert_int_equal(vh_stop(&H, 10000), 0);
         assert_int_equal(vh_start(&H, "[uid:0]\ncaps = roster,memctx,status\n"), 0);
-        write_trigger();
+        assert_int_equal(vh_vm_add_qemu(&H, "mw", G.qmp, G.shm), 0);
         for (int i = 0; i < 100; i++) { /* the VM is rediscovered at start */
                 if (vh_vmsigctl(&H, -1, out, sizeof(out), "list", (char *)NULL) == 0 && strstr(out, "mw"))
                         break;

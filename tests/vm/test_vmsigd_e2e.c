@@ -22,11 +22,7 @@ static struct vm_guest G = {.pid = -1};
 
 static int setup(void **state)
 {
-        if (vm_guest_load_env(&G) < 0) {
-                fprintf(stderr, "VMSIG_GUEST_DIR/VMSIG_QEMU not set: run through ctest\n");
-                return -1;
-        }
-        return 0;
+        return vm_guest_load_env(&G) < 0 ? -1 : 0;
 }
 
 static int teardown(void **state)
@@ -34,17 +30,6 @@ static int teardown(void **state)
         vh_teardown(&H);
         vm_guest_stop(&G);
         return 0;
-}
-
-/* Keeps the fd of the valid MEMCTX the wait stops at. */
-static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
-{
-        int *keep = ud;
-
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
-                *keep = fd;
-        else if (fd >= 0)
-                close(fd);
 }
 
 struct death {
@@ -68,17 +53,6 @@ static void note_death(const struct vmsig_event *ev, int fd, void *ud)
                 d->gone = true;
 }
 
-static void write_trigger(const char *name)
-{
-        char tmp[512], path[512], text[1024];
-
-        snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", H.trig, name);
-        snprintf(path, sizeof(path), "%s/%s.vm", H.trig, name);
-        snprintf(text, sizeof(text), "name=%s\ndriver=qemu\nqmp=%s\nram=%s\n", name, G.qmp, G.shm);
-        assert_int_equal(vh_write_file(tmp, text, 0644), 0);
-        assert_int_equal(rename(tmp, path), 0);
-}
-
 static void test_trigger_to_banner_power_write_and_death(void **state)
 {
         char out[8192], addr[32];
@@ -97,17 +71,13 @@ static void test_trigger_to_banner_power_write_and_death(void **state)
                                           VMSIG_KIND_BIT(VMSIG_EV_STATUS),
                                       NULL, NULL),
                          0);
-        write_trigger("e2e");
+        assert_int_equal(vh_vm_add_qemu(&H, "e2e", G.qmp, G.shm), 0);
         uint32_t ep = vh_wait_vm(c, "e2e");
         assert_true(ep != 0);
 
         /* The memctx arrives once the kernel root is found (self-healing). */
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = ep, .memctx_valid = true};
-        struct vmsig_event ev;
-        int fd = -1;
-        assert_int_equal(vh_wait_event(c, &mm, &ev, keep_memctx_fd, &fd, 60000), 0);
         struct vmsig_memctx ctx;
-        assert_int_equal(vmsig_memctx_from_event(&ev, fd, &ctx), 0);
+        assert_int_equal(vh_wait_memctx(c, ep, &ctx, 60000), 0);
         assert_true(ctx.fd >= 0);
         uint64_t epoch = ctx.epoch;
         close(ctx.fd);

@@ -108,6 +108,39 @@ static inline int vm_guest_load_env(struct vm_guest *g)
         return g->kernel[0] && g->initrd[0] ? 0 : -EINVAL;
 }
 
+/* A guest variant with the vgpu-stream producer ($VGPU_STREAM) built by
+ * $VGPU_MKINITRD (tests/vgpu/guest/make-initrd.sh) from the guest directory
+ * $base_env into dir (/tmp/vmsig-<tag>.<pid>), which VMSIG_GUEST_DIR then
+ * names. vars: "VAR=value " words for the script, or "". 0 (dir left empty
+ * when a variable is not set: the test skips) or -1. */
+static inline int vm_guest_make_vgpu(char *dir, size_t cap, const char *tag, const char *base_env,
+                                     const char *vars, const char *kind)
+{
+        char cmd[2048];
+        const char *base = getenv(base_env), *prod = getenv("VGPU_STREAM"), *mk = getenv("VGPU_MKINITRD");
+
+        dir[0] = 0;
+        if (!base || !prod || !mk)
+                return 0;
+        snprintf(dir, cap, "/tmp/vmsig-%s.%d", tag, (int)getpid());
+        snprintf(cmd, sizeof(cmd), "%s%s %s %s %s %s", vars, mk, kind, base, prod, dir);
+        if (system(cmd) != 0)
+                return -1;
+        setenv("VMSIG_GUEST_DIR", dir, 1);
+        return 0;
+}
+
+/* Removes what vm_guest_make_vgpu made (nothing if dir is empty). */
+static inline void vm_guest_remove_dir(const char *dir)
+{
+        char cmd[512];
+
+        if (dir[0]) {
+                snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+                (void)!system(cmd);
+        }
+}
+
 static inline void vm_guest_stop(struct vm_guest *g)
 {
         if (g->pid > 0) {

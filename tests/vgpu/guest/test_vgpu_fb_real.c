@@ -28,39 +28,15 @@ static char gdir[256];
 
 static int setup(void **state)
 {
-        char cmd[2048];
-        const char *base = getenv("VMSIG_STOCK_GUEST_DIR"), *prod = getenv("VGPU_STREAM"),
-                   *mk = getenv("VGPU_MKINITRD");
-
-        if (!base || !prod || !mk)
-                return 0;
-        snprintf(gdir, sizeof(gdir), "/tmp/vmsig-vgpu-fb.%d", (int)getpid());
-        snprintf(cmd, sizeof(cmd), "%s fb %s %s %s", mk, base, prod, gdir);
-        if (system(cmd) != 0)
-                return -1;
-        setenv("VMSIG_GUEST_DIR", gdir, 1);
-        return 0;
+        return vm_guest_make_vgpu(gdir, sizeof(gdir), "vgpu-fb", "VMSIG_STOCK_GUEST_DIR", "", "fb");
 }
 
 static int teardown(void **state)
 {
-        char cmd[512];
         vh_teardown(&H);
         vm_guest_stop(&G);
-        if (gdir[0]) {
-                snprintf(cmd, sizeof(cmd), "rm -rf %s", gdir);
-                (void)!system(cmd);
-        }
+        vm_guest_remove_dir(gdir);
         return 0;
-}
-
-static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
-{
-        int *keep = ud;
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
-                *keep = fd;
-        else if (fd >= 0)
-                close(fd);
 }
 
 /* One QMP exchange on the side socket: the reply up to "return"/"error". */
@@ -104,7 +80,7 @@ static uint8_t *read_ppm(const char *path, uint32_t *w, uint32_t *h)
 
 static void test_fb_frame_equals_screendump(void **state)
 {
-        char side[320], side_arg[360], ppm[300], cmd[512], text[1024];
+        char side[320], side_arg[360], ppm[300], cmd[512];
         const char *extra[] = {"-vga", "std", "-qmp", side_arg, NULL};
         struct vm_guest_opts o = {.mem = "256M", .extra = extra};
 
@@ -123,21 +99,12 @@ static void test_fb_frame_equals_screendump(void **state)
         struct vmsig_client *c = vh_client(&H, "vgpu-fb-test");
         assert_non_null(c);
         assert_int_equal(vh_subscribe(c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER), NULL, NULL), 0);
-        char tmp[512], path[512];
-        snprintf(tmp, sizeof(tmp), "%s/.fb.tmp", H.trig);
-        snprintf(path, sizeof(path), "%s/fb.vm", H.trig);
-        snprintf(text, sizeof(text), "name=fb\ndriver=qemu\nqmp=%s\nram=%s\n", G.qmp, G.shm);
-        assert_int_equal(vh_write_file(tmp, text, 0644), 0);
-        assert_int_equal(rename(tmp, path), 0);
+        assert_int_equal(vh_vm_add_qemu(&H, "fb", G.qmp, G.shm), 0);
         uint32_t ep = vh_wait_vm(c, "fb");
         assert_true(ep != 0);
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = ep, .memctx_valid = true};
-        struct vmsig_event ev;
         struct vmsig_memctx ctx;
-        int fd = -1;
         assert_int_equal(vh_subscribe(c, ep, VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), NULL, NULL), 0);
-        assert_int_equal(vh_wait_event(c, &mm, &ev, keep_memctx_fd, &fd, 120000), 0);
-        assert_int_equal(vmsig_memctx_from_event(&ev, fd, &ctx), 0);
+        assert_int_equal(vh_wait_memctx(c, ep, &ctx, 120000), 0);
         struct vmie_range rg[VMSIG_MEMCTX_MAX_RANGES];
         for (uint32_t i = 0; i < ctx.nranges; i++)
                 rg[i] = (struct vmie_range){ctx.ranges[i].gpa, ctx.ranges[i].len, ctx.ranges[i].file_offset};

@@ -43,51 +43,24 @@ struct reader {
 
 static int setup(void **state)
 {
-        char cmd[2048];
-        const char *base = getenv("VMSIG_GUEST_DIR"), *prod = getenv("VGPU_STREAM"),
-                   *mk = getenv("VGPU_MKINITRD");
-
-        if (!base || !prod || !mk)
-                return 0; /* the test skips */
-        snprintf(gdir, sizeof(gdir), "/tmp/vmsig-vgpu-guest.%d", (int)getpid());
-        snprintf(cmd, sizeof(cmd), "VGPU_FRAMES=300 %s pattern %s %s %s", mk, base, prod, gdir);
-        if (system(cmd) != 0)
-                return -1;
-        setenv("VMSIG_GUEST_DIR", gdir, 1);
-        return 0;
+        return vm_guest_make_vgpu(gdir, sizeof(gdir), "vgpu-guest", "VMSIG_GUEST_DIR", "VGPU_FRAMES=300 ",
+                                  "pattern");
 }
 
 static int teardown(void **state)
 {
-        char cmd[512];
         vh_teardown(&H);
         vm_guest_stop(&G);
-        if (gdir[0]) {
-                snprintf(cmd, sizeof(cmd), "rm -rf %s", gdir);
-                (void)!system(cmd);
-        }
+        vm_guest_remove_dir(gdir);
         return 0;
-}
-
-static void keep_memctx_fd(const struct vmsig_event *ev, int fd, void *ud)
-{
-        int *keep = ud;
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && *keep < 0)
-                *keep = fd;
-        else if (fd >= 0)
-                close(fd);
 }
 
 /* The next valid memctx with an epoch above r->epoch: (re)open the RAM. */
 static void take_memctx(struct reader *r)
 {
         for (;;) {
-                struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = r->ep, .memctx_valid = true};
-                struct vmsig_event ev;
                 struct vmsig_memctx ctx;
-                int fd = -1;
-                assert_int_equal(vh_wait_event(r->c, &mm, &ev, keep_memctx_fd, &fd, 120000), 0);
-                assert_int_equal(vmsig_memctx_from_event(&ev, fd, &ctx), 0);
+                assert_int_equal(vh_wait_memctx(r->c, r->ep, &ctx, 120000), 0);
                 if (ctx.epoch <= r->epoch && r->ram) {
                         close(ctx.fd);
                         continue;
@@ -240,16 +213,6 @@ static uint64_t read_run(struct reader *r, int want, uint64_t *ret_nonce)
         return last;
 }
 
-static void write_trigger(void)
-{
-        char tmp[512], path[512], text[1024];
-        snprintf(tmp, sizeof(tmp), "%s/.vgpu.tmp", H.trig);
-        snprintf(path, sizeof(path), "%s/vgpu.vm", H.trig);
-        snprintf(text, sizeof(text), "name=vgpu\ndriver=qemu\nqmp=%s\nram=%s\n", G.qmp, G.shm);
-        assert_int_equal(vh_write_file(tmp, text, 0644), 0);
-        assert_int_equal(rename(tmp, path), 0);
-}
-
 /* The PNG (RGB) against the pattern: n mod 256 from pixel (0, 1)'s G. */
 static void check_png(const char *path)
 {
@@ -291,7 +254,7 @@ static void test_vgpu_stream_in_real_guest(void **state)
         r.c = vh_client(&H, "vgpu-test");
         assert_non_null(r.c);
         assert_int_equal(vh_subscribe(r.c, 0, VMSIG_KIND_BIT(VMSIG_EV_ROSTER), NULL, NULL), 0);
-        write_trigger();
+        assert_int_equal(vh_vm_add_qemu(&H, "vgpu", G.qmp, G.shm), 0);
         r.ep = vh_wait_vm(r.c, "vgpu");
         assert_true(r.ep != 0);
         assert_int_equal(vh_subscribe(r.c, r.ep, VMSIG_KIND_BIT(VMSIG_EV_MEMCTX), NULL, NULL), 0);
