@@ -161,10 +161,16 @@ if command -v systemd-analyze >/dev/null; then
         # over a socket and never opens /dev/uinput itself.
 
         step "systemd-analyze verify vmsig-uinput@pkgtest.service (the installed template)"
-        if ! out=$(systemd-analyze verify vmsig-uinput@pkgtest.service 2>&1) || [ -n "$out" ]; then
+        # verify takes a unit name as a file in the current directory and
+        # puts that directory first in the unit path: run it from an empty one,
+        # or the build tree's own vmsig-uinput@.service would be checked.
+        empty=$(mktemp -d)
+        if ! out=$(cd "$empty" && systemd-analyze verify vmsig-uinput@pkgtest.service 2>&1) || [ -n "$out" ]; then
+                rmdir "$empty"
                 printf '%s\n' "$out"
                 die "systemd-analyze verify complained about the installed vmsig-uinput@.service"
         fi
+        rmdir "$empty"
         echo "  clean"
         for prop in Type=notify "ExecStart=/usr/sbin/vmsig-uinput hold %i" FileDescriptorStoreMax=2 \
                 "DeviceAllow=/dev/uinput rw"; do
