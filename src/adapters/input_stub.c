@@ -1,14 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /* input stub: validates input commands like a real driver would, then records
- * them on a worker thread (a count, and with record=PATH one line per command
- * appended with write(2), readable by other processes). The worker stands in
- * for the device write a real driver does; it ACKs via sink->emit. Once the
- * adapter is detached (an emit says -ESHUTDOWN) the worker keeps that ACK and
- * starts nothing more; close() sends it and answers every command never
- * recorded with -ECANCELED (not applied). */
+ * them (a count, and with record=PATH one line per command appended with
+ * write(2), readable by other processes). The write stands in for the device
+ * write a real driver does.
+ *
+ * Where a command runs: like the real adapter's uinput write, on the loop
+ * thread inside submit(), when that cannot block: nothing is queued for the
+ * worker, the worker is idle, and the line goes out with a non-blocking
+ * write (the record fd is O_NONBLOCK; a regular file or no record= never
+ * says EAGAIN). Otherwise (a full FIFO, say) the command queues for the
+ * worker, which waits for room, and so does every command after it until
+ * the queue is empty again: lines and ACKs keep the order of submission
+ * (the core orders a loop-thread ACK after the ACKs workers emitted first).
+ *
+ * The worker ACKs via sink->emit. Once the adapter is detached (an emit says
+ * -ESHUTDOWN) the worker keeps that ACK and starts nothing more; close()
+ * sends it and answers every command never recorded with -ECANCELED (not
+ * applied). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,10 +53,11 @@ struct input_stub {
         pthread_cond_t cond;
         /* under lock: a fixed ring, so the steady state never allocates */
         bool stop;
+        bool busy; /* the worker is recording outside the lock */
         unsigned head, n;
         struct input_cmd ring[RING_SLOTS];
 
-        uint64_t recorded; /* worker only */
+        uint64_t recorded; /* whoever records: the worker, or submit() while it is idle */
         /* worker only until the join: the ACK the detach refused */
         bool gone, has_late;
         struct vmsig_event_hdr late_hdr;
@@ -70,19 +83,44 @@ static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
         }
 }
 
-static int record(struct input_stub *s, const struct input_cmd *c)
+/* may_wait false (loop thread): -EAGAIN if the line cannot go out now;
+ * then nothing was written or counted. */
+static int record(struct input_stub *s, const struct input_cmd *c, bool may_wait)
 {
         char line[128];
         int n = format_cmd(c, line, sizeof(line));
+        ssize_t w = 0;
 
+        /* One write(2) per line: O_APPEND keeps lines whole for readers, and
+         * a line (< PIPE_BUF) goes into a FIFO whole or not at all. */
+        while (s->record_fd >= 0 && (w = write(s->record_fd, line, (size_t)n)) < 0) {
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN)
+                        break;
+                if (!may_wait)
+                        return -EAGAIN;
+                struct pollfd pfd = {.fd = s->record_fd, .events = POLLOUT};
+                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                        break;
+        }
         s->recorded++;
-        if (s->record_fd < 0)
-                return 0;
-        /* One write(2) per line: O_APPEND keeps lines whole for readers. */
-        ssize_t w = write(s->record_fd, line, (size_t)n);
         if (w < 0)
                 return -errno;
-        return w == n ? 0 : -EIO;
+        return s->record_fd < 0 || w == n ? 0 : -EIO;
+}
+
+/* The ACT_ACK: always for a failure, else unless fire-and-forget. */
+static int answer(struct input_stub *s, const struct vmsig_event_hdr *hdr, int r, uint64_t recorded,
+                  char *msg, size_t len)
+{
+        if (r == 0 && (hdr->flags & VMSIG_F_FF))
+                return 0;
+        if (r < 0)
+                snprintf(msg, len, "recording %s failed: %s", vmsig_kind_name(hdr->kind), strerror(-r));
+        else
+                snprintf(msg, len, "%s recorded", vmsig_kind_name(hdr->kind));
+        return vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, hdr, r, recorded, "%s", msg);
 }
 
 static void *worker_main(void *arg)
@@ -98,26 +136,21 @@ static void *worker_main(void *arg)
                 struct input_cmd c = s->ring[s->head];
                 s->head = (s->head + 1) % RING_SLOTS;
                 s->n--;
+                s->busy = true;
                 pthread_mutex_unlock(&s->lock);
 
-                int r = record(s, &c);
-                if (r < 0 || !(c.hdr.flags & VMSIG_F_FF)) {
-                        char msg[VMSIG_MSG_MAX];
-                        if (r < 0)
-                                snprintf(msg, sizeof(msg), "recording %s failed: %s",
-                                         vmsig_kind_name(c.hdr.kind), strerror(-r));
-                        else
-                                snprintf(msg, sizeof(msg), "%s recorded", vmsig_kind_name(c.hdr.kind));
-                        if (vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c.hdr, r, s->recorded, "%s", msg) ==
-                            -ESHUTDOWN) {
-                                s->late_hdr = c.hdr;
-                                s->late_result = r;
-                                s->late_value = s->recorded;
-                                memcpy(s->late_msg, msg, sizeof(msg));
-                                s->has_late = s->gone = true;
-                        }
+                int r = record(s, &c, true);
+                char msg[VMSIG_MSG_MAX];
+                if (answer(s, &c.hdr, r, s->recorded, msg, sizeof(msg)) == -ESHUTDOWN) {
+                        s->late_hdr = c.hdr;
+                        s->late_result = r;
+                        s->late_value = s->recorded;
+                        memcpy(s->late_msg, msg, sizeof(msg));
+                        s->has_late = s->gone = true;
                 }
+                /* idle only once its ACK is in the core's hand-off */
                 pthread_mutex_lock(&s->lock);
+                s->busy = false;
                 if (s->gone)
                         break; /* detached: close() answers the rest */
         }
@@ -180,7 +213,9 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
         if (r == 0) {
                 /* 0600: recorded keys can be secrets */
                 s->record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
-                if (s->record_fd < 0) {
+                /* non-blocking afterwards: a FIFO's open still waits for its reader */
+                int fl = s->record_fd >= 0 ? fcntl(s->record_fd, F_GETFL) : -1;
+                if (fl < 0 || fcntl(s->record_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
                         r = -errno;
                         input_close(s);
                         return r;
@@ -230,9 +265,20 @@ static int input_submit(void *instance, const struct vmsig_event *ev, const void
                 pthread_mutex_unlock(&s->lock);
                 return s->worker_started ? -EBUSY : -ENOTCONN;
         }
-        struct input_cmd *slot = &s->ring[(s->head + s->n) % RING_SLOTS];
-        slot->hdr = ev->hdr;
-        slot->in = in;
+        struct input_cmd cmd = {.hdr = ev->hdr, .in = in};
+        /* Nothing ahead of it: record it here, unless the write would block.
+         * Saves the two thread wake-ups of a worker round. */
+        if (!s->n && !s->busy) {
+                r = record(s, &cmd, false);
+                if (r != -EAGAIN) {
+                        uint64_t recorded = s->recorded;
+                        char msg[VMSIG_MSG_MAX];
+                        pthread_mutex_unlock(&s->lock);
+                        (void)answer(s, &cmd.hdr, r, recorded, msg, sizeof(msg));
+                        return VMSIG_SUBMIT_ACCEPTED;
+                }
+        }
+        s->ring[(s->head + s->n) % RING_SLOTS] = cmd;
         s->n++;
         pthread_cond_signal(&s->cond);
         pthread_mutex_unlock(&s->lock);

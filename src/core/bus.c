@@ -364,6 +364,19 @@ static void handle_handoff(struct vmsig_bus *bus)
                 bus_enqueue(bus, &batch[i], -1, NULL, 0);
 }
 
+void bus_collect_handoff(struct vmsig_bus *bus)
+{
+        unsigned n;
+
+        /* A peek under the lock: the common case (nothing there) costs no
+         * syscall; handoff_take also resets the eventfd. */
+        pthread_mutex_lock(&bus->ho.mu);
+        n = bus->ho.count;
+        pthread_mutex_unlock(&bus->ho.mu);
+        if (n)
+                handle_handoff(bus);
+}
+
 static void handle_adapter(struct watch *w, uint32_t events)
 {
         struct attachment *att = w->att;

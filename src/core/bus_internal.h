@@ -245,6 +245,10 @@ void bus_reap_if_idle(struct vmsig_bus *bus);
 /* Queue an event for dispatch (loop thread). Takes fd and payload. */
 int bus_enqueue(struct vmsig_bus *bus, const struct vmsig_event *ev, int fd, void *payload,
                 size_t payload_len);
+/* Loop thread: move what workers emitted so far into the queue, so that an
+ * event the loop queues next is ordered after them (an adapter answering
+ * some commands inline and others on its worker keeps its ACKs in order). */
+void bus_collect_handoff(struct vmsig_bus *bus);
 void bus_audit(struct vmsig_bus *bus, enum vmsig_audit_what what, const struct vmsig_control *ctl,
                const struct vmsig_event *ev, int32_t result, const char *reason);
 /* The same for a control known only by its lease record (it may be gone). */

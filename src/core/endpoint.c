@@ -204,6 +204,9 @@ static int sink_emit(const struct vmsig_emit_sink *sink, const struct vmsig_even
 
         if (ev != &copy)
                 memcpy(&copy, ev, vmsig_event_size(ev));
+        /* After whatever workers emitted before this call: an adapter that
+         * runs some commands inline keeps its ACKs in order (§8.4). */
+        bus_collect_handoff(bus);
         copy.hdr.endpoint = att->endpoint_id;
         copy.hdr.source = att->seam;
         copy.hdr.flags &= (uint16_t)~VMSIG_F_HAS_FD;
@@ -225,6 +228,7 @@ static int publish_memctx(struct attachment *att, const struct vmsig_memctx *ctx
         if (valid)
                 ev.hdr.flags |= VMSIG_F_HAS_FD;
         vmsig_event_set_body(&ev, &body, sizeof(body));
+        bus_collect_handoff(att->bus); /* after what the adapter's workers emitted first */
         return bus_enqueue(att->bus, &ev, fd, NULL, 0);
 }
 
