@@ -46,6 +46,7 @@ void vgpup_forget(struct vgpu_perception *p)
         p->ndups = 0;
         p->seen_seq = 0;
         p->cadence_ns = 0;
+        p->jitter_ns = 0;
 }
 
 static bool is_dead(const struct vgpu_perception *p, uint64_t nonce, uint64_t heartbeat)
@@ -262,6 +263,7 @@ static int resolve(struct vgpu_perception *p, const struct tag_list *l, const st
         p->seen_seq = c->hdr.latest_seq;
         p->seen_seq_ns = p->heartbeat_moved_ns;
         p->cadence_ns = 0;
+        p->jitter_ns = 0;
         if (p->last_req_seq < c->hdr.ctrl_ack_seq)
                 p->last_req_seq = c->hdr.ctrl_ack_seq;
         p->ready = true;

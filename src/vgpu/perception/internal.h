@@ -60,6 +60,7 @@ struct vgpu_perception {
 
         /* Cadence for wait(). */
         uint64_t seen_seq, seen_seq_ns, cadence_ns;
+        uint64_t jitter_ns; /* mean deviation of the gaps from cadence_ns */
 
         uint32_t last_req_seq;
         uint64_t last_frame_nonce; /* run of the last frame handed out */

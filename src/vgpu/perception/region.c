@@ -296,12 +296,16 @@ int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret)
                         /* A gap over a second is an idle or paused producer,
                          * not its cadence; a change of pace by 2x or more is
                          * taken at once, smaller jitter is averaged. */
-                        if (dt >= 1000000000ull)
+                        if (dt >= 1000000000ull) {
                                 ;
-                        else if (!p->cadence_ns || dt < p->cadence_ns / 2 || dt > p->cadence_ns * 2)
+                        } else if (!p->cadence_ns || dt < p->cadence_ns / 2 || dt > p->cadence_ns * 2) {
                                 p->cadence_ns = dt;
-                        else
+                                p->jitter_ns = 0;
+                        } else {
+                                uint64_t dev = dt > p->cadence_ns ? dt - p->cadence_ns : p->cadence_ns - dt;
+                                p->jitter_ns = (p->jitter_ns * 7 + dev) / 8;
                                 p->cadence_ns = (p->cadence_ns * 7 + dt) / 8;
+                        }
                 }
                 p->seen_seq = h.latest_seq;
                 p->seen_seq_ns = now;
