@@ -9,12 +9,17 @@
  *      contiguous and over the frame's own scattered page payloads (goal:
  *      read >= 80% of contiguous memcpy);
  *   2. publish-to-hold latency p50/p99 with the producer capped at 60 fps
- *      and uncapped (goal p99 <= 2 ms + copy time), host-observed (see
- *      guest_latency: TCG guest time is not host time);
+ *      and uncapped (goal p99 <= 2 ms + the cold copy time), host-observed
+ *      (see guest_latency: TCG guest time is not host time), for a spinning
+ *      and a waiting reader, with QEMU's vCPU thread and the reader on
+ *      separate CPUs or not, and a pinned SCHED_FIFO waiter; the goal line
+ *      names the configuration it uses;
  *   3. grab against QMP screendump of the same guest (its -device VGA
  *      display); then, when the stock-kernel guest is built, of the very
  *      display the frame comes from (--source fb at 1920x1080, frame ==
- *      screendump checked pixel for pixel) (goal >= 100x).
+ *      screendump checked pixel for pixel): copy grabs (read, read+VERIFY)
+ *      and zero-copy grabs (map+still_valid, with VERIFY in place), the goal
+ *      line (>= 100x) naming its figure.
  *   Every frame is checked (checksum, pattern); INVALID on a failed check.
  * --stub: the in-process stub producer (tests/vgpu/perception/stub_producer.c)
  *   over a memfd, and a screendump of a separate QEMU's BIOS screen.
