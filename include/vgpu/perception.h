@@ -15,7 +15,11 @@
  *
  * Costs: discovery scans all of guest RAM once (page by page, in large
  * chunks); after it every frame is O(1) in RAM size: one header read, one
- * slot-header read, the pixel pages, one slot-header re-read.
+ * slot-header read, the pixel pages, one slot-header re-read. Mapped mode
+ * puts every page of the resolved region in the page tables at discovery
+ * (MADV_POPULATE_READ, else a touch per page), so frame reads take no page
+ * faults. Waiting callers that care about wake-up precision lower their
+ * thread's timer slack (prctl PR_SET_TIMERSLACK); the library leaves it.
  *
  * Everything read is guest-controlled. The library validates the region
  * against its page tags before trusting it, bounds every allocation by the
@@ -38,7 +42,8 @@ extern "C" {
 struct vgpu_perception;
 
 enum vgpu_perception_flags {
-        /* Recompute vgpu_checksum() over every frame copied and report a
+        /* Recompute vgpu_checksum() over every frame copied (in the same
+         * pass as the copy) or mapped (in place, no copy) and report a
          * mismatch as a torn frame. Costs one pass over the pixels. */
         VGPU_PERCEPTION_VERIFY = 1u << 0,
 };
@@ -127,8 +132,9 @@ int vgpu_perception_read(struct vgpu_perception *p, void *buf, size_t cap, struc
  * (owned by p, valid until the next call on p) cover info->data_len bytes in
  * order. The bytes are live guest memory: after consuming them, call
  * vgpu_perception_still_valid(); only a 1 means they were one consistent
- * frame. -ENOTSUP when the vmie_ram is in pread mode (VMIE_RAM_NO_MMAP);
- * otherwise the errors of vgpu_perception_read. */
+ * frame. With VGPU_PERCEPTION_VERIFY the checksum was recomputed over the
+ * spans before returning (a mismatch is retried, then -EAGAIN). -ENOTSUP when the vmie_ram is in pread mode
+ * (VMIE_RAM_NO_MMAP); otherwise the errors of vgpu_perception_read. */
 int vgpu_perception_map(struct vgpu_perception *p, const struct iovec **ret_spans, size_t *ret_nspans,
                         struct vgpu_frame_info *info);
 /* 1 if the slot of the frame *info still holds that frame, unchanged

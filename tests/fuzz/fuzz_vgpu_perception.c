@@ -49,6 +49,17 @@ static void exercise(struct vmie_ram *ram, unsigned flags)
                         }
                         if (total != fi.data_len)
                                 abort();
+                        /* VERIFY summed the spans in place: the static
+                         * bytes must match the checksum handed out. */
+                        if ((flags & VGPU_PERCEPTION_VERIFY) && total <= sizeof(buf)) {
+                                size_t off = 0;
+                                for (size_t k = 0; k < n; k++) {
+                                        memcpy(buf + off, sp[k].iov_base, sp[k].iov_len);
+                                        off += sp[k].iov_len;
+                                }
+                                if (vgpu_checksum(buf, total) != fi.checksum)
+                                        abort();
+                        }
                         (void)vgpu_perception_still_valid(p, &fi);
                 }
         }

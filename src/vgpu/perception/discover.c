@@ -18,6 +18,10 @@
 
 #include "internal.h"
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
+
 static int cmp_tagged(const void *a, const void *b)
 {
         const struct vgpup_tagged *x = a, *y = b;
@@ -42,6 +46,7 @@ void vgpup_forget(struct vgpu_perception *p)
         p->ndups = 0;
         p->seen_seq = 0;
         p->cadence_ns = 0;
+        p->jitter_ns = 0;
 }
 
 static bool is_dead(const struct vgpu_perception *p, uint64_t nonce, uint64_t heartbeat)
@@ -81,11 +86,30 @@ static int push(struct tag_list *l, const struct vgpu_page_tag *t, uint64_t gpa)
  * in one call avoids them. Advice only: failure (old kernel) is harmless. */
 static void populate(const void *ptr, size_t len)
 {
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
         uintptr_t a = (uintptr_t)ptr & ~(uintptr_t)(VGPU_PAGE_SIZE - 1);
         (void)madvise((void *)a, len + ((uintptr_t)ptr - a), MADV_POPULATE_READ);
+}
+
+/* Every page of the resolved region mapped in this process's page tables
+ * now, so no frame read takes a page fault (a fault per 4 KiB page is about
+ * a microsecond, 2 ms over a 1080p frame). The scan's advice did this too,
+ * but only as a side effect of reading the whole RAM; a region resolved
+ * from a pread scan, a kernel without MADV_POPULATE_READ (< 5.14) or page
+ * tables dropped since (THP collapse, compaction) are covered here:
+ * physically consecutive pages are populated in one call, and where the
+ * advice fails each page is touched once. */
+void vgpup_populate_pages(const uint8_t *const *ptr, uint32_t n)
+{
+        for (uint32_t i = 0; i < n;) {
+                uint32_t run = 1;
+                while (i + run < n && ptr[i + run] == ptr[i] + (size_t)run * VGPU_PAGE_SIZE)
+                        run++;
+                uintptr_t a = (uintptr_t)ptr[i] & ~(uintptr_t)(VGPU_PAGE_SIZE - 1);
+                if (madvise((void *)a, (size_t)run * VGPU_PAGE_SIZE, MADV_POPULATE_READ) < 0)
+                        for (uint32_t k = 0; k < run; k++)
+                                (void)*(const volatile uint8_t *)ptr[i + k];
+                i += run;
+        }
 }
 
 static int collect(struct vgpu_perception *p, struct tag_list *l)
@@ -229,6 +253,8 @@ static int resolve(struct vgpu_perception *p, const struct tag_list *l, const st
                         }
                         p->ptr[i] = ptr;
                 }
+        if (p->mapped)
+                vgpup_populate_pages(p->ptr, npages);
         p->nonce = v[0].nonce;
         p->npages = npages;
         p->hdr = c->hdr;
@@ -237,6 +263,7 @@ static int resolve(struct vgpu_perception *p, const struct tag_list *l, const st
         p->seen_seq = c->hdr.latest_seq;
         p->seen_seq_ns = p->heartbeat_moved_ns;
         p->cadence_ns = 0;
+        p->jitter_ns = 0;
         if (p->last_req_seq < c->hdr.ctrl_ack_seq)
                 p->last_req_seq = c->hdr.ctrl_ack_seq;
         p->ready = true;

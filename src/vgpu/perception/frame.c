@@ -152,6 +152,30 @@ static int map_once(struct vgpu_perception *p, size_t *ret_n, struct vgpu_frame_
                 uint64_t data = vgpup_slot_offset(&p->hdr, slot) + sizeof(struct vgpu_slot);
                 if ((r = build_spans(p, data, s.data_len, ret_n)) < 0)
                         return r;
+                /* VERIFY (or remembered duplicates): the checksum is computed
+                 * in place over the live pages, no copy. A mismatch from a
+                 * slot rewritten meanwhile is a torn attempt; one over an
+                 * unchanged slot is a bad checksum (or a stale duplicate). */
+                if ((p->opt.flags & VGPU_PERCEPTION_VERIFY) || p->ndups) {
+                        struct vgpu_slot s2;
+                        uint64_t sum = 0;
+                        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+                        if ((r = vgpup_sum_logical(p, data, s.data_len, &sum)) < 0)
+                                return r;
+                        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+                        if ((r = vgpup_read_slot(p, slot, &s2)) < 0)
+                                return r;
+                        if (memcmp(&s, &s2, sizeof(s)) != 0) {
+                                p->st.torn++;
+                                continue;
+                        }
+                        if (sum != s.checksum) {
+                                p->st.torn++;
+                                p->st.checksum_errors++;
+                                vgpup_flip_dups(p, data, s.data_len);
+                                continue;
+                        }
+                }
                 fill_info(p, &s, slot, info);
                 p->map_lock = s.lock;
                 p->map_seq = s.frame_seq;

@@ -60,6 +60,7 @@ struct vgpu_perception {
 
         /* Cadence for wait(). */
         uint64_t seen_seq, seen_seq_ns, cadence_ns;
+        uint64_t jitter_ns; /* mean deviation of the gaps from cadence_ns */
 
         uint32_t last_req_seq;
         uint64_t last_frame_nonce; /* run of the last frame handed out */
@@ -89,6 +90,8 @@ int vgpup_header_validate(const struct vgpu_header *h, uint64_t nonce, uint32_t 
 int vgpup_slot_validate(const struct vgpu_header *h, const struct vgpu_slot *s);
 
 /* discover.c */
+/* Map the n pages at ptr[] into the page tables now (advice, then touch). */
+void vgpup_populate_pages(const uint8_t *const *ptr, uint32_t n);
 int vgpup_scan(struct vgpu_perception *p);
 void vgpup_forget(struct vgpu_perception *p);
 /* Have a region: scan if allowed (rate-limited unless forced). 0 or -ENOENT. */
@@ -100,6 +103,9 @@ int vgpup_copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, size
 /* The same, and vgpu_checksum() of the bytes copied, computed as they are. */
 int vgpup_copy_logical_sum(struct vgpu_perception *p, uint64_t loff, void *dst, size_t len,
                            uint64_t *ret_sum);
+/* Mapped mode only: vgpu_checksum() of [loff, loff+len) summed in place in
+ * the mapping, no copy (zero-copy access with VGPU_PERCEPTION_VERIFY). */
+int vgpup_sum_logical(struct vgpu_perception *p, uint64_t loff, size_t len, uint64_t *ret_sum);
 /* Header re-read and validated; liveness tracked. -ESTALE / -ENOENT. */
 int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret);
 /* Swap the stale and live copies of duplicate pages inside [loff, loff+len)

@@ -61,6 +61,58 @@ static void sum_add(struct sum_feed *s, const uint8_t *d, size_t n)
         s->nbuf = n;
 }
 
+/* Copy n bytes from src to d (d may be NULL: sum in place) and feed them to
+ * the checksum in the same pass: each 32-byte block is loaded once, stored
+ * and summed from the same registers, so the bytes summed are the bytes
+ * copied and the copy costs no second sweep. The lanes are one serial
+ * multiply chain each, so the loop runs at the chain's pace (5 cycles per
+ * block), not at the pace of a copy followed by a sum. */
+static void sum_copy(struct sum_feed *s, uint8_t *d, const uint8_t *src, size_t n)
+{
+        if (s->nbuf) {
+                size_t take = VGPU_CSUM_BLOCK - s->nbuf < n ? VGPU_CSUM_BLOCK - s->nbuf : n;
+                if (d) {
+                        memcpy(d, src, take);
+                        sum_add(s, d, take);
+                        d += take;
+                } else {
+                        sum_add(s, src, take);
+                }
+                src += take;
+                n -= take;
+                if (s->nbuf)
+                        return;
+        }
+        size_t nb = n / VGPU_CSUM_BLOCK;
+        uint64_t h0 = s->h[0], h1 = s->h[1], h2 = s->h[2], h3 = s->h[3];
+        for (size_t b = 0; b < nb; b++, src += VGPU_CSUM_BLOCK) {
+                uint64_t w[4];
+                memcpy(w, src, sizeof(w));
+                if (d) {
+                        memcpy(d, w, sizeof(w));
+                        d += VGPU_CSUM_BLOCK;
+                }
+                h0 = vgpu_csum_step(h0, w[0]);
+                h1 = vgpu_csum_step(h1, w[1]);
+                h2 = vgpu_csum_step(h2, w[2]);
+                h3 = vgpu_csum_step(h3, w[3]);
+        }
+        s->h[0] = h0;
+        s->h[1] = h1;
+        s->h[2] = h2;
+        s->h[3] = h3;
+        s->len += (uint64_t)nb * VGPU_CSUM_BLOCK;
+        n -= nb * VGPU_CSUM_BLOCK;
+        if (n) {
+                if (d) {
+                        memcpy(d, src, n);
+                        sum_add(s, d, n);
+                } else {
+                        sum_add(s, src, n);
+                }
+        }
+}
+
 static uint64_t sum_final(struct sum_feed *s)
 {
         if (s->nbuf) {
@@ -79,7 +131,7 @@ static int copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, siz
 
         if (!p->ready)
                 return -ENOENT;
-        if (loff > total || len > total - loff)
+        if (loff > total || len > total - loff || (!dst && (!sum || !p->mapped)))
                 return -EINVAL;
         pi = loff / VGPU_PAYLOAD;
         off = (uint32_t)(loff % VGPU_PAYLOAD);
@@ -102,10 +154,12 @@ static int copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, siz
                         }
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
-                        memcpy(d, page + VGPU_TAG_SIZE + off, n);
                         if (sum)
-                                sum_add(sum, d, n);
-                        d += n;
+                                sum_copy(sum, d, page + VGPU_TAG_SIZE + off, n);
+                        else
+                                memcpy(d, page + VGPU_TAG_SIZE + off, n);
+                        if (d)
+                                d += n;
                         len -= n;
                         off = 0;
                         pi++;
@@ -127,9 +181,10 @@ static int copy_logical(struct vgpu_perception *p, uint64_t loff, void *dst, siz
                         size_t n = VGPU_PAYLOAD - off < len ? VGPU_PAYLOAD - off : len;
                         if (!tag_matches(p, page, (uint32_t)pi))
                                 return stale(p);
-                        memcpy(d, page + VGPU_TAG_SIZE + off, n);
                         if (sum)
-                                sum_add(sum, d, n);
+                                sum_copy(sum, d, page + VGPU_TAG_SIZE + off, n);
+                        else
+                                memcpy(d, page + VGPU_TAG_SIZE + off, n);
                         d += n;
                         len -= n;
                         off = 0;
@@ -148,6 +203,16 @@ int vgpup_copy_logical_sum(struct vgpu_perception *p, uint64_t loff, void *dst, 
         struct sum_feed s = {.len = 0, .nbuf = 0};
         vgpu_csum_lanes_init(s.h);
         int r = copy_logical(p, loff, dst, len, &s);
+        if (r == 0)
+                *ret_sum = sum_final(&s);
+        return r;
+}
+
+int vgpup_sum_logical(struct vgpu_perception *p, uint64_t loff, size_t len, uint64_t *ret_sum)
+{
+        struct sum_feed s = {.len = 0, .nbuf = 0};
+        vgpu_csum_lanes_init(s.h);
+        int r = copy_logical(p, loff, NULL, len, &s);
         if (r == 0)
                 *ret_sum = sum_final(&s);
         return r;
@@ -191,8 +256,10 @@ uint32_t vgpup_flip_dups(struct vgpu_perception *p, uint64_t loff, uint64_t len)
                 uint64_t g = p->gpa[dp->index];
                 p->gpa[dp->index] = dp->alt_gpa;
                 dp->alt_gpa = g;
-                if (p->mapped)
+                if (p->mapped) {
                         p->ptr[dp->index] = ptr;
+                        vgpup_populate_pages(&p->ptr[dp->index], 1);
+                }
                 flipped++;
         }
         return flipped;
@@ -229,12 +296,16 @@ int vgpup_read_header(struct vgpu_perception *p, struct vgpu_header *ret)
                         /* A gap over a second is an idle or paused producer,
                          * not its cadence; a change of pace by 2x or more is
                          * taken at once, smaller jitter is averaged. */
-                        if (dt >= 1000000000ull)
+                        if (dt >= 1000000000ull) {
                                 ;
-                        else if (!p->cadence_ns || dt < p->cadence_ns / 2 || dt > p->cadence_ns * 2)
+                        } else if (!p->cadence_ns || dt < p->cadence_ns / 2 || dt > p->cadence_ns * 2) {
                                 p->cadence_ns = dt;
-                        else
+                                p->jitter_ns = 0;
+                        } else {
+                                uint64_t dev = dt > p->cadence_ns ? dt - p->cadence_ns : p->cadence_ns - dt;
+                                p->jitter_ns = (p->jitter_ns * 7 + dev) / 8;
                                 p->cadence_ns = (p->cadence_ns * 7 + dt) / 8;
+                        }
                 }
                 p->seen_seq = h.latest_seq;
                 p->seen_seq_ns = now;

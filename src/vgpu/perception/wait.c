@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Waiting for the next frame without a busy loop: sleep until the frame is
  * due (the producer's frame_interval_us, else the cadence observed between
- * header reads), then poll the header with gaps that grow from 50 us up to
- * a quarter of the interval (0.5 ms at most), within the caller's budget. */
+ * header reads; early by twice the observed jitter), then poll the header
+ * with gaps that grow from 50 us up to a quarter of the interval (0.5 ms at
+ * most), within the caller's budget. */
 #include <errno.h>
 #include <time.h>
 
@@ -67,10 +68,18 @@ int vgpu_perception_wait(struct vgpu_perception *p, uint64_t after_seq, uint32_t
                         interval = h.frame_interval_us ? (uint64_t)h.frame_interval_us * 1000ull
                                    : p->cadence_ns     ? p->cadence_ns
                                                        : DEFAULT_INT_NS;
+                        /* Wake before the frame is due by an eighth of the
+                         * interval, or by twice the observed jitter of an
+                         * irregular producer (a TCG guest, a loaded one),
+                         * up to half the interval: a frame that comes early
+                         * is then polled for, not slept through. */
+                        uint64_t early = 2 * p->jitter_ns > interval / 8 ? 2 * p->jitter_ns : interval / 8;
+                        if (early > interval / 2)
+                                early = interval / 2;
                         due = p->seen_seq_ns + interval;
-                        if (due > now + interval / 8) {
+                        if (due > now + early) {
                                 /* Not due yet: one sleep until just before. */
-                                sleep_for = due - now - interval / 8;
+                                sleep_for = due - now - early;
                                 gap = MIN_GAP_NS;
                         } else {
                                 uint64_t cap = interval / 4 < MAX_GAP_NS ? interval / 4 : MAX_GAP_NS;

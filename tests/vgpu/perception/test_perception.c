@@ -4,6 +4,7 @@
  * frames, restart, reset, resolution change, zero-copy, control requests,
  * waiting, and the bad inputs of the region parser. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -302,6 +303,87 @@ static void test_zero_copy(void **state)
         fx_open(&f, VMIE_RAM_NO_MMAP, 0, 100, 80);
         stub_producer_publish(&f.sp);
         assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), -ENOTSUP);
+        fx_close(&f);
+}
+
+/* Zero-copy with VGPU_PERCEPTION_VERIFY: the checksum is recomputed in
+ * place over the spans; a lying checksum or an odd seqlock is refused, a
+ * good frame (also one whose length is not a multiple of the checksum's
+ * 32-byte block) is handed out. */
+static void test_zero_copy_verify(void **state)
+{
+        static const uint32_t dims[][2] = {{100, 80}, {33, 3}};
+        for (size_t d = 0; d < 2; d++) {
+                struct fx f;
+                struct vgpu_frame_info fi;
+                struct vgpu_perception_stats st;
+                const struct iovec *sp;
+                size_t n;
+                static uint8_t buf[100 * 80 * 4], copy[100 * 80 * 4];
+
+                fx_open(&f, 0, VGPU_PERCEPTION_VERIFY, dims[d][0], dims[d][1]);
+                stub_producer_publish(&f.sp);
+                assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), 0);
+                size_t off = 0;
+                for (size_t i = 0; i < n; i++) {
+                        assert_true(off + sp[i].iov_len <= sizeof(buf));
+                        memcpy(buf + off, sp[i].iov_base, sp[i].iov_len);
+                        off += sp[i].iov_len;
+                }
+                assert_int_equal(off, fi.data_len);
+                assert_int_equal(vgpu_perception_still_valid(f.p, &fi), 1);
+                assert_int_equal(vgpu_checksum(buf, fi.data_len), fi.checksum);
+                check_pattern(buf, &fi);
+                /* The copy path (checksum fused into the copy) agrees. */
+                assert_int_equal(vgpu_perception_read(f.p, copy, sizeof(copy), &fi), 0);
+                assert_memory_equal(copy, buf, fi.data_len);
+
+                /* A checksum that does not match: refused, counted. */
+                f.sp.corrupt_checksum = true;
+                stub_producer_publish(&f.sp);
+                assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), -EAGAIN);
+                vgpu_perception_stats(f.p, &st);
+                assert_true(st.checksum_errors >= 1);
+                f.sp.corrupt_checksum = false;
+
+                /* A slot left odd is refused too. */
+                uint64_t seq = stub_producer_publish(&f.sp);
+                uint32_t *lock = (uint32_t *)(void *)stub_producer_at(
+                    &f.sp, 512 + (uint64_t)(seq % f.sp.nslots) * f.sp.slot_size);
+                (*lock)++;
+                assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), -EAGAIN);
+                (*lock)++;
+                assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), 0);
+                assert_int_equal(fi.seq, seq);
+                fx_close(&f);
+        }
+}
+
+/* After discovery every page of the region is in this process's page
+ * tables (mapped mode), so frame reads take no page faults: checked in
+ * /proc/self/pagemap (bit 63, "present", readable without privileges). */
+static void test_region_pages_resident(void **state)
+{
+        struct fx f;
+        fx_open(&f, 0, 0, 640, 480);
+        stub_producer_publish(&f.sp);
+        assert_int_equal(vgpu_perception_discover(f.p), 0);
+        int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        if (pm < 0) {
+                fx_close(&f);
+                skip();
+        }
+        for (uint32_t i = 0; i < f.sp.npages; i++) {
+                const void *ptr;
+                uint64_t e = 0;
+                assert_int_equal(vmie_ram_peek(f.vr, GPA_BASE + f.sp.page_off[i], VGPU_PAGE_SIZE, &ptr), 0);
+                off_t at = (off_t)((uintptr_t)ptr / VGPU_PAGE_SIZE * sizeof(e));
+                assert_int_equal(pread(pm, &e, sizeof(e), at), (ssize_t)sizeof(e));
+                if (!(e >> 63))
+                        fail_msg("region page %u (GPA 0x%llx) is not mapped after discovery", i,
+                                 (unsigned long long)(GPA_BASE + f.sp.page_off[i]));
+        }
+        close(pm);
         fx_close(&f);
 }
 
@@ -729,6 +811,8 @@ int main(void)
             cmocka_unit_test(test_guest_reset),
             cmocka_unit_test(test_resolution_change),
             cmocka_unit_test(test_zero_copy),
+            cmocka_unit_test(test_zero_copy_verify),
+            cmocka_unit_test(test_region_pages_resident),
             cmocka_unit_test(test_control),
             cmocka_unit_test(test_wait_paced),
             cmocka_unit_test(test_stress_torn),
