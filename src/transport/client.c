@@ -36,6 +36,7 @@ struct vmsig_client {
         int fd;
         bool connected; /* WELCOME seen */
         bool dead;      /* sticky: err.code says why */
+        bool drained;   /* the last read found the socket empty (a short read or EAGAIN) */
         bool out_broken;
         struct vmsig_client_info info;
         struct vmsig_client_error err;
@@ -288,8 +289,10 @@ static int read_some(struct vmsig_client *c)
                 n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                        c->drained = true;
                         return -EAGAIN;
+                }
                 return die(c, -errno, "recvmsg: %s", strerror(errno));
         }
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
@@ -325,6 +328,8 @@ static int read_some(struct vmsig_client *c)
         }
         c->in_end += (size_t)n;
         c->recv_total += (uint64_t)n;
+        /* A short read emptied the socket: the next wait polls first. */
+        c->drained = (size_t)n < iov.iov_len;
         return 0;
 }
 
@@ -422,6 +427,17 @@ int vmsig_client_recv_wait(struct vmsig_client *c, struct vmsig_event *ret_event
         uint64_t deadline = deadline_of(timeout_ms);
 
         for (;;) {
+                /* Nothing buffered and the last read emptied the socket: a
+                 * recvmsg now would only say EAGAIN, so poll first. */
+                if (c && c->connected && !c->dead && c->drained && c->in_start == c->in_end) {
+                        int r = flush_nb(c);
+                        if (r < 0 && r != -EAGAIN && r != -EPIPE)
+                                return r;
+                        r = wait_fd(c, vmsig_client_poll_events(c), deadline);
+                        if (r < 0)
+                                return r;
+                        c->drained = false;
+                }
                 int r = vmsig_client_recv(c, ret_event, ret_fd, ret_reply);
                 if (r != -EAGAIN)
                         return r;

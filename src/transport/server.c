@@ -90,6 +90,7 @@ struct conn {
         size_t boundary;
         uint32_t ctl_id;
         size_t sndbuf, reserve; /* the socket's send buffer and what we keep free of it */
+        size_t outq_bound;      /* >= the kernel's SIOCOUTQ: last reading + outq_cost of each send since */
         bool closing;           /* ERROR queued: only writing, until flushed or the deadline */
         uint64_t close_deadline_ns;
         struct out_fd ofd[OUT_FDS_MAX];
@@ -163,6 +164,14 @@ static uint32_t le32_at(const uint8_t *p)
         return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* An upper bound on what sending n bytes adds to SIOCOUTQ: the kernel counts
+ * skb truesize, up to 2n + 1 KiB for small linear skbs and n + 768 per
+ * skb for paged ones. */
+static size_t outq_cost(size_t n)
+{
+        return 2 * n + 4096;
+}
+
 /* Write what we can. 0 when everything is out, -EAGAIN if some is left,
  * other negative errno if the peer is gone. */
 static int flush_out(struct conn *c)
@@ -186,14 +195,18 @@ static int flush_out(struct conn *c)
                 iov.iov_base = c->out + c->out_start;
                 iov.iov_len = end - c->out_start;
                 if (c->reserve && !c->closing) {
-                        int outq = 0;
-                        if (ioctl(c->fd, SIOCOUTQ, &outq) == 0) {
-                                size_t used = (size_t)(outq > 0 ? outq : 0) + c->reserve;
-                                if (used >= c->sndbuf)
-                                        return -EAGAIN; /* EPOLLOUT comes at a quarter full */
-                                if (iov.iov_len > c->sndbuf - used)
-                                        iov.iov_len = c->sndbuf - used;
+                        /* Ask the kernel only when the bound leaves too
+                         * little room: SIOCOUTQ is a syscall per send. */
+                        if (c->outq_bound + c->reserve + outq_cost(iov.iov_len) > c->sndbuf) {
+                                int outq = 0;
+                                c->outq_bound =
+                                    ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0 ? (size_t)outq : 0;
                         }
+                        size_t used = c->outq_bound + c->reserve;
+                        if (used >= c->sndbuf)
+                                return -EAGAIN; /* EPOLLOUT comes at a quarter full */
+                        if (iov.iov_len > c->sndbuf - used)
+                                iov.iov_len = c->sndbuf - used;
                 }
                 mh.msg_iov = &iov;
                 mh.msg_iovlen = 1;
@@ -216,6 +229,7 @@ static int flush_out(struct conn *c)
                                 return -EAGAIN;
                         return -errno;
                 }
+                c->outq_bound += outq_cost((size_t)n);
                 if (with_fd) {
                         close(c->ofd[0].fd);
                         memmove(&c->ofd[0], &c->ofd[1], (c->nofd - 1) * sizeof(c->ofd[0]));
