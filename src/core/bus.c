@@ -16,7 +16,8 @@
 #include "util/clock.h"
 
 #define EPOLL_BATCH    64
-#define HANDOFF_ROUNDS 8 /* hand-off batches per iteration */
+#define HANDOFF_ROUNDS 16   /* hand-off batches per iteration */
+#define HANDOFF_LINGER 3000 /* ns to watch for more before sleeping */
 
 void vmsig_bus_limits_default(struct vmsig_bus_limits *ret)
 {
@@ -503,6 +504,7 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
 {
         struct epoll_event evs[EPOLL_BATCH];
         int n, dispatched;
+        unsigned took = 0; /* hand-off events taken in the latest round */
 
         if (!bus)
                 return -EINVAL;
@@ -523,7 +525,7 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                 case WATCH_HANDOFF:
                         if (bus->depth == 1)
                                 handoff_clear_signal(&bus->ho);
-                        handle_handoff(bus);
+                        took = handle_handoff(bus);
                         break;
                 case WATCH_ADAPTER:
                         handle_adapter(w, evs[i].events);
@@ -535,10 +537,16 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
         }
         dispatched = dispatch_all(bus);
         /* What workers handed off meanwhile goes out now, without a wakeup
-         * (they did not signal: the loop is awake). Bounded, so other fds
-         * wait at most a few batches. */
-        for (int round = 1; round < HANDOFF_ROUNDS && handle_handoff(bus); round++)
-                dispatched += dispatch_all(bus);
+         * (they did not signal: the loop is awake). While they keep coming,
+         * linger briefly rather than sleep after each batch. Bounded, so
+         * other fds wait at most a few batches. */
+        for (int round = 1; round < HANDOFF_ROUNDS && took; round++) {
+                took = handle_handoff(bus);
+                if (!took && handoff_linger(&bus->ho, HANDOFF_LINGER))
+                        took = handle_handoff(bus);
+                if (took)
+                        dispatched += dispatch_all(bus);
+        }
         bus->depth--;
         reap(bus);
         if (bus->depth == 0)

@@ -8,8 +8,14 @@
  * said it may block (handoff_arm), so a stream that keeps the loop busy
  * costs no syscall per batch. The loop arms before it can block (in its own
  * epoll_wait or in an embedder's poll of the bus fd), and arming with events
- * already waiting writes the eventfd itself. A full buffer blocks producers
- * (backpressure, never loss) until the loop takes it. */
+ * already waiting writes the eventfd itself. While a stream flows, the loop
+ * lingers a few microseconds before arming: a wakeup costs both threads a
+ * syscall or two, more than that, and a loop faster than its producer would
+ * otherwise sleep after every small batch. (Not sched_yield(): on a loaded
+ * machine a yield can cost a whole time slice.)
+ *
+ * A full buffer blocks producers (backpressure, never loss) until the loop
+ * takes it. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,18 +35,6 @@ int handoff_init(struct handoff *h, unsigned cap)
         h->buf[1] = aligned_alloc(_Alignof(struct qnode), (size_t)h->cap * sizeof(struct qnode));
         if (!h->buf[0] || !h->buf[1])
                 goto nomem;
-        /* A slot's node fields never change: no fd or payload comes from a
-         * worker, and the loop resets moved when it passes the slot. */
-        for (int b = 0; b < 2; b++) {
-                for (unsigned i = 0; i < h->cap; i++) {
-                        struct qnode *n = &h->buf[b][i];
-                        n->next = NULL;
-                        n->fd = -1;
-                        n->moved = false;
-                        n->payload = NULL;
-                        n->payload_len = 0;
-                }
-        }
         h->idle = true; /* nothing said the loop is awake */
         h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (h->efd < 0) {
@@ -91,11 +85,23 @@ int handoff_push(struct handoff *h, const struct vmsig_event *ev, uint32_t endpo
                 return -ESHUTDOWN;
         }
         slot = &h->buf[h->cur][h->count];
+        /* A slot's node fields are set once, when first used (pages of an
+         * unused tail stay untouched): no fd or payload comes from a worker,
+         * and the loop resets moved when it passes the slot. */
+        if (h->count >= h->ready[h->cur]) {
+                slot->next = NULL;
+                slot->fd = -1;
+                slot->moved = false;
+                slot->payload = NULL;
+                slot->payload_len = 0;
+                h->ready[h->cur] = h->count + 1;
+        }
         memcpy(&slot->ev, ev, vmsig_event_size(ev));
         slot->ev.hdr.endpoint = endpoint;
         slot->ev.hdr.source = source;
         slot->ev.hdr.ts_ns = ts;
-        h->count++;
+        if (h->count++ == 0)
+                atomic_store_explicit(&h->pending, true, memory_order_relaxed);
         signal = h->idle;
         h->idle = false;
         pthread_mutex_unlock(&h->mu);
@@ -129,10 +135,34 @@ unsigned handoff_take(struct handoff *h, struct qnode **ret_batch)
         *ret_batch = h->buf[h->cur];
         h->cur ^= 1;
         h->count = 0;
+        atomic_store_explicit(&h->pending, false, memory_order_relaxed);
         if (n == h->cap)
                 pthread_cond_broadcast(&h->not_full);
         pthread_mutex_unlock(&h->mu);
         return n;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+}
+
+bool handoff_linger(struct handoff *h, uint64_t ns)
+{
+        uint64_t until = vmsig_now_ns() + ns;
+
+        do {
+                for (int i = 0; i < 16; i++) {
+                        if (atomic_load_explicit(&h->pending, memory_order_relaxed))
+                                return true;
+                        cpu_relax();
+                }
+        } while (vmsig_now_ns() < until);
+        return false;
 }
 
 void handoff_arm(struct handoff *h)
