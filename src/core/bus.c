@@ -16,8 +16,7 @@
 #include "util/clock.h"
 
 #define EPOLL_BATCH    64
-#define HANDOFF_ROUNDS 16   /* hand-off batches per iteration */
-#define HANDOFF_LINGER 3000 /* ns to watch for more before sleeping */
+#define HANDOFF_ROUNDS 16 /* hand-off batches per iteration */
 
 void vmsig_bus_limits_default(struct vmsig_bus_limits *ret)
 {
@@ -537,13 +536,10 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
         }
         dispatched = dispatch_all(bus);
         /* What workers handed off meanwhile goes out now, without a wakeup
-         * (they did not signal: the loop is awake). While they keep coming,
-         * linger briefly rather than sleep after each batch. Bounded, so
-         * other fds wait at most a few batches. */
+         * (they did not signal: the loop is awake). Bounded, so other fds
+         * wait at most a few batches. */
         for (int round = 1; round < HANDOFF_ROUNDS && took; round++) {
                 took = handle_handoff(bus);
-                if (!took && handoff_linger(&bus->ho, HANDOFF_LINGER))
-                        took = handle_handoff(bus);
                 if (took)
                         dispatched += dispatch_all(bus);
         }

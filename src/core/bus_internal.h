@@ -56,10 +56,9 @@ struct handoff {
         struct qnode *buf[2];
         unsigned ready[2]; /* slots whose node fields are set */
         unsigned cap;
-        unsigned count;      /* in buf[cur] */
-        int cur;             /* the buffer producers fill */
-        bool idle;           /* the loop may block: the next push writes efd */
-        atomic_bool pending; /* count > 0, readable without the lock (a hint) */
+        unsigned count; /* in buf[cur] */
+        int cur;        /* the buffer producers fill */
+        bool idle;      /* the loop may block: the next push writes efd */
         int efd;
 };
 
@@ -73,9 +72,6 @@ int handoff_push(struct handoff *h, const struct vmsig_event *ev, uint32_t endpo
  * (which hands its buffer back to the producers). Until handoff_arm(), the
  * loop counts as awake and pushes do not write the eventfd. */
 unsigned handoff_take(struct handoff *h, struct qnode **ret_batch);
-/* Loop thread, the hand-off just found empty during a stream: watch it up
- * to ns nanoseconds for more; true if some came. */
-bool handoff_linger(struct handoff *h, uint64_t ns);
 /* Loop thread, before it may block: the next push signals; if events wait
  * already, signal now. */
 void handoff_arm(struct handoff *h);

@@ -8,11 +8,7 @@
  * said it may block (handoff_arm), so a stream that keeps the loop busy
  * costs no syscall per batch. The loop arms before it can block (in its own
  * epoll_wait or in an embedder's poll of the bus fd), and arming with events
- * already waiting writes the eventfd itself. While a stream flows, the loop
- * lingers a few microseconds before arming: a wakeup costs both threads a
- * syscall or two, more than that, and a loop faster than its producer would
- * otherwise sleep after every small batch. (Not sched_yield(): on a loaded
- * machine a yield can cost a whole time slice.)
+ * already waiting writes the eventfd itself.
  *
  * A full buffer blocks producers (backpressure, never loss) until the loop
  * takes it. */
@@ -100,8 +96,7 @@ int handoff_push(struct handoff *h, const struct vmsig_event *ev, uint32_t endpo
         slot->ev.hdr.endpoint = endpoint;
         slot->ev.hdr.source = source;
         slot->ev.hdr.ts_ns = ts;
-        if (h->count++ == 0)
-                atomic_store_explicit(&h->pending, true, memory_order_relaxed);
+        h->count++;
         signal = h->idle;
         h->idle = false;
         pthread_mutex_unlock(&h->mu);
@@ -135,34 +130,10 @@ unsigned handoff_take(struct handoff *h, struct qnode **ret_batch)
         *ret_batch = h->buf[h->cur];
         h->cur ^= 1;
         h->count = 0;
-        atomic_store_explicit(&h->pending, false, memory_order_relaxed);
         if (n == h->cap)
                 pthread_cond_broadcast(&h->not_full);
         pthread_mutex_unlock(&h->mu);
         return n;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
-}
-
-bool handoff_linger(struct handoff *h, uint64_t ns)
-{
-        uint64_t until = vmsig_now_ns() + ns;
-
-        do {
-                for (int i = 0; i < 16; i++) {
-                        if (atomic_load_explicit(&h->pending, memory_order_relaxed))
-                                return true;
-                        cpu_relax();
-                }
-        } while (vmsig_now_ns() < until);
-        return false;
 }
 
 void handoff_arm(struct handoff *h)
