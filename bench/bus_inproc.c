@@ -47,6 +47,15 @@ static uint64_t now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the whole process: both threads of a run, whatever else the
+ * machine runs. Steadier than wall time on a shared machine. */
+static uint64_t cpu_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
         uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -93,7 +102,7 @@ static void *bare_producer(void *arg)
         return NULL;
 }
 
-static double bare_throughput(long n, bool stamp)
+static double bare_throughput(long n, bool stamp, double *ret_cpu)
 {
         struct bare *b = calloc(1, sizeof(*b));
         pthread_t th;
@@ -106,6 +115,7 @@ static double bare_throughput(long n, bool stamp)
         b->efd = eventfd(0, EFD_CLOEXEC);
         b->n = n;
         b->stamp = stamp;
+        uint64_t c0 = cpu_ns();
         t0 = now_ns();
         pthread_create(&th, NULL, bare_producer, b);
         while (got < n) {
@@ -126,6 +136,7 @@ static double bare_throughput(long n, bool stamp)
         }
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
+        *ret_cpu = (double)(cpu_ns() - c0) / (double)n;
         if (b->misordered)
                 invalid("baseline consumer saw %ld events out of order", b->misordered);
         close(b->efd);
@@ -348,7 +359,7 @@ static void check_run(struct vmsig_bus *bus, const struct counter *cs, int n, lo
                         (unsigned long long)st.dropped, (unsigned long long)st.disconnects);
 }
 
-static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
+static double bus_throughput(int ncontrols, long n, long *ret_heap_growth, double *ret_cpu)
 {
         struct counter cs[8];
         struct producer p = {.n = n};
@@ -372,11 +383,13 @@ static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
 
         p.n = n;
         atomic_store(&p.abort, false);
+        uint64_t c0 = cpu_ns();
         t0 = now_ns();
         pthread_create(&th, NULL, bus_producer, &p);
         ok = run_until(bus, cs, ncontrols, n);
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
+        *ret_cpu = (double)(cpu_ns() - c0) / (double)n;
         struct mallinfo2 m1 = mallinfo2();
         snprintf(where, sizeof(where), "%d control(s)", ncontrols);
         check_run(bus, cs, ncontrols, n, ok, &p, where);
@@ -453,6 +466,8 @@ int main(int argc, char **argv)
         long growth1 = 0, growth8 = 0;
         double base[ROUNDS], stamped[ROUNDS], one[ROUNDS], eight[ROUNDS];
         double r_one[ROUNDS], r_eight[ROUNDS], r_one_st[ROUNDS];
+        double cbase[ROUNDS], cstamped[ROUNDS], cone[ROUNDS], ceight[ROUNDS]; /* CPU ns per event */
+        double rc_one[ROUNDS], rc_eight[ROUNDS];
 
         if (n < 1) {
                 fprintf(stderr, "bus_inproc: '%s' is not an event count (or --smoke)\n", argv[1]);
@@ -464,10 +479,10 @@ int main(int argc, char **argv)
                (int)sizeof(struct vmsig_event_hdr) + EVENT_BODY, EVENT_BODY);
         for (int r = 0; r < ROUNDS; r++) {
                 long g1, g8;
-                base[r] = bare_throughput(n, false);
-                stamped[r] = bare_throughput(n, true);
-                one[r] = bus_throughput(1, n, &g1);
-                eight[r] = bus_throughput(8, n, &g8);
+                base[r] = bare_throughput(n, false, &cbase[r]);
+                stamped[r] = bare_throughput(n, true, &cstamped[r]);
+                one[r] = bus_throughput(1, n, &g1, &cone[r]);
+                eight[r] = bus_throughput(8, n, &g8, &ceight[r]);
                 if (g1 > growth1)
                         growth1 = g1;
                 if (g8 > growth8)
@@ -475,6 +490,8 @@ int main(int argc, char **argv)
                 r_one[r] = one[r] / base[r];
                 r_eight[r] = eight[r] / base[r];
                 r_one_st[r] = one[r] / stamped[r];
+                rc_one[r] = cone[r] / cbase[r];
+                rc_eight[r] = ceight[r] / cbase[r];
         }
         uint64_t bp50, bp99, p50, p99;
         bare_latency(nlat, &bp50, &bp99);
@@ -502,6 +519,16 @@ int main(int argc, char **argv)
         printf(
             "  bus -> 8 controls:  %10.0f events/s  = %.2fx baseline (rounds %.2f-%.2f; %.0f deliveries/s)\n",
             s8.med, q8.med, q8.lo, q8.hi, s8.med * 8);
+        struct spread cb = spread_of(cbase), cs = spread_of(cstamped), c1 = spread_of(cone),
+                      c8 = spread_of(ceight), qc1 = spread_of(rc_one), qc8 = spread_of(rc_eight);
+        printf(
+            "  CPU per event (both threads; steadier than wall time on a shared machine), median (range):\n");
+        printf("    baseline %.0f ns (%.0f-%.0f), with clock read %.0f ns (%.0f-%.0f)\n", cb.med, cb.lo,
+               cb.hi, cs.med, cs.lo, cs.hi);
+        printf("    bus -> 1 control %.0f ns (%.0f-%.0f) = %.2fx baseline (rounds %.2f-%.2f)\n", c1.med,
+               c1.lo, c1.hi, qc1.med, qc1.lo, qc1.hi);
+        printf("    bus -> 8 controls %.0f ns (%.0f-%.0f) = %.2fx baseline (rounds %.2f-%.2f)\n", c8.med,
+               c8.lo, c8.hi, qc8.med, qc8.lo, qc8.hi);
         printf("  heap growth in steady state, largest of %d rounds: %ld bytes (1 control), %ld bytes (8 "
                "controls)\n",
                ROUNDS, growth1, growth8);

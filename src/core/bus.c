@@ -503,7 +503,8 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
 {
         struct epoll_event evs[EPOLL_BATCH];
         int n, dispatched;
-        unsigned took = 0; /* hand-off events taken in the latest round */
+        unsigned took = 0;      /* hand-off events taken in the latest round */
+        bool signalled = false; /* the hand-off eventfd needs a reset */
 
         if (!bus)
                 return -EINVAL;
@@ -522,8 +523,7 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                         continue;
                 switch (w->type) {
                 case WATCH_HANDOFF:
-                        if (bus->depth == 1)
-                                handoff_clear_signal(&bus->ho);
+                        signalled = bus->depth == 1;
                         took = handle_handoff(bus);
                         break;
                 case WATCH_ADAPTER:
@@ -543,6 +543,11 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                 if (took)
                         dispatched += dispatch_all(bus);
         }
+        /* Reset after the dispatch, not before: the read is a syscall on the
+         * way to the callbacks otherwise. Pushes since the take did not write
+         * (the loop is awake until it arms), so nothing is swallowed. */
+        if (signalled)
+                handoff_clear_signal(&bus->ho);
         bus->depth--;
         reap(bus);
         if (bus->depth == 0)
