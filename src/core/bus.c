@@ -423,6 +423,9 @@ void bus_handoff_drain(struct vmsig_bus *bus)
         n = handoff_take(&bus->ho, &batch);
         for (unsigned i = 0; i < n; i++)
                 bus_enqueue(bus, &batch[i].ev, -1, NULL, 0);
+        /* The take counted the loop as awake; reaping may run outside an
+         * iteration (vmsig_bus_detach), with nobody to arm after it. */
+        handoff_arm(&bus->ho);
 }
 
 /* The next event in (priority, seq) order, from the batch or from pq. */

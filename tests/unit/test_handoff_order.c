@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Worker emits reach controls in (priority, seq) order however the loop
  * batches them: a batch of mixed priorities, loop-thread events queued
- * during a batch, batches larger than the hand-off, and an embedder that
- * only polls the bus fd never misses a wakeup. */
+ * during a batch, batches larger than the hand-off; and an embedder that
+ * only polls the bus fd never misses a wakeup, also after a detach between
+ * iterations. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -215,6 +216,75 @@ static void test_polling_embedder_never_misses_a_wakeup(void **state)
         teardown_bus(&s);
 }
 
+/* An input adapter that accepts commands and never answers: its detach
+ * leaves the core owing ACKs, which makes the core drain the hand-off. */
+static int silent_open(const struct vmsig_adapter_cfg *c, uint32_t e, void **r)
+{
+        static int inst;
+        *r = &inst;
+        return 0;
+}
+static int silent_attach(void *inst, const struct vmsig_emit_sink *sink, struct vmsig_fd_reg *reg, size_t cap,
+                         size_t *n)
+{
+        *n = 0;
+        return 0;
+}
+static void silent_ready(void *inst, uint64_t cookie, uint32_t events)
+{
+}
+static int silent_submit(void *inst, const struct vmsig_event *ev, const void *p, size_t l)
+{
+        return VMSIG_SUBMIT_ACCEPTED;
+}
+static void silent_close(void *inst)
+{
+}
+static const struct vmsig_adapter_ops silent_input_ops = {.name = "silent-input",
+                                                          .seam = VMSIG_SRC_INPUT,
+                                                          .open = silent_open,
+                                                          .attach = silent_attach,
+                                                          .on_readiness = silent_ready,
+                                                          .submit = silent_submit,
+                                                          .close = silent_close};
+
+/* A detach between iterations drains the hand-off (to answer what the
+ * adapter owed); an embedder that then sleeps in poll() on the bus fd is
+ * still woken by the next worker emit. */
+static void test_wakeup_after_a_detach_between_iterations(void **state)
+{
+        struct setup s;
+        struct vmsig_event ev;
+        struct vmsig_input_body b = {.x = 1, .y = 2};
+        struct pollfd p;
+        int r;
+
+        setup_bus(&s, NULL, VMSIG_KIND_BIT(VMSIG_EV_DIAG));
+        const struct vmsig_emit_sink *sink = tad_last->sink;
+        assert_int_equal(vmsig_bus_attach(s.bus, s.ep, &silent_input_ops, NULL), 0);
+        assert_int_equal(vmsig_control_lease_acquire(s.ctl, s.ep, VMSIG_LEASE_INPUT, 1), 0);
+        pump(s.bus, 3);
+        vmsig_event_init(&ev, VMSIG_EV_MOVE_ABS, s.ep, VMSIG_SRC_INPUT);
+        vmsig_event_set_body(&ev, &b, sizeof(b));
+        assert_int_equal(vmsig_control_send(s.ctl, &ev), 0);
+        pump(s.bus, 3);
+        rec_reset(s.rec);
+
+        assert_int_equal(vmsig_bus_detach(s.bus, s.ep, VMSIG_SRC_INPUT), 0);
+        struct emitter e = {.sink = sink, .n = 1};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, emit_thread, &e), 0);
+        pthread_join(th, NULL);
+        assert_int_equal(e.failed, 0);
+        p = (struct pollfd){.fd = vmsig_bus_get_fd(s.bus), .events = POLLIN};
+        r = poll(&p, 1, 5000);
+        assert_int_equal(r, 1); /* 0: the emit did not wake the bus fd */
+        for (int i = 0; i < 100 && rec_find(s.rec, VMSIG_EV_DIAG, 0) < 0; i++)
+                vmsig_bus_run_once(s.bus, 10);
+        assert_true(rec_find(s.rec, VMSIG_EV_DIAG, 0) >= 0);
+        teardown_bus(&s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -222,6 +292,7 @@ int main(void)
             cmocka_unit_test(test_loop_events_merge_into_batch),
             cmocka_unit_test(test_more_than_the_handoff_holds),
             cmocka_unit_test(test_polling_embedder_never_misses_a_wakeup),
+            cmocka_unit_test(test_wakeup_after_a_detach_between_iterations),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
