@@ -5,12 +5,19 @@
  * + eventfd wakeup + memcpy of the same event size, no bus). Absolute
  * numbers vary with the machine; the ratios are the result.
  *
+ * Throughput runs in ROUNDS rounds, each running the baseline and the bus
+ * back to back, so a load change on a shared machine hits both alike; the
+ * figure is the median of the per-round ratios, with their range. A second
+ * reference, the baseline plus one CLOCK_MONOTONIC read per event, shows
+ * what the bus's one mandatory extra does cost (every event carries ts_ns,
+ * its emit time; the producer reads the clock).
+ *
  * Checked before any figure is printed: every control (and the baseline's
  * consumer) received every event exactly once and in order, every emit
  * succeeded, the bus dropped nothing and disconnected no control, no run
  * stalled (10 s without progress). Otherwise "INVALID: <reason>", exit 1.
  *
- *   bus_inproc [EVENTS]   default 2000000
+ *   bus_inproc [EVENTS]   per round; default 1000000
  *   bus_inproc --smoke    the checks on a few thousand events, no figures */
 #include <errno.h>
 #include <malloc.h>
@@ -40,6 +47,15 @@ static uint64_t now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the whole process: both threads of a run, whatever else the
+ * machine runs. Steadier than wall time on a shared machine. */
+static uint64_t cpu_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
         uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -56,6 +72,7 @@ struct bare {
         unsigned head, count;
         int efd;
         long n;
+        bool stamp; /* one clock read per event, as the bus's emit does */
         long misordered;
         volatile uint64_t sink;
 };
@@ -69,6 +86,8 @@ static void *bare_producer(void *arg)
         ev.hdr.body_len = EVENT_BODY;
         for (long i = 0; i < b->n; i++) {
                 ev.hdr.corr = (uint64_t)i;
+                if (b->stamp)
+                        ev.hdr.ts_ns = now_ns();
                 pthread_mutex_lock(&b->mu);
                 while (b->count == RING)
                         pthread_cond_wait(&b->not_full, &b->mu);
@@ -83,7 +102,7 @@ static void *bare_producer(void *arg)
         return NULL;
 }
 
-static double bare_throughput(long n)
+static double bare_throughput(long n, bool stamp, double *ret_cpu)
 {
         struct bare *b = calloc(1, sizeof(*b));
         pthread_t th;
@@ -95,6 +114,8 @@ static double bare_throughput(long n)
         pthread_cond_init(&b->not_full, NULL);
         b->efd = eventfd(0, EFD_CLOEXEC);
         b->n = n;
+        b->stamp = stamp;
+        uint64_t c0 = cpu_ns();
         t0 = now_ns();
         pthread_create(&th, NULL, bare_producer, b);
         while (got < n) {
@@ -115,6 +136,7 @@ static double bare_throughput(long n)
         }
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
+        *ret_cpu = (double)(cpu_ns() - c0) / (double)n;
         if (b->misordered)
                 invalid("baseline consumer saw %ld events out of order", b->misordered);
         close(b->efd);
@@ -337,7 +359,7 @@ static void check_run(struct vmsig_bus *bus, const struct counter *cs, int n, lo
                         (unsigned long long)st.dropped, (unsigned long long)st.disconnects);
 }
 
-static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
+static double bus_throughput(int ncontrols, long n, long *ret_heap_growth, double *ret_cpu)
 {
         struct counter cs[8];
         struct producer p = {.n = n};
@@ -361,11 +383,13 @@ static double bus_throughput(int ncontrols, long n, long *ret_heap_growth)
 
         p.n = n;
         atomic_store(&p.abort, false);
+        uint64_t c0 = cpu_ns();
         t0 = now_ns();
         pthread_create(&th, NULL, bus_producer, &p);
         ok = run_until(bus, cs, ncontrols, n);
         double secs = (double)(now_ns() - t0) / 1e9;
         pthread_join(th, NULL);
+        *ret_cpu = (double)(cpu_ns() - c0) / (double)n;
         struct mallinfo2 m1 = mallinfo2();
         snprintf(where, sizeof(where), "%d control(s)", ncontrols);
         check_run(bus, cs, ncontrols, n, ok, &p, where);
@@ -416,23 +440,59 @@ static void bus_latency(int n, uint64_t *ret_p50, uint64_t *ret_p99)
         vmsig_bus_free(bus);
 }
 
+#define ROUNDS 5
+
+static int cmp_double(const void *a, const void *b)
+{
+        double x = *(const double *)a, y = *(const double *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* Median and range of v[0..ROUNDS), sorted in place. */
+struct spread {
+        double med, lo, hi;
+};
+static struct spread spread_of(double *v)
+{
+        qsort(v, ROUNDS, sizeof(double), cmp_double);
+        return (struct spread){v[ROUNDS / 2], v[0], v[ROUNDS - 1]};
+}
+
 int main(int argc, char **argv)
 {
         bool smoke = argc > 1 && !strcmp(argv[1], "--smoke");
-        long n = smoke ? 20000 : argc > 1 ? atol(argv[1]) : 2000000;
+        long n = smoke ? 20000 : argc > 1 ? atol(argv[1]) : 1000000;
         int nlat = smoke ? 200 : 5000;
-        long growth1, growth8;
+        long growth1 = 0, growth8 = 0;
+        double base[ROUNDS], stamped[ROUNDS], one[ROUNDS], eight[ROUNDS];
+        double r_one[ROUNDS], r_eight[ROUNDS], r_one_st[ROUNDS];
+        double cbase[ROUNDS], cstamped[ROUNDS], cone[ROUNDS], ceight[ROUNDS]; /* CPU ns per event */
+        double rc_one[ROUNDS], rc_eight[ROUNDS];
 
         if (n < 1) {
                 fprintf(stderr, "bus_inproc: '%s' is not an event count (or --smoke)\n", argv[1]);
                 return 2;
         }
-        printf("bus_inproc%s: %ld events of %d bytes (header + %d-byte body), worker thread -> loop thread\n",
-               smoke ? " --smoke (checks only, no figures)" : "", n,
+        printf("bus_inproc%s: %d rounds of %ld events of %d bytes (header + %d-byte body), worker thread -> "
+               "loop thread\n",
+               smoke ? " --smoke (checks only, no figures)" : "", ROUNDS, n,
                (int)sizeof(struct vmsig_event_hdr) + EVENT_BODY, EVENT_BODY);
-        double base = bare_throughput(n);
-        double one = bus_throughput(1, n, &growth1);
-        double eight = bus_throughput(8, n, &growth8);
+        for (int r = 0; r < ROUNDS; r++) {
+                long g1, g8;
+                base[r] = bare_throughput(n, false, &cbase[r]);
+                stamped[r] = bare_throughput(n, true, &cstamped[r]);
+                one[r] = bus_throughput(1, n, &g1, &cone[r]);
+                eight[r] = bus_throughput(8, n, &g8, &ceight[r]);
+                if (g1 > growth1)
+                        growth1 = g1;
+                if (g8 > growth8)
+                        growth8 = g8;
+                r_one[r] = one[r] / base[r];
+                r_eight[r] = eight[r] / base[r];
+                r_one_st[r] = one[r] / stamped[r];
+                rc_one[r] = cone[r] / cbase[r];
+                rc_eight[r] = ceight[r] / cbase[r];
+        }
         uint64_t bp50, bp99, p50, p99;
         bare_latency(nlat, &bp50, &bp99);
         bus_latency(nlat, &p50, &p99);
@@ -440,17 +500,38 @@ int main(int argc, char **argv)
                 return 1;
         if (smoke) {
                 printf("  smoke: valid -- 1 and 8 controls and the baseline got all %ld events once and in "
-                       "order, "
+                       "order in each of %d rounds, "
                        "%d paced events delivered, no emit failed, nothing dropped or disconnected\n",
-                       n, nlat);
+                       n, ROUNDS, nlat);
                 return 0;
         }
-        printf("  baseline bare hand-off (mutex ring + eventfd + memcpy): %10.0f events/s\n", base);
-        printf("  bus -> 1 control:   %10.0f events/s  = %.2fx baseline\n", one, one / base);
-        printf("  bus -> 8 controls:  %10.0f events/s  = %.2fx baseline (%.0f deliveries/s)\n", eight,
-               eight / base, eight * 8);
-        printf("  heap growth in steady state: %ld bytes (1 control), %ld bytes (8 controls)\n", growth1,
-               growth8);
+        struct spread sb = spread_of(base), ss = spread_of(stamped), s1 = spread_of(one),
+                      s8 = spread_of(eight);
+        struct spread q1 = spread_of(r_one), q8 = spread_of(r_eight), q1s = spread_of(r_one_st);
+        printf("  throughput, median of %d rounds (range):\n", ROUNDS);
+        printf("  baseline bare hand-off (mutex ring + eventfd + memcpy): %10.0f events/s (%.0f-%.0f)\n",
+               sb.med, sb.lo, sb.hi);
+        printf("  baseline + clock read per event (the bus stamps ts_ns): %10.0f events/s (%.0f-%.0f)\n",
+               ss.med, ss.lo, ss.hi);
+        printf("  bus -> 1 control:   %10.0f events/s  = %.2fx baseline (rounds %.2f-%.2f; goal >= 0.80), "
+               "%.2fx the stamped one (%.2f-%.2f)\n",
+               s1.med, q1.med, q1.lo, q1.hi, q1s.med, q1s.lo, q1s.hi);
+        printf(
+            "  bus -> 8 controls:  %10.0f events/s  = %.2fx baseline (rounds %.2f-%.2f; %.0f deliveries/s)\n",
+            s8.med, q8.med, q8.lo, q8.hi, s8.med * 8);
+        struct spread cb = spread_of(cbase), cs = spread_of(cstamped), c1 = spread_of(cone),
+                      c8 = spread_of(ceight), qc1 = spread_of(rc_one), qc8 = spread_of(rc_eight);
+        printf(
+            "  CPU per event (both threads; steadier than wall time on a shared machine), median (range):\n");
+        printf("    baseline %.0f ns (%.0f-%.0f), with clock read %.0f ns (%.0f-%.0f)\n", cb.med, cb.lo,
+               cb.hi, cs.med, cs.lo, cs.hi);
+        printf("    bus -> 1 control %.0f ns (%.0f-%.0f) = %.2fx baseline (rounds %.2f-%.2f)\n", c1.med,
+               c1.lo, c1.hi, qc1.med, qc1.lo, qc1.hi);
+        printf("    bus -> 8 controls %.0f ns (%.0f-%.0f) = %.2fx baseline (rounds %.2f-%.2f)\n", c8.med,
+               c8.lo, c8.hi, qc8.med, qc8.lo, qc8.hi);
+        printf("  heap growth in steady state, largest of %d rounds: %ld bytes (1 control), %ld bytes (8 "
+               "controls)\n",
+               ROUNDS, growth1, growth8);
         printf("  emit->callback latency over %d idle wakeups:\n", nlat);
         printf("    baseline eventfd wakeup: p50 %6.1f us  p99 %6.1f us\n", bp50 / 1e3, bp99 / 1e3);
         printf("    bus:                     p50 %6.1f us  p99 %6.1f us  = p50 %.2fx, p99 %.2fx baseline\n",

@@ -15,7 +15,8 @@
 #include "core/bus_internal.h"
 #include "util/clock.h"
 
-#define EPOLL_BATCH 64
+#define EPOLL_BATCH    64
+#define HANDOFF_ROUNDS 16 /* hand-off batches per iteration */
 
 void vmsig_bus_limits_default(struct vmsig_bus_limits *ret)
 {
@@ -355,26 +356,113 @@ struct vmsig_post *vmsig_post_free(struct vmsig_post *post)
 
 /* ---- one iteration ---- */
 
-static void handle_handoff(struct vmsig_bus *bus)
+/* Copy one hand-off node into pq, keeping its seq: at the tail of its level,
+ * or at the front when everything there came later. */
+static int batch_node_to_pq(struct vmsig_bus *bus, struct qnode *b, bool front)
 {
-        const struct vmsig_event *batch;
-        unsigned n = handoff_take(&bus->ho, &batch);
+        struct qnode *n = prioq_node_new(&bus->pq);
 
+        if (!n)
+                return -ENOMEM;
+        memcpy(&n->ev, &b->ev, vmsig_event_size(&b->ev));
+        if (front)
+                prioq_push_front(&bus->pq, n);
+        else
+                prioq_push(&bus->pq, n);
+        b->moved = true;
+        return 0;
+}
+
+/* Take the workers' events as the batch to dispatch in place. Each gets its
+ * seq now, in hand-off order. Events at another priority than the first go
+ * to pq, so the batch left is one FIFO run that merges with pq by (priority,
+ * seq): the order is the same as if every event had gone through pq. */
+static unsigned handle_handoff(struct vmsig_bus *bus)
+{
+        struct qnode *batch;
+        unsigned n;
+        uint8_t prio;
+
+        /* A nested run_once (from a callback) must not hand the buffer being
+         * dispatched back to the producers. */
+        if (bus->depth != 1 || bus->batch_pos < bus->batch_len)
+                return 0;
+        n = handoff_take(&bus->ho, &batch);
+        if (!n)
+                return 0;
+        prio = batch[0].ev.hdr.priority;
+        for (unsigned i = 0; i < n; i++) {
+                batch[i].ev.hdr.seq = bus->next_seq++;
+                /* pq holds only earlier events now. Out of nodes, the event
+                 * is dispatched in batch order rather than lost. */
+                if (batch[i].ev.hdr.priority != prio)
+                        (void)batch_node_to_pq(bus, &batch[i], false);
+        }
+        bus->batch = batch;
+        bus->batch_len = n;
+        bus->batch_pos = 0;
+        return n;
+}
+
+void bus_handoff_drain(struct vmsig_bus *bus)
+{
+        struct qnode *batch;
+        unsigned n;
+
+        /* Reaping calls this between batches; should a batch be in progress,
+         * what is left of it precedes everything pq holds at its priority
+         * (next_event's merge): prepend it, last first. Out of nodes, it
+         * shares bus_enqueue's fate. */
+        for (unsigned i = bus->batch_len; i > bus->batch_pos; i--) {
+                struct qnode *b = &bus->batch[i - 1];
+                if (!b->moved)
+                        (void)batch_node_to_pq(bus, b, true);
+                b->moved = false;
+        }
+        bus->batch_len = bus->batch_pos = 0;
+        n = handoff_take(&bus->ho, &batch);
         for (unsigned i = 0; i < n; i++)
-                bus_enqueue(bus, &batch[i], -1, NULL, 0);
+                bus_enqueue(bus, &batch[i].ev, -1, NULL, 0);
+        /* The take counted the loop as awake; reaping may run outside an
+         * iteration (vmsig_bus_detach), with nobody to arm after it. */
+        handoff_arm(&bus->ho);
+}
+
+/* The next event in (priority, seq) order, from the batch or from pq. */
+static struct qnode *next_event(struct vmsig_bus *bus, bool *from_batch)
+{
+        while (bus->batch_pos < bus->batch_len) {
+                struct qnode *b = &bus->batch[bus->batch_pos];
+                const struct qnode *h;
+                if (b->moved) {
+                        b->moved = false; /* the slot will be reused */
+                        bus->batch_pos++;
+                        continue;
+                }
+                h = prioq_peek(&bus->pq);
+                if (h && (h->ev.hdr.priority < b->ev.hdr.priority ||
+                          (h->ev.hdr.priority == b->ev.hdr.priority && h->ev.hdr.seq < b->ev.hdr.seq)))
+                        break;
+                bus->batch_pos++;
+                *from_batch = true;
+                return b;
+        }
+        *from_batch = false;
+        return prioq_pop(&bus->pq);
+}
+
+static void enqueue_copied(void *ud, const struct vmsig_event *ev)
+{
+        (void)bus_enqueue(ud, ev, -1, NULL, 0);
 }
 
 void bus_collect_handoff(struct vmsig_bus *bus)
 {
-        unsigned n;
-
-        /* A peek under the lock: the common case (nothing there) costs no
-         * syscall; handoff_take also resets the eventfd. */
-        pthread_mutex_lock(&bus->ho.mu);
-        n = bus->ho.count;
-        pthread_mutex_unlock(&bus->ho.mu);
-        if (n)
-                handle_handoff(bus);
+        /* Copied, not taken: this may run inside a callback while a taken
+         * batch is dispatched in place, and taking would hand that batch's
+         * buffer back to the producers. The events get their seq now, so
+         * the loop's next emit follows them. */
+        (void)handoff_copy_out(&bus->ho, enqueue_copied, bus);
 }
 
 static void handle_adapter(struct watch *w, uint32_t events)
@@ -400,15 +488,44 @@ static void flush_controls(struct vmsig_bus *bus)
                         control_flush(c);
 }
 
+/* Dispatch everything queued, deliver what controls queued, run the post
+ * hooks (which write out what socket controls were given). */
+static int dispatch_all(struct vmsig_bus *bus)
+{
+        struct qnode *qn;
+        bool from_batch;
+        int dispatched = 0;
+
+        /* One at a time: a dispatch may queue more (ACKs, leases), and the
+         * next pick re-evaluates the order with them included. */
+        while ((qn = next_event(bus, &from_batch))) {
+                dispatch_one(bus, qn);
+                if (!from_batch) {
+                        prioq_node_release(&bus->pq, qn);
+                } else if (qn->fd >= 0) { /* not from a worker, but never leak one */
+                        close(qn->fd);
+                        qn->fd = -1;
+                }
+                dispatched++;
+        }
+        if (bus->need_flush)
+                flush_controls(bus);
+        for (struct vmsig_post *p = bus->posts; p; p = p->next)
+                if (!p->dead)
+                        p->fn(p, p->userdata);
+        return dispatched;
+}
+
 int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
 {
         struct epoll_event evs[EPOLL_BATCH];
-        int n, dispatched = 0;
-        struct qnode *qn;
+        int n, dispatched;
+        unsigned took = 0;      /* hand-off events taken in the latest round */
+        bool signalled = false; /* the hand-off eventfd needs a reset */
 
         if (!bus)
                 return -EINVAL;
-        if (bus->pq.count || bus->need_flush)
+        if (bus->pq.count || bus->need_flush || bus->batch_pos < bus->batch_len)
                 timeout_ms = 0;
         n = epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
         if (n < 0) {
@@ -423,7 +540,8 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                         continue;
                 switch (w->type) {
                 case WATCH_HANDOFF:
-                        handle_handoff(bus);
+                        signalled = bus->depth == 1;
+                        took = handle_handoff(bus);
                         break;
                 case WATCH_ADAPTER:
                         handle_adapter(w, evs[i].events);
@@ -433,20 +551,24 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                         break;
                 }
         }
-        /* Pop one at a time: a dispatch may queue more (ACKs, leases), and the
-         * next pop re-evaluates the order with them included. */
-        while ((qn = prioq_pop(&bus->pq))) {
-                dispatch_one(bus, qn);
-                prioq_node_release(&bus->pq, qn);
-                dispatched++;
+        dispatched = dispatch_all(bus);
+        /* What workers handed off meanwhile goes out now, without a wakeup
+         * (they did not signal: the loop is awake). Bounded, so other fds
+         * wait at most a few batches. */
+        for (int round = 1; round < HANDOFF_ROUNDS && took; round++) {
+                took = handle_handoff(bus);
+                if (took)
+                        dispatched += dispatch_all(bus);
         }
-        if (bus->need_flush)
-                flush_controls(bus);
-        for (struct vmsig_post *p = bus->posts; p; p = p->next)
-                if (!p->dead)
-                        p->fn(p, p->userdata);
+        /* Reset after the dispatch, not before: the read is a syscall on the
+         * way to the callbacks otherwise. Pushes since the take did not write
+         * (the loop is awake until it arms), so nothing is swallowed. */
+        if (signalled)
+                handoff_clear_signal(&bus->ho);
         bus->depth--;
         reap(bus);
+        if (bus->depth == 0)
+                handoff_arm(&bus->ho); /* the caller may block now */
         bus->dispatched += (uint64_t)dispatched;
         return dispatched;
 }

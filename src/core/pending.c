@@ -194,9 +194,7 @@ void pending_closed(struct attachment *att)
 {
         struct vmsig_bus *bus = att->bus;
         struct pend_set *s = att->pend;
-        const struct vmsig_event *batch;
         struct vmsig_event marker;
-        unsigned n;
 
         att->pend = NULL;
         if (!s)
@@ -208,9 +206,7 @@ void pending_closed(struct attachment *att)
         }
         /* ACKs its workers emitted before the detach may still sit in the
          * hand-off: queue them now, so they all precede the marker. */
-        n = handoff_take(&bus->ho, &batch);
-        for (unsigned i = 0; i < n; i++)
-                bus_enqueue(bus, &batch[i], -1, NULL, 0);
+        bus_handoff_drain(bus);
 
         s->id = ++bus->pend_next_id;
         vmsig_event_init(&marker, PENDING_EV_SWEEP, s->endpoint, VMSIG_SRC_CORE);

@@ -42,7 +42,7 @@ static int grow(struct prioq *pq)
                 pq->chunks = c;
                 pq->chunks_cap = ncap;
         }
-        chunk = malloc(CHUNK_NODES * sizeof(*chunk));
+        chunk = aligned_alloc(_Alignof(struct qnode), CHUNK_NODES * sizeof(*chunk));
         if (!chunk)
                 return -ENOMEM;
         pq->chunks[pq->nchunks++] = chunk;
@@ -63,6 +63,7 @@ struct qnode *prioq_node_new(struct prioq *pq)
         pq->free = n->next;
         n->next = NULL;
         n->fd = -1;
+        n->moved = false;
         n->payload = NULL;
         n->payload_len = 0;
         return n;
@@ -93,6 +94,18 @@ void prioq_push(struct prioq *pq, struct qnode *n)
         pq->count++;
 }
 
+void prioq_push_front(struct prioq *pq, struct qnode *n)
+{
+        uint8_t p = n->ev.hdr.priority;
+
+        n->next = pq->lvl[p].head;
+        pq->lvl[p].head = n;
+        if (!pq->lvl[p].tail)
+                pq->lvl[p].tail = n;
+        pq->nonempty[p >> 6] |= UINT64_C(1) << (p & 63);
+        pq->count++;
+}
+
 struct qnode *prioq_pop(struct prioq *pq)
 {
         for (unsigned w = 0; w < 4; w++) {
@@ -109,5 +122,13 @@ struct qnode *prioq_pop(struct prioq *pq)
                 pq->count--;
                 return n;
         }
+        return NULL;
+}
+
+const struct qnode *prioq_peek(const struct prioq *pq)
+{
+        for (unsigned w = 0; w < 4; w++)
+                if (pq->nonempty[w])
+                        return pq->lvl[w * 64 + (unsigned)__builtin_ctzll(pq->nonempty[w])].head;
         return NULL;
 }
