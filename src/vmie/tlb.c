@@ -433,16 +433,15 @@ static int xlate(struct xctx *x, uint64_t va, struct vmie_xlate *ret)
         return 0;
 }
 
-/* Everything but a hit on the last address space, and every
- * VMIEI_TLB_CLOCK_EVERY-th hit: a miss reads the clock anyway, so no more
- * than VMIEI_TLB_CLOCK_EVERY - 1 calls pass between readings. */
+/* Everything the hit path does not answer. clock: read the clock first (a
+ * miss, a new address space), not when the caller just did. */
 static __attribute__((noinline)) int translate_slow(const struct vmie_as *as, uint64_t va,
-                                                    struct vmie_xlate *ret)
+                                                    struct vmie_xlate *ret, bool clock)
 {
         struct xctx x;
         if (!ret || !as)
                 return -EINVAL;
-        if (as->tlb)
+        if (as->tlb && clock)
                 read_clock(as->tlb);
         int r = xctx_init(&x, as);
         if (r < 0)
@@ -458,31 +457,52 @@ static __attribute__((noinline)) int translate_region(struct vmie_tlb *t, const 
 {
         const struct tlb_ent *big = probe_region(t, t->k_id, t->k_spread, va);
         if (!big)
-                return translate_slow(as, va, ret);
+                return translate_slow(as, va, ret, true);
         t->hits = hits;
         copy_in(t, t->k_id, t->k_spread, va, big);
         ent_out(big, va, ret);
         return 0;
 }
 
+/* The hit path after the hit count h is known: probe the page table, then
+ * the region table. */
+static inline int translate_hit(struct vmie_tlb *t, const struct vmie_as *as, uint64_t va,
+                                struct vmie_xlate *ret, uint64_t h)
+{
+        const struct tlb_ent *e = probe(set_of_hot(t, va), t->k_id, va);
+        if (__builtin_expect(e == NULL, 0))
+                return translate_region(t, as, va, ret, h);
+        t->hits = h;
+        ent_out(e, va, ret);
+        return 0;
+}
+
+/* Every VMIEI_TLB_CLOCK_EVERY-th hit reads the clock (a miss reads it
+ * anyway), so no more than VMIEI_TLB_CLOCK_EVERY - 1 calls pass between
+ * readings; if the reading closed the window, the key is gone and the
+ * call takes the slow path. */
+static __attribute__((noinline)) int translate_tick(struct vmie_tlb *t, const struct vmie_as *as, uint64_t va,
+                                                    struct vmie_xlate *ret, uint64_t h)
+{
+        read_clock(t);
+        if (!t->k.tlb)
+                return translate_slow(as, va, ret, false);
+        return translate_hit(t, as, va, ret, h);
+}
+
 int vmie_translate(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret)
 {
         struct vmie_tlb *t;
-        /* The hit path: same address space and epoch as the last call, no
-         * clock reading due, then one probe of the page table. Straight-line
-         * code; everything else is out of line. */
+        /* The hit path: same address space and epoch as the last call, then
+         * one probe of the page table. Straight-line code that only tail
+         * calls: the clock reading and everything else are out of line. */
         if (__builtin_expect(as && ret && (t = as->tlb) && key_same(t, as), 1)) {
                 uint64_t h = t->hits + 1;
-                if (__builtin_expect((h & (VMIEI_TLB_CLOCK_EVERY - 1)) != 0, 1)) {
-                        const struct tlb_ent *e = probe(set_of_hot(t, va), t->k_id, va);
-                        if (__builtin_expect(e == NULL, 0))
-                                return translate_region(t, as, va, ret, h);
-                        t->hits = h;
-                        ent_out(e, va, ret);
-                        return 0;
-                }
+                if (__builtin_expect((h & (VMIEI_TLB_CLOCK_EVERY - 1)) == 0, 0))
+                        return translate_tick(t, as, va, ret, h);
+                return translate_hit(t, as, va, ret, h);
         }
-        return translate_slow(as, va, ret);
+        return translate_slow(as, va, ret, true);
 }
 
 /* How many of the n bytes at gpa are backed by RAM, without a gap. */
