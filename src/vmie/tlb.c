@@ -69,6 +69,9 @@ struct vmie_tlb {
         /* The hit path reads only these (the first two cache lines): the
          * last address space's key and where its entries are. */
         struct as_key k;
+        /* bytes 18..33 of k (the end of root, epoch, lm): with k's first 32
+         * bytes, three 16-byte compares cover the whole key */
+        unsigned char k_tail[16] __attribute__((aligned(16)));
         uint64_t k_id;     /* ORed into the key */
         uint64_t k_esp;    /* k_spread << 12: added to va before indexing */
         uint64_t emask;    /* (sets - 1) * set size: byte offset bits of a set */
@@ -224,15 +227,21 @@ struct xctx {
         uint64_t spread;
 };
 
+#define KEY_TAIL (offsetof(struct as_key, lm) + sizeof(uint16_t) - 16)
+_Static_assert(KEY_TAIL + 16 <= sizeof(struct vmie_as), "the tail load stays inside struct vmie_as");
+
 /* Whether as is the address space (and epoch) of the cache's last call.
  * t->k.tlb is NULL without a key, and as->tlb is t, so that is never equal. */
 static inline bool key_same(const struct vmie_tlb *t, const struct vmie_as *as)
 {
 #ifdef __SSE2__
         const __m128i *a = (const __m128i *)(const void *)as, *k = (const __m128i *)(const void *)&t->k;
+        const __m128i *a_tail = (const __m128i *)(const void *)((const char *)as + KEY_TAIL);
         __m128i eq = _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128(a), _mm_load_si128(k)),
                                    _mm_cmpeq_epi8(_mm_loadu_si128(a + 1), _mm_load_si128(k + 1)));
-        return ((_mm_movemask_epi8(eq) ^ 0xffff) | (lm_of(as) ^ t->k.lm)) == 0;
+        eq = _mm_and_si128(eq, _mm_cmpeq_epi8(_mm_loadu_si128(a_tail),
+                                              _mm_load_si128((const __m128i *)(const void *)t->k_tail)));
+        return _mm_movemask_epi8(eq) == 0xffff;
 #else
         return (((uintptr_t)as->ram ^ (uintptr_t)t->k.ram) | ((uintptr_t)as->tlb ^ (uintptr_t)t->k.tlb) |
                 (as->root ^ t->k.root) | (as->epoch ^ t->k.epoch) | (uint64_t)(lm_of(as) ^ t->k.lm)) == 0;
@@ -298,6 +307,7 @@ static int xctx_init(struct xctx *x, const struct vmie_as *as)
         x->id = s->id;
         x->spread = s->spread;
         t->k = (struct as_key){.ram = as->ram, .tlb = t, .root = as->root, .epoch = as->epoch, .lm = lm};
+        memcpy(t->k_tail, (const char *)&t->k + KEY_TAIL, sizeof(t->k_tail));
         t->k_id = s->id;
         t->k_spread = s->spread;
         t->k_esp = s->spread << 12;
