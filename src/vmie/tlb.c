@@ -346,7 +346,18 @@ static inline const struct tlb_ent *probe(const struct tlb_ent *s, uint64_t id, 
 {
         uint64_t key = (va & ~0xfffull) | id;
         /* A key is in one way at most: index arithmetic, not a branch. */
-        const struct tlb_ent *e = s + (s[1].key == key);
+        const struct tlb_ent *e = s;
+#if defined(__x86_64__)
+        /* a cmov: compilers turn the select into a branch, and which way
+         * holds a page is as random as the caller's addresses */
+        __asm__("cmpq %[key], %c[k1](%[s])\n\tcmove %[s1], %[e]"
+                : [e] "+r"(e)
+                : [key] "r"(key), [s] "r"(s), [s1] "r"(s + 1),
+                  [k1] "i"(sizeof(*s) + offsetof(struct tlb_ent, key)), "m"(s[1].key)
+                : "cc");
+#else
+        e += s[1].key == key;
+#endif
         return e->key == key ? e : NULL;
 }
 
