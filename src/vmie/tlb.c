@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* Translation cache and the virtual reads that use it. The hit path of
- * vmie_translate is one compare of the caller's address space against the
- * last one's, an index, and one 64-bit key compare per way on 16-byte entries
- * (a set is half a cache line): the key is the virtual page ORed with a small
- * id of (root, mode) that flushes, epoch changes and ttl expiry retire, so no
- * per-entry stamp or root is stored or checked. The clock is read once per
- * virtual read, on every miss and on every VMIEI_TLB_CLOCK_EVERY-th hit
- * (paging.h). */
+ * vmie_translate is branch-light straight-line code: three 16-byte compares
+ * of the caller's address space against the last one's, an index, a
+ * cmov between the two ways of one 64-byte set of the page table, one key
+ * compare, and the answer copied out as stored (32-byte entries). The key
+ * is the virtual page ORed with a small id of (root, mode) that flushes,
+ * epoch changes and ttl expiry retire, so no per-entry stamp or root is
+ * stored or checked. Big leaves live in a region table (one entry per 2 MiB
+ * region) and are copied into the page table per page used, into free ways
+ * only, so the hit path never has to guess which table holds an address.
+ * The clock is read once per virtual read, on every miss and on every
+ * VMIEI_TLB_CLOCK_EVERY-th hit (paging.h). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
