@@ -138,7 +138,9 @@ struct vmie_as {
 /* Uncached page walk. */
 int vmie_walk(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret);
 
-/* Cached translation (walks on a miss; same as vmie_walk without a tlb). */
+/* Cached translation (walks on a miss; same as vmie_walk without a tlb). A
+ * hit stores all sizeof(struct vmie_xlate) bytes of *ret, its tail padding
+ * included: pass a whole struct. */
 int vmie_translate(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret);
 
 /* Read len bytes of virtual memory, page by page, across page and RAM range
