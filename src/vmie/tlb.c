@@ -349,7 +349,8 @@ static inline const struct tlb_ent *bset_of(const struct vmie_tlb *t, uint64_t s
 static inline const struct tlb_ent *probe(const struct tlb_ent *s, uint64_t id, uint64_t va)
 {
         uint64_t key = (va & ~0xfffull) | id;
-        /* A key is in one way at most: index arithmetic, not a branch. */
+        /* A key is in one way at most: pick way 1 if its key matches, then
+         * one compare decides. */
         const struct tlb_ent *e = s;
 #if defined(__x86_64__)
         /* a cmov: compilers turn the select into a branch, and which way
