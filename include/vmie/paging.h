@@ -65,19 +65,24 @@ uint64_t vmie_cr3_kernel_root(uint64_t cr3, unsigned maxphyaddr);
 int vmie_va_canonical(uint64_t va, unsigned levels);
 
 /* ---- Translation cache ----------------------------------------------------
- * Two 2-way set-associative tables of 16-byte entries: one for 4 KiB leaves,
- * keyed by 4 KiB virtual page, and one (1/8 as many slots, at least 16) for
- * 2 MiB / 1 GiB leaves, keyed by 2 MiB virtual region, so one entry answers
- * all 512 pages of a big-page region. Both are keyed also by the address
- * space: (vmie_ram, root, levels, maxphyaddr) gets a small id from the cache,
- * which remembers the ids of the last 8 address spaces, so alternating
- * between a few roots keeps each one's entries. Sets are picked by the low
- * bits of the page (region) number, offset per root, so a contiguous range
- * of up to `entries` pages is held entirely. In a full set the first way is
- * kept until it expires and the second is replaced. A hit is a compare of
- * the caller's vmie_as against the last one's, then one 64-bit compare per
- * way, without a clock read. Only successful translations are cached. NOT
- * thread-safe: one per thread.
+ * Two 2-way set-associative tables of 32-byte entries (a set is one cache
+ * line): the page table, `entries` slots keyed by 4 KiB virtual page, and
+ * the region table (1/8 as many slots, at least 16) for 2 MiB / 1 GiB
+ * leaves, keyed by 2 MiB virtual region, so one walk answers all 512 pages
+ * of a big-page region. A page of a big leaf that is used also gets a copy
+ * of the region's entry in the page table, but only in a free slot (expired
+ * or never used): a copy never displaces a live entry, and where there is
+ * no free slot the region table answers (still a hit, without a walk). Both
+ * tables are keyed also by the address space: (vmie_ram, root, levels,
+ * maxphyaddr) gets a small id from the cache, which remembers the ids of
+ * the last 8 address spaces, so alternating between a few roots keeps each
+ * one's entries. Sets are picked by the low bits of the page (region)
+ * number, offset per root, so a contiguous range of up to `entries` 4 KiB
+ * leaves is held entirely. In a full set the first way is kept until it
+ * expires (a copy there gives way to a walked 4 KiB leaf) and the second is
+ * replaced. A hit is a compare of the caller's vmie_as against the last
+ * one's, then one probe of the page table, without a clock read. Only
+ * successful translations are cached. NOT thread-safe: one per thread.
  *
  * Invalidation, effective on the very next call: vmie_tlb_flush; a change of
  * vmie_as.epoch (every lookup carries the caller's memctx epoch, and a
@@ -101,9 +106,10 @@ struct vmie_tlb;
 #define VMIE_TLB_MAX_ENTRIES     (1u << 22)
 #define VMIE_TLB_DEFAULT_TTL_NS  1000000000ull /* 1 s, as memflow and LibVMI */
 
-/* entries: slots for 4 KiB pages: 0 = default, else rounded up to a power
- * of two (16 .. MAX; -EINVAL above); the big-page table is extra. ttl_ns: 0 = default; the clock is
- * CLOCK_MONOTONIC_COARSE, so the effective granularity is a few milliseconds. */
+/* entries: slots of the page table: 0 = default, else rounded up to a power
+ * of two (16 .. MAX; -EINVAL above); 32 bytes each, the region table (1/8 of
+ * that) is extra. ttl_ns: 0 = default; the clock is CLOCK_MONOTONIC_COARSE,
+ * so the effective granularity is a few milliseconds. */
 int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret);
 struct vmie_tlb *vmie_tlb_free(struct vmie_tlb *tlb);
 /* Drop every entry (e.g. after the caller wrote guest page tables). */
@@ -132,7 +138,9 @@ struct vmie_as {
 /* Uncached page walk. */
 int vmie_walk(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret);
 
-/* Cached translation (walks on a miss; same as vmie_walk without a tlb). */
+/* Cached translation (walks on a miss; same as vmie_walk without a tlb). A
+ * hit stores all sizeof(struct vmie_xlate) bytes of *ret, its tail padding
+ * included: pass a whole struct. */
 int vmie_translate(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret);
 
 /* Read len bytes of virtual memory, page by page, across page and RAM range

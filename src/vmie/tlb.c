@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /* Translation cache and the virtual reads that use it. The hit path of
- * vmie_translate is one compare of the caller's address space against the
- * last one's, an index, and one 64-bit key compare per way on 16-byte entries
- * (a set is half a cache line): the key is the virtual page ORed with a small
- * id of (root, mode) that flushes, epoch changes and ttl expiry retire, so no
- * per-entry stamp or root is stored or checked. The clock is read once per
- * virtual read, on every miss and on every VMIEI_TLB_CLOCK_EVERY-th hit
- * (paging.h). */
+ * vmie_translate is branch-light straight-line code: three 16-byte compares
+ * of the caller's address space against the last one's, an index, a
+ * cmov between the two ways of one 64-byte set of the page table, one key
+ * compare, and the answer copied out as stored (32-byte entries). The key
+ * is the virtual page ORed with a small id of (root, mode) that flushes,
+ * epoch changes and ttl expiry retire, so no per-entry stamp or root is
+ * stored or checked. Big leaves live in a region table (one entry per 2 MiB
+ * region) and are copied into the page table per page used, into free ways
+ * only, so the hit path never has to guess which table holds an address.
+ * The clock is read once per virtual read, on every miss and on every
+ * VMIEI_TLB_CLOCK_EVERY-th hit (paging.h). */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "internal.h"
 
@@ -19,16 +26,20 @@
 #define ID_BITS 12 /* ids live in the key's page-offset bits */
 #define ID_MAX  ((1u << ID_BITS) - 1)
 
-/* 16 bytes: a 2-way set is half a cache line. */
+/* 32 bytes: a 2-way set is one cache line. A hit copies the answer out
+ * as it is stored: no decoding on the hit path. */
 struct tlb_ent {
-        uint64_t key; /* va & ~0xfff | id of (root, mode) in this generation; 0 = empty */
-        uint64_t val; /* 4 KiB frame gpa | log2(page size) | VAL_* flags */
+        uint64_t key;   /* va & ~0xfff (or region) | id of (root, mode) in this generation; 0 = empty */
+        uint64_t delta; /* gpa - va, the same for every va the leaf maps */
+        uint64_t size;  /* page size of the leaf */
+        uint64_t flags; /* the bytes of struct vmie_xlate from .writable to its end */
 };
 
-#define VAL_SZ_MASK 0x3full /* 12, 21 or 30 */
-#define VAL_W       (1ull << 6)
-#define VAL_U       (1ull << 7)
-#define VAL_NX      (1ull << 8)
+_Static_assert(sizeof(struct tlb_ent) == 32, "two ways per cache line");
+_Static_assert(offsetof(struct vmie_xlate, writable) + sizeof(uint64_t) == sizeof(struct vmie_xlate) &&
+                   offsetof(struct vmie_xlate, user) == offsetof(struct vmie_xlate, writable) + 1 &&
+                   offsetof(struct vmie_xlate, nx) == offsetof(struct vmie_xlate, writable) + 2,
+               "tlb_ent.flags is stored over the flag bytes and tail padding of struct vmie_xlate");
 
 /* An address space the cache has an id for. */
 struct root_slot {
@@ -40,21 +51,41 @@ struct root_slot {
         uint64_t spread; /* per-root set offset, keeps contiguous pages apart */
 };
 
+/* The leading fields of struct vmie_as, as the caller gave them: the hit
+ * path compares them 16 bytes at a time. */
+struct as_key {
+        const struct vmie_ram *ram;
+        struct vmie_tlb *tlb; /* NULL: no key (never equal to a caller's) */
+        uint64_t root;
+        uint64_t epoch;
+        uint16_t lm; /* levels | maxphyaddr << 8 */
+};
+
+_Static_assert(offsetof(struct vmie_as, ram) == offsetof(struct as_key, ram) &&
+                   offsetof(struct vmie_as, tlb) == offsetof(struct as_key, tlb) &&
+                   offsetof(struct vmie_as, root) == offsetof(struct as_key, root) &&
+                   offsetof(struct vmie_as, epoch) == offsetof(struct as_key, epoch) &&
+                   offsetof(struct vmie_as, levels) == offsetof(struct as_key, lm) &&
+                   offsetof(struct vmie_as, maxphyaddr) == offsetof(struct as_key, lm) + 1,
+               "as_key mirrors the head of struct vmie_as");
+
 struct vmie_tlb {
-        /* The hit path reads only these: the last address space's key (the
-         * caller's values, compared as given) and where its entries are. */
-        const struct vmie_ram *k_ram;
-        uint64_t k_root;
-        uint64_t k_epoch;
-        uint32_t k_lm;     /* LM_VALID | levels | maxphyaddr << 8; 0 = no key */
+        /* The hit path reads only these (the first two cache lines): the
+         * last address space's key and where its entries are. */
+        struct as_key k;
+        /* bytes 18..33 of k (the end of root, epoch, lm): with k's first 32
+         * bytes, three 16-byte compares cover the whole key */
+        unsigned char k_tail[16] __attribute__((aligned(16)));
         uint64_t k_id;     /* ORed into the key */
-        uint64_t k_spread; /* per-root set offset */
+        uint64_t k_esp;    /* k_spread << 12: added to va before indexing */
+        uint64_t emask;    /* (sets - 1) * set size: byte offset bits of a set */
         struct tlb_ent *e; /* 4 KiB pages: sets of WAYS entries */
+        uint64_t hits;
+        /* Everything else. */
+        uint64_t k_spread; /* per-root set offset */
         uint64_t setmask;  /* sets - 1 */
         struct tlb_ent *b; /* 2 MiB regions of big leaves: sets of WAYS entries */
         uint64_t bsetmask;
-        uint64_t hits;
-        /* Everything else. */
         struct vmiei_mode k_m;
         uint64_t misses, flushes;
         uint64_t epoch;
@@ -68,11 +99,9 @@ struct vmie_tlb {
         void *clock_arg;
 };
 
-#define LM_VALID (1u << 16)
-
-static inline uint32_t lm_of(const struct vmie_as *as)
+static inline uint16_t lm_of(const struct vmie_as *as)
 {
-        return LM_VALID | as->levels | (uint32_t)as->maxphyaddr << 8;
+        return (uint16_t)(as->levels | as->maxphyaddr << 8);
 }
 
 static uint64_t coarse_ns(void *arg)
@@ -87,7 +116,7 @@ static uint64_t coarse_ns(void *arg)
 static void kill_ids(struct vmie_tlb *t)
 {
         t->floor = t->next_id;
-        t->k_lm = 0;
+        t->k.tlb = NULL;
         memset(t->slot, 0, sizeof(t->slot));
 }
 
@@ -96,7 +125,9 @@ static void kill_ids(struct vmie_tlb *t)
  * window). */
 static void read_clock(struct vmie_tlb *t)
 {
-        uint64_t now = t->clock(t->clock_arg);
+        /* the default clock called directly: no indirect call on the hit
+         * path's every-16th reading */
+        uint64_t now = t->clock == coarse_ns ? coarse_ns(NULL) : t->clock(t->clock_arg);
         if (now - t->win_start >= t->ttl) {
                 kill_ids(t);
                 t->win_start = now;
@@ -116,9 +147,12 @@ int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret)
         unsigned bits = 4;
         while ((1ull << bits) < entries)
                 bits++;
-        struct vmie_tlb *t = calloc(1, sizeof(*t));
+        /* cache-line aligned: the hit path's fields share two lines */
+        size_t tsize = (sizeof(struct vmie_tlb) + 63) & ~(size_t)63;
+        struct vmie_tlb *t = aligned_alloc(64, tsize);
         if (!t)
                 return -ENOMEM;
+        memset(t, 0, tsize);
         unsigned bbits = bits > 7 ? bits - 3 : 4; /* big leaves: 1/8 as many, >= 16 */
         size_t bytes = ((size_t)1 << bits) * sizeof(*t->e), bbytes = ((size_t)1 << bbits) * sizeof(*t->b);
         t->e = aligned_alloc(64, bytes);
@@ -132,6 +166,7 @@ int vmie_tlb_new(size_t entries, uint64_t ttl_ns, struct vmie_tlb **ret)
         memset(t->e, 0, bytes);
         memset(t->b, 0, bbytes);
         t->setmask = ((1ull << bits) / WAYS) - 1;
+        t->emask = t->setmask * sizeof(struct tlb_ent[WAYS]);
         t->bsetmask = ((1ull << bbits) / WAYS) - 1;
         t->next_id = 1; /* empty entries (key 0) never match: ids are >= 1 */
         t->floor = 1;
@@ -196,11 +231,25 @@ struct xctx {
         uint64_t spread;
 };
 
+#define KEY_TAIL (offsetof(struct as_key, lm) + sizeof(uint16_t) - 16)
+_Static_assert(KEY_TAIL + 16 <= sizeof(struct vmie_as), "the tail load stays inside struct vmie_as");
+
+/* Whether as is the address space (and epoch) of the cache's last call.
+ * t->k.tlb is NULL without a key, and as->tlb is t, so that is never equal. */
 static inline bool key_same(const struct vmie_tlb *t, const struct vmie_as *as)
 {
-        /* One branch for five fields; k_lm is 0 (never equal) without a key. */
-        return (((uintptr_t)as->ram ^ (uintptr_t)t->k_ram) | (as->root ^ t->k_root) |
-                (as->epoch ^ t->k_epoch) | (uint64_t)(lm_of(as) ^ t->k_lm)) == 0;
+#ifdef __SSE2__
+        const __m128i *a = (const __m128i *)(const void *)as, *k = (const __m128i *)(const void *)&t->k;
+        const __m128i *a_tail = (const __m128i *)(const void *)((const char *)as + KEY_TAIL);
+        __m128i eq = _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128(a), _mm_load_si128(k)),
+                                   _mm_cmpeq_epi8(_mm_loadu_si128(a + 1), _mm_load_si128(k + 1)));
+        eq = _mm_and_si128(eq, _mm_cmpeq_epi8(_mm_loadu_si128(a_tail),
+                                              _mm_load_si128((const __m128i *)(const void *)t->k_tail)));
+        return _mm_movemask_epi8(eq) == 0xffff;
+#else
+        return (((uintptr_t)as->ram ^ (uintptr_t)t->k.ram) | ((uintptr_t)as->tlb ^ (uintptr_t)t->k.tlb) |
+                (as->root ^ t->k.root) | (as->epoch ^ t->k.epoch) | (uint64_t)(lm_of(as) ^ t->k.lm)) == 0;
+#endif
 }
 
 /* A fresh id. When they run out, empty the table so old keys cannot match
@@ -261,101 +310,166 @@ static int xctx_init(struct xctx *x, const struct vmie_as *as)
         }
         x->id = s->id;
         x->spread = s->spread;
-        t->k_ram = as->ram;
-        t->k_root = as->root;
-        t->k_epoch = as->epoch;
-        t->k_lm = lm;
+        t->k = (struct as_key){.ram = as->ram, .tlb = t, .root = as->root, .epoch = as->epoch, .lm = lm};
+        memcpy(t->k_tail, (const char *)&t->k + KEY_TAIL, sizeof(t->k_tail));
         t->k_id = s->id;
         t->k_spread = s->spread;
+        t->k_esp = s->spread << 12;
         t->k_m = s->m;
         return 0;
 }
 
 /* Index by the low bits of the page number (offset per root): a contiguous
  * range of pages fills distinct sets instead of colliding at random. */
-static inline struct tlb_ent *set_of(const struct vmie_tlb *t, uint64_t spread, uint64_t va)
+static inline const struct tlb_ent *set_of(const struct vmie_tlb *t, uint64_t spread, uint64_t va)
 {
         return &t->e[(((va >> 12) + spread) & t->setmask) * WAYS];
 }
 
-static inline struct tlb_ent *bset_of(const struct vmie_tlb *t, uint64_t spread, uint64_t va)
+/* The same set from the hit path's precomputed fields: a set is 64 bytes,
+ * so ((va >> 12) + spread) * 64 is (va + (spread << 12)) >> 6 with the
+ * page-offset bits masked off. */
+static inline const struct tlb_ent *set_of_hot(const struct vmie_tlb *t, uint64_t va)
+{
+        return (const struct tlb_ent *)(const void *)((const char *)t->e +
+                                                      (((va + t->k_esp) >> 6) & t->emask));
+}
+
+_Static_assert(sizeof(struct tlb_ent[WAYS]) == 64, "set_of_hot: 64-byte sets");
+
+static inline const struct tlb_ent *bset_of(const struct vmie_tlb *t, uint64_t spread, uint64_t va)
 {
         return &t->b[(((va >> 21) + spread) & t->bsetmask) * WAYS];
 }
 
 #define BIG_MASK ((1ull << 21) - 1)
 
-/* omask: the offset bits the entry does not fix (0xfff, or BIG_MASK for an
- * entry of the big table, whose frame is the 2 MiB region's). */
-static inline void ent_out(uint64_t val, uint64_t va, uint64_t omask, struct vmie_xlate *ret)
+/* The entry for va in the page table's set s, or NULL: the way is picked
+ * without a branch, so only a miss leaves the straight line. */
+static inline const struct tlb_ent *probe(const struct tlb_ent *s, uint64_t id, uint64_t va)
 {
-        ret->gpa = (val & ~omask) | (va & omask);
-        ret->page_size = 1ull << (val & VAL_SZ_MASK);
-        /* W, U, NX (bits 6..8) spread to one bit per byte, stored at once:
-         * the three bools are adjacent. */
-        uint32_t f = (uint32_t)((val >> 6) & 7) * 0x4081u & 0x10101u;
-        uint16_t wu = (uint16_t)f;
-        uint8_t nx = (uint8_t)(f >> 16);
-        memcpy((unsigned char *)ret + offsetof(struct vmie_xlate, writable), &wu, 2);
-        memcpy((unsigned char *)ret + offsetof(struct vmie_xlate, nx), &nx, 1);
+        uint64_t key = (va & ~0xfffull) | id;
+        /* A key is in one way at most: pick way 1 if its key matches, then
+         * one compare decides. */
+        const struct tlb_ent *e = s;
+#if defined(__x86_64__)
+        /* a cmov: compilers turn the select into a branch, and which way
+         * holds a page is as random as the caller's addresses */
+        __asm__("cmpq %[key], %c[k1](%[s])\n\tcmove %[s1], %[e]"
+                : [e] "+r"(e)
+                : [key] "r"(key), [s] "r"(s), [s1] "r"(s + 1),
+                  [k1] "i"(sizeof(*s) + offsetof(struct tlb_ent, key)), "m"(s[1].key)
+                : "cc");
+#else
+        e += s[1].key == key;
+#endif
+        return e->key == key ? e : NULL;
 }
 
-_Static_assert(offsetof(struct vmie_xlate, user) == offsetof(struct vmie_xlate, writable) + 1 &&
-                   offsetof(struct vmie_xlate, nx) == offsetof(struct vmie_xlate, writable) + 2,
-               "ent_out stores the three flags as adjacent bytes");
+static inline void ent_out(const struct tlb_ent *e, uint64_t va, struct vmie_xlate *ret)
+{
+        ret->gpa = va + e->delta;
+        /* page_size and the flag bytes (with the tail padding) at once */
+        memcpy((unsigned char *)ret + offsetof(struct vmie_xlate, page_size), &e->size,
+               sizeof(e->size) + sizeof(e->flags));
+}
+
+_Static_assert(offsetof(struct vmie_xlate, page_size) + 8 == offsetof(struct vmie_xlate, writable) &&
+                   offsetof(struct tlb_ent, size) + 8 == offsetof(struct tlb_ent, flags),
+               "ent_out copies page_size and the flags as one 16-byte block");
+
+static inline bool live(const struct vmie_tlb *t, const struct tlb_ent *e)
+{
+        return (e->key & ID_MAX) >= t->floor;
+}
+
+/* Only a 4 KiB leaf needs a walk to come back: a copy of a region's entry
+ * in the page table is rebuilt from the region table. */
+static inline bool walked(const struct tlb_ent *e)
+{
+        return e->size == VMIE_PAGE_SIZE;
+}
+
+/* Where a walked leaf goes. Way 0 is kept while it holds a live walked
+ * leaf (expiry frees it within ttl); way 1 takes the rest. A cyclic scan
+ * over a full set then still hits way 0 instead of missing everywhere, as
+ * LRU would. */
+static inline struct tlb_ent *victim(const struct vmie_tlb *t, struct tlb_ent *s)
+{
+        return live(t, &s[0]) && walked(&s[0]) ? &s[1] : &s[0];
+}
+
+/* Copy a region's entry into the page table for va's page, into a free way
+ * only: displacing a live entry would make a full set thrash on a cyclic
+ * scan, and the region table answers without a walk anyway. Same id: the
+ * copy expires with the region's entry. */
+static void copy_in(struct vmie_tlb *t, uint64_t id, uint64_t spread, uint64_t va, const struct tlb_ent *big)
+{
+        struct tlb_ent *s = (struct tlb_ent *)set_of(t, spread, va), *e;
+        if (!live(t, &s[0]))
+                e = &s[0];
+        else if (!live(t, &s[1]))
+                e = &s[1];
+        else
+                return;
+        *e = *big;
+        e->key = (va & ~0xfffull) | id;
+}
+
+/* The region table's entry for va's 2 MiB region, or NULL. */
+static inline const struct tlb_ent *probe_region(const struct vmie_tlb *t, uint64_t id, uint64_t spread,
+                                                 uint64_t va)
+{
+        const struct tlb_ent *bs = bset_of(t, spread, va);
+        uint64_t bkey = (va & ~BIG_MASK) | id;
+        return bs[0].key == bkey ? &bs[0] : bs[1].key == bkey ? &bs[1] : NULL;
+}
 
 static int xlate(struct xctx *x, uint64_t va, struct vmie_xlate *ret)
 {
         struct vmie_tlb *t = x->tlb;
         if (!t)
                 return vmiei_walk(x->as->ram, &x->m, x->as->root, va, ret);
-        uint64_t bkey = (va & ~BIG_MASK) | x->id;
-        struct tlb_ent *bs = bset_of(t, x->spread, va);
-        for (unsigned w = 0; w < WAYS; w++)
-                if (bs[w].key == bkey) {
-                        t->hits++;
-                        ent_out(bs[w].val, va, BIG_MASK, ret);
-                        return 0;
-                }
-        uint64_t key = (va & ~0xfffull) | x->id;
-        struct tlb_ent *s = set_of(t, x->spread, va);
-        for (unsigned w = 0; w < WAYS; w++)
-                if (s[w].key == key) {
-                        t->hits++;
-                        ent_out(s[w].val, va, 0xfff, ret);
-                        return 0;
-                }
+        const struct tlb_ent *hit = probe(set_of(t, x->spread, va), x->id, va);
+        if (!hit && (hit = probe_region(t, x->id, x->spread, va)))
+                copy_in(t, x->id, x->spread, va, hit);
+        if (hit) {
+                t->hits++;
+                ent_out(hit, va, ret);
+                return 0;
+        }
         t->misses++;
         /* Canonical check happens in the walk, so garbage never gets cached. */
         int r = vmiei_walk(x->as->ram, &x->m, x->as->root, va, ret);
         if (r < 0)
                 return r;
-        /* Way 0 is kept while live (expiry frees it within ttl); way 1 takes
-         * the rest. A cyclic scan over a full set then still hits way 0
-         * instead of missing everywhere, as LRU would. */
-        /* A big leaf is cached once per 2 MiB region it covers, in the big
-         * table: one entry answers all 512 of the region's 4 KiB pages. */
-        uint64_t lg = ret->page_size == (1ull << 30) ? 30 : ret->page_size == (1ull << 21) ? 21 : 12;
-        uint64_t omask = lg == 12 ? 0xfff : BIG_MASK;
-        if (lg != 12) {
-                s = bs;
-                key = bkey;
+        unsigned char f[sizeof(hit->flags)] = {ret->writable, ret->user, ret->nx};
+        struct tlb_ent n = {.delta = ret->gpa - va, .size = ret->page_size};
+        memcpy(&n.flags, f, sizeof(f));
+        if (ret->page_size == VMIE_PAGE_SIZE) {
+                n.key = (va & ~0xfffull) | x->id;
+                *victim(t, (struct tlb_ent *)set_of(t, x->spread, va)) = n;
+        } else {
+                /* A big leaf is cached once per 2 MiB region it covers: one
+                 * walk answers all 512 of the region's 4 KiB pages. */
+                n.key = (va & ~BIG_MASK) | x->id;
+                struct tlb_ent *bs = (struct tlb_ent *)bset_of(t, x->spread, va);
+                struct tlb_ent *e = live(t, &bs[0]) ? &bs[1] : &bs[0];
+                *e = n;
+                copy_in(t, x->id, x->spread, va, e);
         }
-        struct tlb_ent *e = (s[0].key & ID_MAX) >= t->floor ? &s[1] : &s[0];
-        e->key = key;
-        e->val = (ret->gpa & ~omask) | lg | (ret->writable ? VAL_W : 0) | (ret->user ? VAL_U : 0) |
-                 (ret->nx ? VAL_NX : 0);
         return 0;
 }
 
-/* Everything but a hit on the last address space, and every
- * VMIEI_TLB_CLOCK_EVERY-th hit: a miss reads the clock anyway, so no more
- * than VMIEI_TLB_CLOCK_EVERY - 1 calls pass between readings. */
+/* Everything the hit path does not answer. clock: read the clock first (a
+ * miss, a new address space), not when the caller just did. */
 static __attribute__((noinline)) int translate_slow(const struct vmie_as *as, uint64_t va,
-                                                    struct vmie_xlate *ret)
+                                                    struct vmie_xlate *ret, bool clock)
 {
         struct xctx x;
-        if (as->tlb)
+        if (!ret || !as)
+                return -EINVAL;
+        if (as->tlb && clock)
                 read_clock(as->tlb);
         int r = xctx_init(&x, as);
         if (r < 0)
@@ -363,31 +477,60 @@ static __attribute__((noinline)) int translate_slow(const struct vmie_as *as, ui
         return xlate(&x, va, ret);
 }
 
+/* A page of a big leaf whose copy is not in the page table (or was never
+ * made): the region table answers, still without a clock reading. hits is
+ * the caller's count including this call. */
+static __attribute__((noinline)) int translate_region(struct vmie_tlb *t, const struct vmie_as *as,
+                                                      uint64_t va, struct vmie_xlate *ret, uint64_t hits)
+{
+        const struct tlb_ent *big = probe_region(t, t->k_id, t->k_spread, va);
+        if (!big)
+                return translate_slow(as, va, ret, true);
+        t->hits = hits;
+        copy_in(t, t->k_id, t->k_spread, va, big);
+        ent_out(big, va, ret);
+        return 0;
+}
+
+/* The hit path after the hit count h is known: probe the page table, then
+ * the region table. */
+static inline int translate_hit(struct vmie_tlb *t, const struct vmie_as *as, uint64_t va,
+                                struct vmie_xlate *ret, uint64_t h)
+{
+        const struct tlb_ent *e = probe(set_of_hot(t, va), t->k_id, va);
+        if (__builtin_expect(e == NULL, 0))
+                return translate_region(t, as, va, ret, h);
+        t->hits = h;
+        ent_out(e, va, ret);
+        return 0;
+}
+
+/* Every VMIEI_TLB_CLOCK_EVERY-th hit reads the clock (a miss reads it
+ * anyway), so no more than VMIEI_TLB_CLOCK_EVERY - 1 calls pass between
+ * readings; if the reading closed the window, the key is gone and the
+ * call takes the slow path. */
+static __attribute__((noinline)) int translate_tick(struct vmie_tlb *t, const struct vmie_as *as, uint64_t va,
+                                                    struct vmie_xlate *ret, uint64_t h)
+{
+        read_clock(t);
+        if (!t->k.tlb)
+                return translate_slow(as, va, ret, false);
+        return translate_hit(t, as, va, ret, h);
+}
+
 int vmie_translate(const struct vmie_as *as, uint64_t va, struct vmie_xlate *ret)
 {
-        if (!ret || !as)
-                return -EINVAL;
-        struct vmie_tlb *t = as->tlb;
-        /* The hit path: same address space and epoch as the last call, no
-         * clock reading due; a compare per way on half a cache line. */
-        if (t && key_same(t, as) && ((t->hits + 1) & (VMIEI_TLB_CLOCK_EVERY - 1))) {
-                /* Big leaves first: few entries cover much, so they stay in L1. */
-                uint64_t bkey = (va & ~BIG_MASK) | t->k_id;
-                struct tlb_ent *bs = bset_of(t, t->k_spread, va);
-                if (bs[0].key == bkey || bs[1].key == bkey) {
-                        t->hits++;
-                        ent_out(bs[bs[0].key != bkey].val, va, BIG_MASK, ret);
-                        return 0;
-                }
-                uint64_t key = (va & ~0xfffull) | t->k_id;
-                struct tlb_ent *s = set_of(t, t->k_spread, va);
-                if (s[0].key == key || s[1].key == key) {
-                        t->hits++;
-                        ent_out(s[s[0].key != key].val, va, 0xfff, ret);
-                        return 0;
-                }
+        struct vmie_tlb *t;
+        /* The hit path: same address space and epoch as the last call, then
+         * one probe of the page table. Straight-line code that only tail
+         * calls: the clock reading and everything else are out of line. */
+        if (__builtin_expect(as && ret && (t = as->tlb) && key_same(t, as), 1)) {
+                uint64_t h = t->hits + 1;
+                if (__builtin_expect((h & (VMIEI_TLB_CLOCK_EVERY - 1)) == 0, 0))
+                        return translate_tick(t, as, va, ret, h);
+                return translate_hit(t, as, va, ret, h);
         }
-        return translate_slow(as, va, ret);
+        return translate_slow(as, va, ret, true);
 }
 
 /* How many of the n bytes at gpa are backed by RAM, without a gap. */

@@ -837,6 +837,158 @@ static void test_tlb_window_and_ids(void **state)
         fx_close(&f);
 }
 
+/* Copies of big leaves in the page table: they take free slots only, so
+ * live 4 KiB leaves are never pushed out by a big region's pages (which
+ * the region table answers anyway), while a walked 4 KiB leaf does take a
+ * copy's slot. Every answer keeps its frame, size and flags. */
+static void test_tlb_big_copies(void **state)
+{
+        (void)state;
+        const uint64_t v2m = 0xffffffff80000000ull;
+        struct fx f;
+        img_init(&f.im, 8 * MIB, 4);
+        img_range(&f.im, 0, 8 * MIB, 0);
+        f.im.next = 0x10000;
+        f.root = img_page(&f.im);
+        for (uint64_t i = 0; i < 32; i++)
+                img_map(&f.im, f.root, KVA + i * 4096, 0x600000 + i * 4096, 4096, P_RW | P_NX);
+        img_map(&f.im, f.root, v2m, 0x400000, 2 * MIB, P_US);
+        fx_open(&f, 0);
+        struct vmie_tlb *tlb = NULL;
+        assert_int_equal(vmie_tlb_new(16, 0, &tlb), 0); /* 8 sets of 2 */
+        struct vmie_as as = fx_as(&f, 4);
+        as.tlb = tlb;
+        struct vmie_xlate x;
+        struct vmie_tlb_stats st;
+#define CHECK_4K(i)                                                                                          \
+        do {                                                                                                 \
+                assert_int_equal(vmie_translate(&as, KVA + (i)*4096 + 9, &x), 0);                            \
+                assert_int_equal(x.gpa, 0x600000 + (i)*4096 + 9);                                            \
+                assert_int_equal(x.page_size, 4096);                                                         \
+                assert_true(x.writable && !x.user && x.nx);                                                  \
+        } while (0)
+#define CHECK_2M(i)                                                                                          \
+        do {                                                                                                 \
+                assert_int_equal(vmie_translate(&as, v2m + (i)*4096 + 7, &x), 0);                            \
+                assert_int_equal(x.gpa, 0x400000 + (i)*4096 + 7);                                            \
+                assert_int_equal(x.page_size, 2 * MIB);                                                      \
+                assert_true(!x.writable && x.user && !x.nx);                                                 \
+        } while (0)
+
+        /* Pages 0 and 8 fill both ways of one set with walked leaves. */
+        CHECK_4K(0);
+        CHECK_4K(8);
+        /* 64 pages of the big leaf, twice: one walk; their copies go only
+         * where a slot is free. */
+        for (int round = 0; round < 2; round++)
+                for (uint64_t i = 0; i < 64; i++)
+                        CHECK_2M(i);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 3);
+        assert_int_equal(st.hits, 127);
+        /* The two walked leaves are still there. */
+        CHECK_4K(0);
+        CHECK_4K(8);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 3);
+
+        /* Copies fill every slot; then 4 KiB pages 1..7 and 9..15 (every set
+         * but the one of pages 0 and 8) take them over, and stay. */
+        vmie_tlb_flush(tlb);
+        for (uint64_t i = 0; i < 16; i++)
+                CHECK_2M(i);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 4);
+        for (int round = 0; round < 3; round++)
+                for (uint64_t i = 1; i < 16; i++)
+                        if (i != 8)
+                                CHECK_4K(i);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 4 + 14);
+        /* The big leaf still answers every page from the region table. */
+        for (uint64_t i = 0; i < 64; i++)
+                CHECK_2M(i);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 4 + 14);
+#undef CHECK_4K
+#undef CHECK_2M
+        vmie_tlb_free(tlb);
+        fx_close(&f);
+}
+
+/* The address-space key is compared field by field as the caller gave it,
+ * including the bytes only one part of the compare covers (root bits 12..15,
+ * the top byte of the epoch), and never the struct's padding. */
+static void test_tlb_key_fields(void **state)
+{
+        (void)state;
+        struct fx f;
+        img_init(&f.im, 8 * MIB, 4);
+        img_range(&f.im, 0, 8 * MIB, 0);
+        f.im.next = 0x20000;
+        uint64_t root_a = img_page(&f.im), root_b = img_page(&f.im); /* differ in bit 12 only */
+        f.im.next = 0x40000;
+        f.root = root_a;
+        img_map(&f.im, root_a, KVA, 0x300000, 4096, P_RW);
+        img_map(&f.im, root_b, KVA, 0x301000, 4096, P_RW);
+        assert_int_equal(root_a ^ root_b, 0x1000);
+        fx_open(&f, 0);
+        struct vmie_tlb *tlb = NULL;
+        assert_int_equal(vmie_tlb_new(64, 0, &tlb), 0);
+        struct vmie_as as;
+        memset(&as, 0xa5, sizeof(as)); /* garbage in the padding */
+        as.ram = f.ram;
+        as.tlb = tlb;
+        as.root = root_a;
+        as.epoch = 5;
+        as.levels = 4;
+        as.maxphyaddr = 0;
+        struct vmie_as b = as;
+        b.root = root_b;
+        struct vmie_xlate x;
+        struct vmie_tlb_stats st;
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(vmie_translate(&as, KVA + 1, &x), 0);
+                assert_int_equal(x.gpa, 0x300001);
+                assert_int_equal(vmie_translate(&b, KVA + 1, &x), 0);
+                assert_int_equal(x.gpa, 0x301001);
+        }
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 2);
+        assert_int_equal(st.hits, 4);
+        /* Other padding, same fields: the same address space. */
+        struct vmie_as c;
+        memset(&c, 0x5a, sizeof(c));
+        c.ram = as.ram;
+        c.tlb = as.tlb;
+        c.root = as.root;
+        c.epoch = as.epoch;
+        c.levels = as.levels;
+        c.maxphyaddr = as.maxphyaddr;
+        assert_int_equal(vmie_translate(&c, KVA + 2, &x), 0);
+        assert_int_equal(x.gpa, 0x300002);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 2);
+        /* An epoch differing in its top byte only flushes. */
+        fx_poke(&f, img_entry(&f.im, root_a, KVA, 1), 0x302000 | P_P);
+        as.epoch |= 1ull << 60;
+        assert_int_equal(vmie_translate(&as, KVA + 3, &x), 0);
+        assert_int_equal(x.gpa, 0x302003);
+        vmie_tlb_stats(tlb, &st);
+        assert_int_equal(st.misses, 3);
+        assert_int_equal(st.flushes, 2);
+        /* maxphyaddr alone (the key's last byte) is another address space. */
+        fx_poke(&f, img_entry(&f.im, root_a, KVA, 1), 0x303000 | P_P);
+        struct vmie_as m = as;
+        m.maxphyaddr = 46;
+        assert_int_equal(vmie_translate(&m, KVA + 4, &x), 0);
+        assert_int_equal(x.gpa, 0x303004);
+        assert_int_equal(vmie_translate(&as, KVA + 4, &x), 0); /* its own entry */
+        assert_int_equal(x.gpa, 0x302004);
+        vmie_tlb_free(tlb);
+        fx_close(&f);
+}
+
 /* ---- write planning -------------------------------------------------------- */
 
 static void test_extent_plan(void **state)
@@ -979,6 +1131,8 @@ int main(void)
             cmocka_unit_test(test_tlb_big_regions),
             cmocka_unit_test(test_tlb_roots),
             cmocka_unit_test(test_tlb_window_and_ids),
+            cmocka_unit_test(test_tlb_big_copies),
+            cmocka_unit_test(test_tlb_key_fields),
             cmocka_unit_test(test_extent_plan),
             cmocka_unit_test(test_safe_mode_file_shrinks),
         };
