@@ -748,8 +748,11 @@ static void sc_fd_flood(struct srv *s)
 
 static void sc_bad_welcome(struct srv *s)
 {
-        struct wire_welcome w = {
-            .version = 2, .control_id = 1, .body_max = VMSIG_BODY_MAX, .tail_max = 1, .queue_bytes = 1};
+        struct wire_welcome w = {.version = 3,
+                                 /* 1 and 2 exist */ .control_id = 1,
+                                 .body_max = VMSIG_BODY_MAX,
+                                 .tail_max = 1,
+                                 .queue_bytes = 1};
         struct wire_frame f;
         uint8_t b[WIRE_FRAME_MAX];
 
