@@ -9,7 +9,8 @@
  * source, a length over the bound and a missing lease are ACKed refusals
  * and the connection stays. A source truncated while writes run gives only
  * success or a failed ACK. The daemon's fd count returns to where it was
- * after all of it. tail_max = 65536. */
+ * after all of it, and after refusals for a missing capability; with fd
+ * writes still queued it shuts down cleanly. tail_max = 65536. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,11 +48,13 @@ static void grab_memctx(const struct vmsig_event *ev, int fd, void *ud)
                 close(fd);
 }
 
-static int setup(void **state)
+static int setup_with(const char *extra_conf)
 {
-        (void)state;
+        char conf[256];
+
         RAMFD = -1;
-        if (vh_start(&H, "[limits]\ntail_max = 65536\n") < 0)
+        snprintf(conf, sizeof(conf), "[limits]\ntail_max = 65536\n%s", extra_conf);
+        if (vh_start(&H, conf) < 0)
                 goto fail;
         W = vh_client(&H, "watcher");
         if (!W || vh_subscribe(W, 0,
@@ -70,6 +73,19 @@ fail:
         W = vh_client_close(W);
         vh_teardown(&H);
         return -1;
+}
+
+static int setup(void **state)
+{
+        (void)state;
+        return setup_with("");
+}
+
+/* root without the memwrite capability */
+static int setup_nocap(void **state)
+{
+        (void)state;
+        return setup_with("[uid:0]\ncaps = roster,memctx,status\n");
 }
 
 static int teardown(void **state)
@@ -571,6 +587,45 @@ static void test_daemon_fds_return(void **state)
         print_message("vmsigd holds %u fds after 10 rounds of good and bad fd writes\n", daemon_fds());
 }
 
+static void test_capability_missing(void **state)
+{
+        (void)state;
+        struct vmsig_client *c = vh_client(&H, "fd-nocap");
+        int mfd = memfd_with(NULL, 0, 8192);
+        struct vmsig_event ev;
+        uint64_t corr;
+        char msg[VMSIG_MSG_MAX];
+
+        assert_non_null(c);
+        unsigned base = daemon_fds();
+        mw_event(&ev, TARGET_VA);
+        for (int i = 0; i < 20; i++) {
+                assert_int_equal(vmsig_client_send_fd(c, &ev, mfd, 0, 4096, &corr), 0);
+                assert_int_equal(ack_of(c, corr, msg, sizeof(msg)), -EPERM);
+                assert_non_null(strstr(msg, "capability memwrite"));
+        }
+        expect_daemon_fds(base);
+        close(mfd);
+        vh_client_close(c);
+}
+
+/* Writes still queued when the daemon stops: it exits cleanly (the ASan
+ * build also checks that nothing leaks). */
+static void test_queued_at_shutdown(void **state)
+{
+        (void)state;
+        struct vmsig_client *c = writer("fd-shutdown");
+        int mfd = memfd_with(NULL, 0, TAIL_MAX);
+        struct vmsig_event ev;
+
+        mw_event(&ev, TARGET_VA);
+        for (int i = 0; i < 16; i++)
+                (void)vmsig_client_send_fd(c, &ev, mfd, 0, TAIL_MAX, NULL);
+        assert_int_equal(vh_stop(&H, VH_TIMEOUT_MS), 0);
+        close(mfd);
+        vh_client_close(c);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -580,6 +635,8 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_refusals_are_acks, setup, teardown),
             cmocka_unit_test_setup_teardown(test_truncate_race, setup, teardown),
             cmocka_unit_test_setup_teardown(test_daemon_fds_return, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_capability_missing, setup_nocap, teardown),
+            cmocka_unit_test_setup_teardown(test_queued_at_shutdown, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
