@@ -105,7 +105,9 @@ struct vmsig_adapter_ops {
         /* Loop thread, non-blocking: hand blocking work to a worker.
          * payload/payload_len: a CMD_MEMWRITE source that did not fit inline
          * (VMSIG_F_SRC_PAYLOAD), valid only during this call; NULL/0 when the
-         * bytes are inline in the body. */
+         * bytes are inline in the body. With VMSIG_F_HAS_FD the payload is a
+         * struct vmsig_memwrite_fd naming the source fd (the bus's; dup it
+         * to keep it); vmsig_memwrite_decode() returns it as src_fd. */
         int (*submit)(void *instance, const struct vmsig_event *ev, const void *payload, size_t payload_len);
         /* Stop and join workers, close fds, free. Never called from inside
          * one of this instance's own callbacks. */

@@ -181,6 +181,13 @@ int vmsig_control_send(struct vmsig_control *ctl, const struct vmsig_event *ev);
  * VMSIG_F_SRC_PAYLOAD; body.len must equal len. */
 int vmsig_control_send_payload(struct vmsig_control *ctl, const struct vmsig_event *ev, const void *src,
                                size_t len);
+/* CMD_MEMWRITE whose source is bytes [src_off, src_off + len) of fd (the
+ * body is a struct vmsig_memwrite_fd_body). Takes fd: it is closed on every
+ * path, once the command has been refused or submitted. The bus sets
+ * VMSIG_F_HAS_FD; capability, lease and extent are checked as for any
+ * CMD_MEMWRITE. The caller vouches for the fd's type (the socket server
+ * accepts only regular tmpfs files). */
+int vmsig_control_send_fd(struct vmsig_control *ctl, const struct vmsig_event *ev, int fd);
 int vmsig_control_lease_acquire(struct vmsig_control *ctl, uint32_t endpoint, uint8_t lease_class,
                                 uint64_t corr);
 int vmsig_control_lease_release(struct vmsig_control *ctl, uint32_t endpoint, uint8_t lease_class,

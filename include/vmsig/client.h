@@ -91,6 +91,42 @@ int vmsig_client_send(struct vmsig_client *c, const struct vmsig_event *ev, uint
  * 0 < len <= info.tail_max (else -EMSGSIZE). */
 int vmsig_client_send_payload(struct vmsig_client *c, const struct vmsig_event *ev, const void *src,
                               size_t len, uint64_t *ret_corr);
+/* ---- CMD_MEMWRITE from shared memory (docs/protocol.md §7.2) ----
+ * A daemon speaking protocol version 2 (info.version >= 2) also takes a
+ * CMD_MEMWRITE whose source is a memfd (or tmpfs file) passed with the
+ * command and copied into guest RAM in the daemon's kernel. The daemon reads
+ * it when the write runs, i.e. until the write's ACT_ACK: do not change the
+ * source bytes before that. On a version-1 daemon the calls below that need
+ * it return -EOPNOTSUPP (vmsig_client_memwrite falls back to the tail). */
+
+/* True when the daemon accepts the fd source. */
+bool vmsig_client_can_memwrite_fd(const struct vmsig_client *c);
+/* Write len bytes from src (0 < len <= info.tail_max, else -EMSGSIZE):
+ * inline up to 440 bytes; from VMSIG_CLIENT_MEMWRITE_FD_MIN bytes on,
+ * copied into the connection's staging memfd and sent as the fd source when
+ * the daemon speaks version 2 and the staging memfd is free; otherwise as a
+ * tail. ev carries addr, flags and cr3. */
+#define VMSIG_CLIENT_MEMWRITE_FD_MIN 65536u
+int vmsig_client_memwrite(struct vmsig_client *c, const struct vmsig_event *ev, const void *src, size_t len,
+                          uint64_t *ret_corr);
+/* Zero-copy: the connection's staging buffer (info.tail_max bytes, a
+ * mapping of a sealed memfd shared with the daemon), to fill and then send
+ * with vmsig_client_memwrite_submit. -EOPNOTSUPP (version-1 daemon),
+ * -EBUSY while a write from it waits for its ACT_ACK (receive it first). */
+int vmsig_client_memwrite_buffer(struct vmsig_client *c, void **ret_buf, size_t *ret_size);
+/* CMD_MEMWRITE of the staging buffer's first len bytes (ev: addr, flags,
+ * cr3). The buffer is busy until this write's ACT_ACK has been received
+ * with vmsig_client_recv(). -EAGAIN while earlier output is still queued
+ * (flush, then retry); -EBUSY; -EMSGSIZE. */
+int vmsig_client_memwrite_submit(struct vmsig_client *c, const struct vmsig_event *ev, size_t len,
+                                 uint64_t *ret_corr);
+/* The fd source with a caller's fd: bytes [src_off, src_off + len) of fd
+ * (the daemon takes only a readable regular file on tmpfs, e.g. a memfd,
+ * and ends the connection otherwise; len above its bound is refused with
+ * ACT_ACK -EMSGSIZE). fd stays the caller's. -EAGAIN as for submit. */
+int vmsig_client_send_fd(struct vmsig_client *c, const struct vmsig_event *ev, int fd, uint64_t src_off,
+                         size_t len, uint64_t *ret_corr);
+
 int vmsig_client_lease_acquire(struct vmsig_client *c, uint32_t endpoint, uint8_t lease_class,
                                uint64_t *ret_corr);
 int vmsig_client_lease_release(struct vmsig_client *c, uint32_t endpoint, uint8_t lease_class,

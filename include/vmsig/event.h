@@ -80,7 +80,7 @@ enum vmsig_flag {
         VMSIG_F_SRC_PAYLOAD = 1u << 1, /* MEMWRITE source travels as a tail (socket only) */
         VMSIG_F_DROPPABLE = 1u << 2,   /* may be dropped (and counted) under pressure */
         VMSIG_F_RETAINED = 1u << 3,    /* set on replayed retained events */
-        VMSIG_F_HAS_FD = 1u << 4,      /* an fd travels with this event (MEMCTX) */
+        VMSIG_F_HAS_FD = 1u << 4,      /* an fd travels with this event (MEMCTX; CMD_MEMWRITE source) */
 };
 
 /* Priorities: lower value dispatches first; FIFO within one value. */
@@ -201,7 +201,11 @@ struct vmsig_power_body {
 };
 
 /* CMD_MEMWRITE body: gva (or gpa with PHYS), then len bytes. With
- * VMSIG_F_SRC_PAYLOAD the bytes arrive as a tail, not inline (socket). */
+ * VMSIG_F_SRC_PAYLOAD the bytes arrive as a tail, not inline (socket). With
+ * VMSIG_F_HAS_FD they are bytes [src_off, src_off + len) of a file the
+ * sender passed (a memfd or tmpfs file): the body is the 16-byte head plus
+ * a u64 src_off (struct vmsig_memwrite_fd_body), and the submit() payload
+ * is a struct vmsig_memwrite_fd naming that fd. */
 enum vmsig_memwrite_flag {
         VMSIG_MEMWRITE_PHYS = 1u << 0, /* addr is guest-physical; cr3 ignored */
 };
@@ -211,6 +215,18 @@ struct vmsig_memwrite_body {
         uint32_t len;
         uint32_t flags; /* enum vmsig_memwrite_flag */
         uint8_t data[VMSIG_MEMWRITE_INLINE_MAX];
+};
+struct vmsig_memwrite_fd_body {
+        uint64_t addr;
+        uint32_t len;
+        uint32_t flags;   /* enum vmsig_memwrite_flag */
+        uint64_t src_off; /* where the source starts in the fd */
+};
+/* The payload a CMD_MEMWRITE with VMSIG_F_HAS_FD reaches submit() with.
+ * The fd belongs to the bus and is valid only during submit: dup it to
+ * keep it. */
+struct vmsig_memwrite_fd {
+        int fd;
 };
 
 enum vmsig_lease_class {
@@ -288,13 +304,17 @@ const char *vmsig_power_op_name(uint32_t op);
 
 /* A CMD_MEMWRITE as an adapter's submit() sees it: where, how much, and the
  * source bytes, inline in ev or in the payload. src points into ev or
- * payload, so it is valid only during submit. -EINVAL for a malformed
+ * payload, so it is valid only during submit. With VMSIG_F_HAS_FD, src is
+ * NULL and the source is bytes [src_off, src_off + len) of src_fd (valid
+ * only during submit); src_fd is -1 otherwise. -EINVAL for a malformed
  * command (sizes that disagree, unknown flags, zero length). */
 struct vmsig_memwrite_req {
         uint64_t addr;
         uint32_t len;
         uint32_t flags; /* enum vmsig_memwrite_flag */
         const void *src;
+        int src_fd;
+        uint64_t src_off;
 };
 int vmsig_memwrite_decode(const struct vmsig_event *ev, const void *payload, size_t payload_len,
                           struct vmsig_memwrite_req *ret);

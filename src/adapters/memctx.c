@@ -610,6 +610,16 @@ static int w_write(void *ud, const void *buf, size_t len, uint64_t off)
         return 0;
 }
 
+static int w_write_fd(void *ud, int src_fd, uint64_t src_off, size_t len, uint64_t off, size_t *done)
+{
+        struct memctx *m = ud;
+
+        *done = 0;
+        if (m->w.rw_fd < 0)
+                return -EROFS;
+        return mce_copy_fd(m->engine, src_fd, src_off, m->w.rw_fd, off, len, done);
+}
+
 /* Lock held, worker idle: it has caught up with every invalidation, so
  * m->w is current and a small write may run inline. */
 static bool w_current(void *ud)
@@ -626,6 +636,7 @@ static const struct mce_ops engine_ops = {
     .target = w_target,
     .shrunk = w_shrunk_msg,
     .write = w_write,
+    .write_fd = w_write_fd,
     .current = w_current,
 };
 

@@ -3,6 +3,7 @@
  * path and write planning through libvmie, for the real adapter and its
  * stub alike. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "adapters/memctx_engine.h"
@@ -17,7 +19,8 @@
 #define PAGE_4K UINT64_C(4096)
 
 /* A queued CMD_MEMWRITE: the command header for the ACK, and its own copy of
- * the source bytes, since the payload only lives during submit(). */
+ * the source bytes, since the payload only lives during submit(); or, for
+ * an fd source, its own dup of the fd (the bytes are read when it runs). */
 struct mw_job {
         struct mw_job *next;
         struct vmsig_event_hdr hdr;
@@ -25,6 +28,8 @@ struct mw_job {
         uint32_t len;
         uint32_t flags;
         uint32_t lease_gen; /* sink->lease_generation when accepted */
+        int src_fd;         /* -1: the bytes are in data */
+        uint64_t src_off;
         uint8_t data[];
 };
 
@@ -54,7 +59,19 @@ struct mce {
         bool gone;
         bool has_late;
         struct vmsig_event late;
+
+        /* mce_copy_fd's pipe, made on first use; worker (or inline, lock
+         * held) only. */
+        int pipe_rd, pipe_wr;
+        size_t pipe_cap;
 };
+
+static void job_free(struct mw_job *j)
+{
+        if (j && j->src_fd >= 0)
+                close(j->src_fd);
+        free(j);
+}
 
 /* Decode and copy. NULL with *ret_err = -EINVAL (malformed) or -ENOMEM. */
 static struct mw_job *job_new(const struct vmsig_event *ev, const void *payload, size_t payload_len,
@@ -67,7 +84,11 @@ static struct mw_job *job_new(const struct vmsig_event *ev, const void *payload,
                 *ret_err = -EINVAL;
                 return NULL;
         }
-        j = malloc(sizeof(*j) + req.len);
+        if (!req.src && req.src_fd < 0) {
+                *ret_err = -EINVAL;
+                return NULL;
+        }
+        j = malloc(sizeof(*j) + (req.src ? req.len : 0));
         if (!j) {
                 *ret_err = -ENOMEM;
                 return NULL;
@@ -77,7 +98,19 @@ static struct mw_job *job_new(const struct vmsig_event *ev, const void *payload,
         j->addr = req.addr;
         j->len = req.len;
         j->flags = req.flags;
-        memcpy(j->data, req.src, req.len);
+        j->src_fd = -1;
+        j->src_off = req.src_off;
+        if (req.src) {
+                memcpy(j->data, req.src, req.len);
+                return j;
+        }
+        /* The bus closes its fd after submit; the job keeps its own. */
+        j->src_fd = fcntl(req.src_fd, F_DUPFD_CLOEXEC, 3);
+        if (j->src_fd < 0) {
+                *ret_err = -errno;
+                free(j);
+                return NULL;
+        }
         return j;
 }
 
@@ -182,6 +215,53 @@ static int plan_virt(struct mce *e, const struct mw_job *j, const struct mce_tar
         return r;
 }
 
+/* The fd source, after the whole extent was planned and checked. The
+ * source must hold every byte before anything is written (else -ENODATA,
+ * nothing written). If it shrinks during the copy the ACK is -EIO and says
+ * how many bytes were written: a prefix of the extent, never a success. */
+static int write_from_fd(struct mce *e, const struct mw_job *j, const struct vmie_chunk *ch, size_t n)
+{
+        uint64_t pos = j->src_off;
+        size_t total = 0;
+        struct stat st;
+        int r;
+
+        if (!e->ops->write_fd) {
+                ack(e, &j->hdr, -EOPNOTSUPP, 0, "this adapter cannot write from an fd");
+                return -EOPNOTSUPP;
+        }
+        if (fstat(j->src_fd, &st) < 0) {
+                r = -errno;
+                ack(e, &j->hdr, r, 0, "source fd: %s", strerror(-r));
+                return r;
+        }
+        if (j->src_off > UINT64_MAX - j->len || st.st_size < 0 ||
+            (uint64_t)st.st_size < j->src_off + j->len) {
+                ack(e, &j->hdr, -ENODATA, 0,
+                    "source fd holds %lld bytes, the write needs bytes 0x%" PRIx64 "..0x%" PRIx64
+                    "; nothing written",
+                    (long long)st.st_size, j->src_off, j->src_off + j->len);
+                return -ENODATA;
+        }
+        for (size_t i = 0; i < n; i++) {
+                size_t done = 0;
+                r = e->ops->write_fd(e->ud, j->src_fd, pos, ch[i].len, ch[i].file_offset, &done);
+                total += done;
+                if (r == -ENODATA) {
+                        ack(e, &j->hdr, -EIO, 0,
+                            "the source fd shrank during the copy: %zu of %u bytes written", total, j->len);
+                        return -EIO;
+                }
+                if (r < 0) {
+                        ack(e, &j->hdr, r, 0, "writing guest RAM failed after %zu of %u bytes: %s", total,
+                            j->len, strerror(-r));
+                        return r;
+                }
+                pos += ch[i].len;
+        }
+        return 0;
+}
+
 static void run_job(struct mce *e, const struct mw_job *j)
 {
         const bool phys = j->flags & VMSIG_MEMWRITE_PHYS;
@@ -215,6 +295,12 @@ static void run_job(struct mce *e, const struct mw_job *j)
         /* writing past a shrunk end would grow the file's owner's file */
         if (r < 0 || shrunk(e, j) < 0)
                 goto out;
+        if (j->src_fd >= 0) {
+                if (write_from_fd(e, j, ch, n) == 0)
+                        ack(e, &j->hdr, 0, j->len, "wrote %u bytes at %s0x%" PRIx64 " from the source fd",
+                            j->len, phys ? "gpa " : "", j->addr);
+                goto out;
+        }
         const uint8_t *p = j->data;
         for (size_t i = 0; i < n; p += ch[i].len, i++) {
                 r = e->ops->write(e->ud, p, ch[i].len, ch[i].file_offset);
@@ -226,6 +312,113 @@ static void run_job(struct mce *e, const struct mw_job *j)
         ack(e, &j->hdr, 0, j->len, "wrote %u bytes at %s0x%" PRIx64, j->len, phys ? "gpa " : "", j->addr);
 out:
         free(ch);
+}
+
+/* ---- copying from a source fd ---- */
+
+int mce_copy_fd_to_mem(int src_fd, uint64_t src_off, void *dst, size_t len, size_t *done)
+{
+        uint8_t *p = dst;
+
+        *done = 0;
+        while (*done < len) {
+                ssize_t k = pread(src_fd, p + *done, len - *done, (off_t)(src_off + *done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        return -ENODATA;
+                *done += (size_t)k;
+        }
+        return 0;
+}
+
+static void pipe_drop(struct mce *e)
+{
+        if (e->pipe_rd < 0)
+                return;
+        close(e->pipe_rd);
+        close(e->pipe_wr);
+        e->pipe_rd = e->pipe_wr = -1;
+}
+
+/* Where the target cannot splice: through a small buffer. */
+static int copy_bounce(int src_fd, uint64_t src_off, int dst_fd, uint64_t dst_off, size_t len, size_t *done)
+{
+        uint8_t buf[16384];
+
+        while (*done < len) {
+                size_t want = len - *done < sizeof(buf) ? len - *done : sizeof(buf), got = 0;
+                int r = mce_copy_fd_to_mem(src_fd, src_off + *done, buf, want, &got);
+                if (r < 0 && r != -ENODATA)
+                        return r;
+                for (size_t w = 0; w < got;) {
+                        ssize_t k = pwrite(dst_fd, buf + w, got - w, (off_t)(dst_off + *done));
+                        if (k < 0 && errno == EINTR)
+                                continue;
+                        if (k <= 0)
+                                return k < 0 ? -errno : -EIO;
+                        w += (size_t)k;
+                        *done += (size_t)k;
+                }
+                if (r == -ENODATA)
+                        return r;
+        }
+        return 0;
+}
+
+int mce_copy_fd(struct mce *e, int src_fd, uint64_t src_off, int dst_fd, uint64_t dst_off, size_t len,
+                size_t *done)
+{
+        loff_t in = (loff_t)src_off, out = (loff_t)dst_off;
+        int r;
+
+        *done = 0;
+        if (e->pipe_rd < 0) {
+                int p[2];
+                if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+                        return copy_bounce(src_fd, src_off, dst_fd, dst_off, len, done);
+                e->pipe_rd = p[0];
+                e->pipe_wr = p[1];
+                (void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* fewer rounds; the default will do */
+                int cap = fcntl(p[1], F_GETPIPE_SZ);
+                e->pipe_cap = cap > 0 ? (size_t)cap : 65536;
+        }
+        while (*done < len) {
+                size_t want = len - *done < e->pipe_cap ? len - *done : e->pipe_cap;
+                /* The pipe is empty here: nothing can block. */
+                ssize_t k = splice(src_fd, &in, e->pipe_wr, NULL, want, SPLICE_F_NONBLOCK);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        r = -errno;
+                        if (r == -EINVAL && *done == 0)
+                                return copy_bounce(src_fd, src_off, dst_fd, dst_off, len, done);
+                        goto fail;
+                }
+                if (k == 0)
+                        return -ENODATA;
+                for (size_t left = (size_t)k; left;) {
+                        ssize_t w = splice(e->pipe_rd, NULL, dst_fd, &out, left, SPLICE_F_NONBLOCK);
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0) {
+                                r = w < 0 ? -errno : -EIO;
+                                if (r == -EINVAL && *done == 0) {
+                                        pipe_drop(e); /* drop what it holds */
+                                        return copy_bounce(src_fd, src_off, dst_fd, dst_off, len, done);
+                                }
+                                goto fail;
+                        }
+                        left -= (size_t)w;
+                        *done += (size_t)w;
+                }
+        }
+        return 0;
+fail:
+        pipe_drop(e); /* whatever it still holds must not reach the next write */
+        return r;
 }
 
 /* ---- the worker ---- */
@@ -276,7 +469,7 @@ static void *worker_main(void *arg)
                             "not applied: the sender's memwrite lease ended before the write ran");
                 else
                         run_job(e, j);
-                free(j);
+                job_free(j);
                 pthread_mutex_lock(&e->lock);
         }
         pthread_mutex_unlock(&e->lock);
@@ -293,6 +486,7 @@ int mce_new(const struct mce_ops *ops, void *ud, struct mce **ret)
                 return -ENOMEM;
         e->ops = ops;
         e->ud = ud;
+        e->pipe_rd = e->pipe_wr = -1;
         pthread_mutex_init(&e->lock, NULL);
         pthread_cond_init(&e->cond, NULL);
         e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -361,7 +555,7 @@ int mce_submit(struct mce *e, const struct vmsig_event *ev, const void *payload,
         if (!e->worker_started || e->njobs >= MCE_JOBS_MAX) {
                 bool started = e->worker_started;
                 pthread_mutex_unlock(&e->lock);
-                free(j);
+                job_free(j);
                 return started ? -EBUSY : -ENOTCONN;
         }
         /* Small writes run here while the worker idles, its view current. */
@@ -369,7 +563,7 @@ int mce_submit(struct mce *e, const struct vmsig_event *ev, const void *payload,
             j->len <= MCE_INLINE_BYTES) {
                 run_job(e, j);
                 pthread_mutex_unlock(&e->lock);
-                free(j);
+                job_free(j);
                 return VMSIG_SUBMIT_ACCEPTED;
         }
         if (e->sink && e->sink->lease_generation)
@@ -408,7 +602,7 @@ void mce_stop(struct mce *e)
                 if (e->sink)
                         ack(e, &j->hdr, -ECANCELED, 0,
                             "not applied: the VM's memctx adapter was detached first");
-                free(j);
+                job_free(j);
         }
         e->tail = NULL;
         e->njobs = 0;
@@ -421,6 +615,10 @@ void mce_free(struct mce *e)
         mce_stop(e);
         if (e->evfd >= 0)
                 close(e->evfd);
+        if (e->pipe_rd >= 0) {
+                close(e->pipe_rd);
+                close(e->pipe_wr);
+        }
         pthread_cond_destroy(&e->cond);
         pthread_mutex_destroy(&e->lock);
         free(e);

@@ -63,6 +63,10 @@ struct mce_ops {
         int (*shrunk)(void *ud, char *msg, size_t len);
         /* Write len bytes at file offset off of the guest RAM. 0 or -errno. */
         int (*write)(void *ud, const void *buf, size_t len, uint64_t off);
+        /* The same from bytes [src_off, src_off + len) of src_fd (a regular
+         * tmpfs file a control passed: read it, never map it). 0, -ENODATA
+         * if the source ended first, or -errno; *done: bytes written. */
+        int (*write_fd)(void *ud, int src_fd, uint64_t src_off, size_t len, uint64_t off, size_t *done);
         /* Lock held, worker idle: is the worker's view current, so a small
          * write may run inline? Optional (always). */
         bool (*current)(void *ud);
@@ -86,6 +90,15 @@ void mce_set_boot_locked(struct mce *e, bool on);
  * kinds; -EINVAL malformed, -ENOMEM, -EBUSY queue full, -ENOTCONN not
  * started; VMSIG_SUBMIT_ACCEPTED (the ACK follows, unless FF and success). */
 int mce_submit(struct mce *e, const struct vmsig_event *ev, const void *payload, size_t payload_len);
+
+/* Copy helpers for write_fd, on the worker (or inline, lock held). Both
+ * read the source with read-style calls only, so a source that shrinks
+ * meanwhile gives -ENODATA (a short copy), never SIGBUS. *done: bytes
+ * copied. mce_copy_fd splices through a pipe the engine keeps (one copy in
+ * the kernel), falling back to pread/pwrite where the target cannot splice. */
+int mce_copy_fd(struct mce *e, int src_fd, uint64_t src_off, int dst_fd, uint64_t dst_off, size_t len,
+                size_t *done);
+int mce_copy_fd_to_mem(int src_fd, uint64_t src_off, void *dst, size_t len, size_t *done);
 
 /* Stops and joins the worker, then sends the ACK a detach refused and
  * answers every write never started with -ECANCELED. Idempotent. */

@@ -372,7 +372,7 @@ int vmsig_control_unsubscribe(struct vmsig_control *ctl, uint32_t endpoint)
 
 /* ---- DOWN commands ---- */
 
-static int send_common(struct vmsig_control *ctl, const struct vmsig_event *ev, void *payload,
+static int send_common(struct vmsig_control *ctl, const struct vmsig_event *ev, int fd, void *payload,
                        size_t payload_len)
 {
         struct vmsig_event copy;
@@ -385,9 +385,11 @@ static int send_common(struct vmsig_control *ctl, const struct vmsig_event *ev, 
         if (copy.hdr.priority < VMSIG_PRIO_URGENT)
                 copy.hdr.priority = VMSIG_PRIO_URGENT;
         copy.hdr.flags &= (uint16_t) ~(VMSIG_F_RETAINED | VMSIG_F_HAS_FD | VMSIG_F_SRC_PAYLOAD);
-        if (payload)
+        if (fd >= 0)
+                copy.hdr.flags |= VMSIG_F_HAS_FD;
+        else if (payload)
                 copy.hdr.flags |= VMSIG_F_SRC_PAYLOAD;
-        return bus_enqueue(ctl->bus, &copy, -1, payload, payload_len);
+        return bus_enqueue(ctl->bus, &copy, fd, payload, payload_len);
 }
 
 int vmsig_control_send(struct vmsig_control *ctl, const struct vmsig_event *ev)
@@ -400,7 +402,7 @@ int vmsig_control_send(struct vmsig_control *ctl, const struct vmsig_event *ev)
                 return -EINVAL;
         if (ev->hdr.body_len > VMSIG_BODY_MAX)
                 return -EMSGSIZE;
-        return send_common(ctl, ev, NULL, 0);
+        return send_common(ctl, ev, -1, NULL, 0);
 }
 
 int vmsig_control_send_payload(struct vmsig_control *ctl, const struct vmsig_event *ev, const void *src,
@@ -422,7 +424,36 @@ int vmsig_control_send_payload(struct vmsig_control *ctl, const struct vmsig_eve
         if (!copy)
                 return -ENOMEM;
         memcpy(copy, src, len);
-        return send_common(ctl, ev, copy, len);
+        return send_common(ctl, ev, -1, copy, len);
+}
+
+int vmsig_control_send_fd(struct vmsig_control *ctl, const struct vmsig_event *ev, int fd)
+{
+        const struct kind_info *k;
+        struct vmsig_memwrite_fd *src;
+        int r = -EINVAL;
+
+        if (!ctl || !ev || fd < 0)
+                goto fail;
+        r = -ENOTCONN;
+        if (ctl->dead)
+                goto fail;
+        r = -EINVAL;
+        k = kind_info(ev->hdr.kind);
+        if (!k || !(k->flags & KIND_TAIL) || ev->hdr.body_len != sizeof(struct vmsig_memwrite_fd_body))
+                goto fail;
+        r = -ENOMEM;
+        src = malloc(sizeof(*src));
+        if (!src)
+                goto fail;
+        /* The node owns the fd (closed when it is released, on every path);
+         * the payload only names it for submit(). */
+        src->fd = fd;
+        return send_common(ctl, ev, fd, src, sizeof(*src));
+fail:
+        if (fd >= 0)
+                close(fd);
+        return r;
 }
 
 static int lease_send(struct vmsig_control *ctl, uint16_t kind, uint32_t endpoint, uint8_t cls, uint64_t corr)

@@ -395,8 +395,39 @@ enum memwrite_fault memwrite_check(const struct vmsig_event *ev, bool tail_known
         const size_t head = offsetof(struct vmsig_memwrite_body, data);
         const uint32_t bl = ev->hdr.body_len;
         const bool src_tail = ev->hdr.flags & VMSIG_F_SRC_PAYLOAD;
+        /* The source in an fd: the body is the head plus a u64 src_off, and
+         * the payload names the fd (struct vmsig_memwrite_fd). */
+        const bool src_fd = ev->hdr.flags & VMSIG_F_HAS_FD;
+        struct vmsig_memwrite_fd_body fb;
         struct vmsig_memwrite_body b;
 
+        if (src_fd) {
+                if (src_tail)
+                        return MW_E_FLAGS; /* one source only */
+                if (bl != sizeof(fb))
+                        return MW_E_SIZE;
+                memcpy(&fb, ev->body, sizeof(fb));
+                if (fb.flags & ~(uint32_t)VMSIG_MEMWRITE_PHYS)
+                        return MW_E_FLAGS;
+                if (fb.len > bound)
+                        return MW_E_BOUND;
+                if (fb.len == 0)
+                        return MW_E_ZERO;
+                if (tail_known && (!tail || tail_len != sizeof(struct vmsig_memwrite_fd)))
+                        return MW_E_TAIL;
+                if (ret) {
+                        struct vmsig_memwrite_fd f = {.fd = -1};
+                        if (tail)
+                                memcpy(&f, tail, sizeof(f));
+                        ret->addr = fb.addr;
+                        ret->len = fb.len;
+                        ret->flags = fb.flags;
+                        ret->src = NULL;
+                        ret->src_fd = f.fd;
+                        ret->src_off = fb.src_off;
+                }
+                return MW_OK;
+        }
         if (bl < head || bl > sizeof(b))
                 return MW_E_BODY;
         memcpy(&b, ev->body, head);
@@ -417,6 +448,8 @@ enum memwrite_fault memwrite_check(const struct vmsig_event *ev, bool tail_known
                 ret->len = b.len;
                 ret->flags = b.flags;
                 ret->src = src_tail ? tail : ev->body + head;
+                ret->src_fd = -1;
+                ret->src_off = 0;
         }
         return MW_OK;
 }

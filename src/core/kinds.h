@@ -103,11 +103,11 @@ void kind_body_byteorder(uint16_t kind, uint8_t codec, uint8_t *body, size_t len
 enum memwrite_fault {
         MW_OK = 0,
         MW_E_BODY,  /* body shorter than its 16-byte head, or longer than an event body */
-        MW_E_FLAGS, /* a body flag other than VMSIG_MEMWRITE_PHYS */
+        MW_E_FLAGS, /* a body flag other than VMSIG_MEMWRITE_PHYS; HAS_FD with SRC_PAYLOAD */
         MW_E_BOUND, /* len over the bound */
         MW_E_SIZE,  /* len disagrees with the inline bytes, or with the tail */
         MW_E_ZERO,  /* len 0 */
-        MW_E_TAIL,  /* SRC_PAYLOAD without its tail, or a tail without SRC_PAYLOAD */
+        MW_E_TAIL,  /* SRC_PAYLOAD without its tail, or a tail without SRC_PAYLOAD; HAS_FD without its fd */
 };
 
 /* ev is a CMD_MEMWRITE. tail_known: false while a wire frame is checked

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -49,6 +50,14 @@ struct vmsig_client {
         struct pending_fd fdq[FDQ_MAX];
         unsigned nfd;
         uint64_t next_corr;
+        /* The staging memfd of the fd source (version 2), tail_max bytes,
+         * sealed so it can neither shrink nor grow; made on first use. The
+         * daemon reads it when the write runs, so it is busy from the send
+         * until that write's ACT_ACK arrives. */
+        int stage_fd;
+        uint8_t *stage;
+        bool stage_busy;
+        uint64_t stage_corr;
 };
 
 static uint64_t deadline_of(int timeout_ms)
@@ -127,6 +136,7 @@ int vmsig_client_new(struct vmsig_client **ret)
         if (!c)
                 return -ENOMEM;
         c->fd = -1;
+        c->stage_fd = -1;
         c->next_corr = 1;
         *ret = c;
         return 0;
@@ -140,6 +150,10 @@ struct vmsig_client *vmsig_client_free(struct vmsig_client *c)
         if (c->fd >= 0)
                 close(c->fd);
         wire_rx_done(&c->rx);
+        if (c->stage)
+                munmap(c->stage, c->info.tail_max);
+        if (c->stage_fd >= 0)
+                close(c->stage_fd);
         free(c->in);
         free(c->out);
         free(c);
@@ -413,6 +427,13 @@ int vmsig_client_recv(struct vmsig_client *c, struct vmsig_event *ret_event, int
                 if (f->type != WIRE_EVENT) /* the receiver admits nothing else here */
                         return violation(c, WIRE_E_DIRECTION);
                 *ret_event = f->u.event;
+                if (c->stage_busy && f->u.event.hdr.kind == VMSIG_EV_ACT_ACK &&
+                    f->u.event.hdr.corr == c->stage_corr) {
+                        struct vmsig_ack_body a;
+                        memcpy(&a, f->u.event.body, sizeof(a));
+                        if (a.cmd_kind == VMSIG_EV_CMD_MEMWRITE)
+                                c->stage_busy = false; /* the daemon is done with the staging memfd */
+                }
                 if (ret_fd)
                         *ret_fd = fd;
                 else if (fd >= 0)
@@ -732,4 +753,202 @@ int vmsig_client_lease_release(struct vmsig_client *c, uint32_t endpoint, uint8_
                                uint64_t *ret_corr)
 {
         return lease_cmd(c, VMSIG_EV_LEASE_RELEASE, endpoint, lease_class, ret_corr);
+}
+
+/* ---- CMD_MEMWRITE from an fd (protocol version 2) ---- */
+
+bool vmsig_client_can_memwrite_fd(const struct vmsig_client *c)
+{
+        return usable(c) == 0 && c->info.version >= WIRE_VERSION_FD;
+}
+
+int vmsig_client_send_fd(struct vmsig_client *c, const struct vmsig_event *ev, int fd, uint64_t src_off,
+                         size_t len, uint64_t *ret_corr)
+{
+        uint8_t b[WIRE_FRAME_MAX];
+        struct vmsig_event e;
+        struct vmsig_memwrite_fd_body fb;
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } cb;
+        bool own_corr;
+        ssize_t n, sent;
+        int r = usable(c);
+
+        if (r < 0)
+                return r;
+        if (!ev || fd < 0 || ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.codec != 0)
+                return -EINVAL;
+        if (c->info.version < WIRE_VERSION_FD)
+                return -EOPNOTSUPP;
+        if (len == 0 || len > UINT32_MAX)
+                return -EMSGSIZE;
+        e = *ev;
+        memcpy(&fb, e.body, WIRE_MEMWRITE_HDR_LEN);
+        fb.len = (uint32_t)len;
+        fb.src_off = src_off;
+        memset(e.body, 0, sizeof(e.body));
+        memcpy(e.body, &fb, sizeof(fb));
+        e.hdr.body_len = sizeof(fb);
+        e.hdr.flags = (uint16_t)((e.hdr.flags & ~VMSIG_F_SRC_PAYLOAD) | VMSIG_F_HAS_FD);
+        own_corr = e.hdr.corr == 0;
+        if (own_corr)
+                e.hdr.corr = c->next_corr;
+        e.hdr.peer = 0;
+        e.hdr.seq = 0;
+        n = wire_encode_event(b, sizeof(b), &e, true);
+        if (n < 0)
+                return -EINVAL;
+        /* The fd rides on the frame's first byte: everything before it
+         * must be on the wire first. */
+        r = flush_nb(c);
+        if (r < 0)
+                return r;
+
+        struct iovec iov = {.iov_base = b, .iov_len = (size_t)n};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.buf, .msg_controllen = sizeof(cb.buf)};
+        struct cmsghdr *cm;
+
+        memset(&cb, 0, sizeof(cb));
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+        do {
+                sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                        return -EAGAIN;
+                if (errno == EPIPE || errno == ECONNRESET) {
+                        c->out_broken = true;
+                        return -EPIPE;
+                }
+                return die(c, -errno, "sendmsg: %s", strerror(errno));
+        }
+        /* The fd went with the first byte; the rest of the frame queues. */
+        if (sent < n) {
+                memcpy(c->out, b + sent, (size_t)(n - sent));
+                c->out_start = 0;
+                c->out_end = (size_t)(n - sent);
+                (void)flush_nb(c);
+        }
+        if (own_corr)
+                take_corr(c);
+        if (ret_corr)
+                *ret_corr = e.hdr.corr;
+        return 0;
+}
+
+/* The staging memfd: tail_max bytes, sealed against shrinking and growing
+ * (a daemon copying from it can never see it shrink), mapped here. */
+static int stage_open(struct vmsig_client *c)
+{
+        const int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+        size_t size = c->info.tail_max;
+        void *p;
+        int fd;
+
+        if (c->stage)
+                return 0;
+        fd = memfd_create("vmsig-memwrite", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, (off_t)size) < 0 || fcntl(fd, F_ADD_SEALS, seals) < 0) {
+                int e = -errno;
+                close(fd);
+                return e;
+        }
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+                int e = -errno;
+                close(fd);
+                return e;
+        }
+        c->stage_fd = fd;
+        c->stage = p;
+        return 0;
+}
+
+int vmsig_client_memwrite_buffer(struct vmsig_client *c, void **ret_buf, size_t *ret_size)
+{
+        int r = usable(c);
+
+        if (r < 0)
+                return r;
+        if (!ret_buf)
+                return -EINVAL;
+        if (c->info.version < WIRE_VERSION_FD)
+                return -EOPNOTSUPP;
+        if (c->stage_busy)
+                return -EBUSY;
+        r = stage_open(c);
+        if (r < 0)
+                return r;
+        *ret_buf = c->stage;
+        if (ret_size)
+                *ret_size = c->info.tail_max;
+        return 0;
+}
+
+int vmsig_client_memwrite_submit(struct vmsig_client *c, const struct vmsig_event *ev, size_t len,
+                                 uint64_t *ret_corr)
+{
+        uint64_t corr;
+        int r = usable(c);
+
+        if (r < 0)
+                return r;
+        if (!c->stage)
+                return -EINVAL; /* no buffer was handed out */
+        if (c->stage_busy)
+                return -EBUSY;
+        if (len == 0 || len > c->info.tail_max)
+                return -EMSGSIZE;
+        r = vmsig_client_send_fd(c, ev, c->stage_fd, 0, len, &corr);
+        if (r < 0)
+                return r;
+        c->stage_busy = true;
+        c->stage_corr = corr;
+        if (ret_corr)
+                *ret_corr = corr;
+        return 0;
+}
+
+int vmsig_client_memwrite(struct vmsig_client *c, const struct vmsig_event *ev, const void *src, size_t len,
+                          uint64_t *ret_corr)
+{
+        struct vmsig_event e;
+        struct vmsig_memwrite_body mb;
+        void *buf;
+        int r = usable(c);
+
+        if (r < 0)
+                return r;
+        if (!ev || !src || ev->hdr.kind != VMSIG_EV_CMD_MEMWRITE || ev->hdr.codec != 0)
+                return -EINVAL;
+        if (len == 0 || len > c->info.tail_max)
+                return -EMSGSIZE;
+        if (len <= VMSIG_MEMWRITE_INLINE_MAX) {
+                e = *ev;
+                memcpy(&mb, e.body, WIRE_MEMWRITE_HDR_LEN);
+                mb.len = (uint32_t)len;
+                memcpy(mb.data, src, len);
+                e.hdr.flags &= (uint16_t) ~(VMSIG_F_SRC_PAYLOAD | VMSIG_F_HAS_FD);
+                vmsig_event_set_body(&e, &mb, WIRE_MEMWRITE_HDR_LEN + len);
+                return vmsig_client_send(c, &e, ret_corr);
+        }
+        /* Above the threshold, through the staging memfd when it is free
+         * and nothing else waits to be written; else as a tail. */
+        if (len >= VMSIG_CLIENT_MEMWRITE_FD_MIN && c->info.version >= WIRE_VERSION_FD && !c->stage_busy &&
+            vmsig_client_pending_output(c) == 0 && vmsig_client_memwrite_buffer(c, &buf, NULL) == 0) {
+                memcpy(buf, src, len);
+                r = vmsig_client_memwrite_submit(c, ev, len, ret_corr);
+                if (r != -EAGAIN)
+                        return r;
+        }
+        return vmsig_client_send_payload(c, ev, src, len, ret_corr);
 }

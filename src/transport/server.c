@@ -3,7 +3,9 @@
  *
  * Input: recvmsg into a buffer, fed to the incremental wire receiver; any
  * violation sends one ERROR frame naming it, flushes, and closes only that
- * connection. Clients never send fds, so any fd (or MSG_CTRUNC) is one.
+ * connection. The one fd a client may send is the source of a version-2
+ * CMD_MEMWRITE with HAS_FD (src_fd.c checks it is a readable regular file
+ * on tmpfs); any other fd, or MSG_CTRUNC, is a violation.
  *
  * Output: the bus delivers into a fixed per-connection buffer; when a frame
  * does not fit, delivery returns -EAGAIN and the bus holds further events in
@@ -19,6 +21,7 @@
  * readable and spin the loop) until a connection closes or the next tick. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <linux/sockios.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +32,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -72,6 +76,17 @@ struct out_fd {
         int fd;
 };
 
+/* A client fd that arrived with the stream bytes [lo, hi): the HAS_FD frame
+ * it belongs to starts there (the kernel hands an fd over with the read
+ * that reaches its first byte, and ends that read with it). Two may wait:
+ * a frame cut by the end of our buffer completes in the next read, which
+ * may bring the next fd. */
+#define IN_FDS_MAX 2
+struct in_fd {
+        int fd;
+        uint64_t lo, hi;
+};
+
 struct conn {
         struct vmsig_server *srv;
         int fd;
@@ -95,8 +110,11 @@ struct conn {
         uint64_t close_deadline_ns;
         struct out_fd ofd[OUT_FDS_MAX];
         unsigned nofd;
-        bool want_out; /* EPOLLOUT armed */
-        bool dirty;    /* bytes appended this iteration, not yet written */
+        struct in_fd ifd[IN_FDS_MAX];
+        unsigned nifd;
+        uint64_t rx_total; /* stream bytes received */
+        bool want_out;     /* EPOLLOUT armed */
+        bool dirty;        /* bytes appended this iteration, not yet written */
         struct conn *next_dirty;
         bool stalled; /* told the bus -EAGAIN */
         bool dead;
@@ -278,6 +296,13 @@ static void kick_out(struct conn *c)
 
 #define CLOSE_GRACE_NS (5ull * 1000000000ull)
 
+static void drop_in_fds(struct conn *c)
+{
+        for (unsigned i = 0; i < c->nifd; i++)
+                close(c->ifd[i].fd);
+        c->nifd = 0;
+}
+
 /* The one way a connection ends on our side: unsent frames are dropped
  * whole (a frame already partly written is finished first), one ERROR frame
  * naming the reason goes after them, and the connection closes once that is
@@ -290,6 +315,7 @@ static void conn_end(struct conn *c, bool quiet, int code, const char *msg)
                 logf_(c->srv, LOG_NOTICE, "connection uid %u pid %d (control %u) closed: %s", c->uid, c->pid,
                       c->ctl_id, msg);
 
+        drop_in_fds(c);
         /* Drop whole frames not yet begun, and their fds. */
         c->out_end = c->boundary;
         while (c->nofd && c->ofd[c->nofd - 1].off >= c->out_end)
@@ -432,7 +458,9 @@ static void handle_hello(struct conn *c, const struct wire_hello *h)
                 return;
         }
         c->ctl_id = vmsig_control_id(c->ctl);
-        w.version = WIRE_VERSION;
+        /* The highest version both speak; 2 admits the fd source. */
+        w.version = h->version_max < WIRE_VERSION_MAX ? h->version_max : WIRE_VERSION_MAX;
+        c->rx.fd_src = w.version >= WIRE_VERSION_FD;
         w.control_id = c->ctl_id;
         w.caps = c->caps;
         w.uid = c->uid;
@@ -487,6 +515,57 @@ static void handle_sub(struct conn *c, uint16_t type, const struct wire_sub *s)
         send_frame(c, frame, (size_t)n);
 }
 
+/* Why a CMD_MEMWRITE source fd is refused, or NULL. The daemon must never
+ * block on it nor fault on it: only a regular file on tmpfs (a memfd, or a
+ * file in /dev/shm) qualifies, and it is read with read-style calls, never
+ * mapped. A FIFO, socket, pipe, device, FUSE or hugetlbfs file fails here. */
+static const char *src_fd_refusal(int fd)
+{
+        struct stat st;
+        struct statfs sf;
+        int fl = fcntl(fd, F_GETFL);
+
+        if (fl < 0 || fstat(fd, &st) < 0)
+                return "cannot be inspected";
+        if (fl & O_PATH)
+                return "is an O_PATH fd";
+        if ((fl & O_ACCMODE) == O_WRONLY)
+                return "is not open for reading";
+        if (S_ISFIFO(st.st_mode))
+                return "is a pipe or FIFO";
+        if (S_ISSOCK(st.st_mode))
+                return "is a socket";
+        if (!S_ISREG(st.st_mode))
+                return "is not a regular file";
+        if (fstatfs(fd, &sf) < 0 || sf.f_type != TMPFS_MAGIC)
+                return "is not a memfd or tmpfs file";
+        return NULL;
+}
+
+/* A version-2 CMD_MEMWRITE with HAS_FD: claim the fd that came with the
+ * frame's first byte, check it, and hand both to the bus (which closes the
+ * fd on every path). A missing or unfit fd ends the connection. */
+static int send_with_fd(struct conn *c, const struct wire_frame *f)
+{
+        const char *why;
+        int fd;
+
+        if (!c->nifd || c->ifd[0].lo > f->stream_off || c->ifd[0].hi <= f->stream_off) {
+                conn_fail(c, wire_err_errno(WIRE_E_FD), "protocol violation: %s (CMD_MEMWRITE with HAS_FD)",
+                          wire_err_str(WIRE_E_FD));
+                return 0;
+        }
+        fd = c->ifd[0].fd;
+        memmove(&c->ifd[0], &c->ifd[1], (--c->nifd) * sizeof(c->ifd[0]));
+        why = src_fd_refusal(fd);
+        if (why) {
+                close(fd);
+                conn_fail(c, -EBADF, "protocol violation: the CMD_MEMWRITE source fd %s", why);
+                return 0;
+        }
+        return vmsig_control_send_fd(c->ctl, &f->u.event, fd);
+}
+
 static void handle_frame(struct conn *c, const struct wire_frame *f)
 {
         int r;
@@ -500,10 +579,14 @@ static void handle_frame(struct conn *c, const struct wire_frame *f)
                 handle_sub(c, f->type, &f->u.sub);
                 break;
         case WIRE_EVENT:
-                if (f->tail)
+                if (f->u.event.hdr.flags & VMSIG_F_HAS_FD)
+                        r = send_with_fd(c, f);
+                else if (f->tail)
                         r = vmsig_control_send_payload(c->ctl, &f->u.event, f->tail, f->tail_len);
                 else
                         r = vmsig_control_send(c->ctl, &f->u.event);
+                if (c->dead || c->closing)
+                        break;
                 if (r < 0)
                         conn_fail(c, r, "%s refused: %s", vmsig_kind_name(f->u.event.hdr.kind), strerror(-r));
                 break;
@@ -526,7 +609,8 @@ static void conn_read(struct conn *c)
                 struct msghdr mh = {
                     .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b, .msg_controllen = sizeof(cb.b)};
                 ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-                bool got_fd = false;
+                int fds[8];
+                unsigned nfds = 0;
 
                 if (n < 0) {
                         if (errno == EINTR)
@@ -541,21 +625,35 @@ static void conn_read(struct conn *c)
                                 for (size_t i = 0; i < k; i++) {
                                         int fd;
                                         memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                                        close(fd);
+                                        if (nfds < sizeof(fds) / sizeof(fds[0]))
+                                                fds[nfds++] = fd;
+                                        else
+                                                close(fd);
                                 }
-                                got_fd = true;
                         }
                 }
                 if (mh.msg_flags & MSG_CTRUNC) {
+                        for (unsigned i = 0; i < nfds; i++)
+                                close(fds[i]);
                         conn_fail(c, wire_err_errno(WIRE_E_CTRUNC), "protocol violation: %s",
                                   wire_err_str(WIRE_E_CTRUNC));
                         return;
                 }
-                if (got_fd) {
-                        conn_fail(c, wire_err_errno(WIRE_E_FD),
-                                  "protocol violation: %s (clients send no fds)", wire_err_str(WIRE_E_FD));
+                /* Version 2: one fd per read, for a HAS_FD CMD_MEMWRITE. */
+                if (nfds && (!c->rx.fd_src || nfds > 1 || n == 0 || c->nifd == IN_FDS_MAX)) {
+                        for (unsigned i = 0; i < nfds; i++)
+                                close(fds[i]);
+                        conn_fail(c, wire_err_errno(WIRE_E_FD), "protocol violation: %s (%s)",
+                                  wire_err_str(WIRE_E_FD),
+                                  !c->rx.fd_src ? "clients send no fds before version 2"
+                                  : nfds > 1    ? "more than one fd at once"
+                                                : "fds without their frames");
                         return;
                 }
+                if (nfds)
+                        c->ifd[c->nifd++] = (struct in_fd){fds[0], c->rx_total, c->rx_total + (uint64_t)n};
+                if (n > 0)
+                        c->rx_total += (uint64_t)n;
                 if (n == 0) {
                         if (!wire_rx_idle(&c->rx))
                                 logf_(c->srv, LOG_NOTICE, "uid %u pid %d hung up mid-frame", c->uid, c->pid);
@@ -572,8 +670,17 @@ static void conn_read(struct conn *c)
                                 return;
                         }
                         off += (size_t)used;
-                        if (f)
-                                handle_frame(c, f);
+                        if (!f)
+                                continue;
+                        handle_frame(c, f);
+                        /* The read that brought an fd ended inside its frame:
+                         * once a frame reaching that point is complete and has
+                         * not claimed it, it sat on a frame that carries none. */
+                        if (!c->dead && !c->closing && c->nifd && c->ifd[0].hi <= c->rx.off) {
+                                conn_fail(c, wire_err_errno(WIRE_E_FD), "protocol violation: %s",
+                                          "fd on a frame that carries none");
+                                return;
+                        }
                 }
                 if ((size_t)n < sizeof(buf))
                         return;
@@ -640,6 +747,7 @@ static void conn_kill(struct conn *c)
         for (unsigned i = 0; i < c->nofd; i++)
                 close(c->ofd[i].fd);
         c->nofd = 0;
+        drop_in_fds(c);
         if (c->prev)
                 c->prev->next = c->next;
         else

@@ -166,9 +166,13 @@ static enum wire_err check_event(const struct vmsig_event *ev, bool from_client,
                 /* The daemon stamps peer and seq; a client sends 0. */
                 if (ev->hdr.peer || ev->hdr.seq)
                         return WIRE_E_RESERVED;
-                if (fl & (VMSIG_F_RETAINED | VMSIG_F_HAS_FD))
+                if (fl & VMSIG_F_RETAINED)
                         return WIRE_E_FLAGS;
-                if ((fl & VMSIG_F_SRC_PAYLOAD) && (!(k->flags & KIND_TAIL) || ev->hdr.codec != 0))
+                /* A source other than the inline bytes: a tail or an fd
+                 * (version 2, checked by the receiver), never both. */
+                if ((fl & (VMSIG_F_SRC_PAYLOAD | VMSIG_F_HAS_FD)) &&
+                    (!(k->flags & KIND_TAIL) || ev->hdr.codec != 0 ||
+                     (fl & (VMSIG_F_SRC_PAYLOAD | VMSIG_F_HAS_FD)) == (VMSIG_F_SRC_PAYLOAD | VMSIG_F_HAS_FD)))
                         return WIRE_E_FLAGS;
         } else {
                 if (k->dir == KIND_DOWN)
@@ -205,7 +209,8 @@ ssize_t wire_encode_hello_raw(void *buf, size_t cap, const struct wire_hello *h)
 
 ssize_t wire_encode_hello(void *buf, size_t cap, const char *name)
 {
-        struct wire_hello h = {.magic = WIRE_MAGIC, .version_min = WIRE_VERSION, .version_max = WIRE_VERSION};
+        struct wire_hello h = {
+            .magic = WIRE_MAGIC, .version_min = WIRE_VERSION, .version_max = WIRE_VERSION_MAX};
 
         if (name && strlen(name) >= VMSIG_NAME_MAX)
                 return -EINVAL;
@@ -436,7 +441,7 @@ enum wire_err wire_decode(enum wire_side side, uint16_t type, const uint8_t *p, 
                         return WIRE_E_MAGIC;
                 if (get32(p + 8) != 0)
                         return WIRE_E_RESERVED;
-                if (h->version_min > h->version_max || h->version_min > WIRE_VERSION ||
+                if (h->version_min > h->version_max || h->version_min > WIRE_VERSION_MAX ||
                     h->version_max < WIRE_VERSION)
                         return WIRE_E_VERSION;
                 if (!str_terminated(h->name, VMSIG_NAME_MAX))
@@ -452,7 +457,7 @@ enum wire_err wire_decode(enum wire_side side, uint16_t type, const uint8_t *p, 
                 w->body_max = get32(p + 16);
                 w->tail_max = get32(p + 20);
                 w->queue_bytes = get32(p + 24);
-                if (w->version != WIRE_VERSION)
+                if (w->version < WIRE_VERSION || w->version > WIRE_VERSION_MAX)
                         return WIRE_E_VERSION;
                 if (get16(p + 2) != 0)
                         return WIRE_E_RESERVED;
@@ -646,6 +651,12 @@ ssize_t wire_rx_feed(struct wire_rx *rx, const void *data, size_t len, const str
                         }
                         rx->frame.stream_off = rx->frame_off;
                         ev = &rx->frame.u.event;
+                        /* The fd source exists only on a version-2 connection. */
+                        if (rx->type == WIRE_EVENT && rx->side == WIRE_SIDE_SERVER &&
+                            (ev->hdr.flags & VMSIG_F_HAS_FD) && !rx->fd_src) {
+                                rx->off += used;
+                                return rx_fail(rx, WIRE_E_FLAGS);
+                        }
                         if (rx->type == WIRE_EVENT && (ev->hdr.flags & VMSIG_F_SRC_PAYLOAD)) {
                                 /* Phase two: the promised tail must be read
                                  * in full before anything else. */

@@ -17,6 +17,11 @@
 
 #define WIRE_MAGIC   0x47534d56u /* "VMSG" as LE bytes 56 4d 53 47 */
 #define WIRE_VERSION 1u
+/* The highest version spoken. Version 2 is version 1 plus the fd source of
+ * CMD_MEMWRITE (docs/protocol.md §7.2); a WELCOME's version says which the
+ * connection speaks. */
+#define WIRE_VERSION_MAX 2u
+#define WIRE_VERSION_FD  2u /* the first version with the fd source */
 
 #define WIRE_PREFIX_LEN    8u  /* u32 payload length, u16 type, u16 reserved */
 #define WIRE_EVENT_HDR_LEN 56u /* struct vmsig_event_hdr on the wire */
@@ -36,6 +41,7 @@
 #define WIRE_TAIL_MAX_DEFAULT (1u << 20)
 #define WIRE_TAIL_MAX_LIMIT   (64u << 20) /* a WELCOME announcing more is rejected */
 #define WIRE_MEMWRITE_HDR_LEN 16u         /* addr, len, flags: the body of a SRC_PAYLOAD write */
+#define WIRE_MEMWRITE_FD_LEN  24u         /* addr, len, flags, src_off: the body of an fd-source write */
 
 enum wire_type {
         WIRE_HELLO = 1,
@@ -189,6 +195,7 @@ struct wire_rx {
         uint32_t tail_max;
         uint32_t tail_len;
         uint32_t tail_have;
+        bool fd_src;        /* server: the connection speaks version 2, HAS_FD CMD_MEMWRITE allowed */
         uint64_t off;       /* bytes consumed so far */
         uint64_t frame_off; /* where the current frame began */
         struct wire_frame frame;

@@ -135,7 +135,7 @@ static void test_handshake_subscribe_replay(void **state)
 
         /* WELCOME: root gets every capability (no rules), its uid, limits. */
         const struct vmsig_client_info *wi = vmsig_client_get_info(w);
-        assert_int_equal(wi->version, 1);
+        assert_int_equal(wi->version, 2); /* the C client offers 1..2 (protocol.md §7.2) */
         assert_true(wi->control_id != 0);
         assert_int_equal(wi->caps, 0x3f);
         assert_int_equal(wi->uid, getuid());

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Arbitrary bytes into the wire receiver, as the daemon (client frames) and
  * as a control (daemon frames). The first byte picks how the input is split
- * into reads. Every frame accepted must re-encode to exactly the bytes it
- * came from (strings aside, which senders need not pad), so the decoder can
- * neither invent nor lose information. */
+ * into reads, and (bit 6) whether the daemon's side speaks version 2, where
+ * a CMD_MEMWRITE may announce an fd source (HAS_FD). Every frame accepted must re-encode to exactly the bytes
+ * it came from (strings aside, which senders need not pad), so the decoder can neither invent nor lose
+ * information. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +58,18 @@ static void check_reencode(enum wire_side side, const struct wire_frame *f, cons
                 __builtin_trap();
 }
 
-static void run(enum wire_side side, const uint8_t *data, size_t size, unsigned split)
+/* An fd-source frame is accepted only on a version-2 connection, never
+ * with a tail, and always with the 24-byte body naming src_off. */
+static void check_fd_source(enum wire_side side, const struct wire_frame *f, bool fd_src)
+{
+        if (f->type != WIRE_EVENT || !(f->u.event.hdr.flags & VMSIG_F_HAS_FD) || side != WIRE_SIDE_SERVER)
+                return;
+        if (!fd_src || f->tail || f->u.event.hdr.kind != VMSIG_EV_CMD_MEMWRITE ||
+            f->u.event.hdr.body_len != WIRE_MEMWRITE_FD_LEN || (f->u.event.hdr.flags & VMSIG_F_SRC_PAYLOAD))
+                __builtin_trap();
+}
+
+static void run(enum wire_side side, const uint8_t *data, size_t size, unsigned split, bool fd_src)
 {
         struct wire_rx rx;
         size_t off = 0;
@@ -64,6 +77,7 @@ static void run(enum wire_side side, const uint8_t *data, size_t size, unsigned 
 
         if (wire_rx_init(&rx, side, side == WIRE_SIDE_SERVER ? FUZZ_TAIL_MAX : 0) < 0)
                 return;
+        rx.fd_src = fd_src && side == WIRE_SIDE_SERVER;
         while (off < size) {
                 /* split 0: everything at once; else reads of 1..split bytes */
                 size_t chunk = split ? 1 + (step++ * 7u) % split : size - off;
@@ -84,6 +98,7 @@ static void run(enum wire_side side, const uint8_t *data, size_t size, unsigned 
                                 if (start >= end || end - start > WIRE_FRAME_MAX + 4 + FUZZ_TAIL_MAX)
                                         __builtin_trap();
                                 check_reencode(side, f, data + start, end - start);
+                                check_fd_source(side, f, rx.fd_src);
                         } else if (coff != chunk) {
                                 __builtin_trap();
                         }
@@ -101,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (size < 1)
                 return 0;
         split = data[0] & 0x3f;
-        run(WIRE_SIDE_SERVER, data + 1, size - 1, split);
-        run(WIRE_SIDE_CLIENT, data + 1, size - 1, split);
+        run(WIRE_SIDE_SERVER, data + 1, size - 1, split, data[0] & 0x40);
+        run(WIRE_SIDE_CLIENT, data + 1, size - 1, split, false);
         return 0;
 }

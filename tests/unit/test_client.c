@@ -748,8 +748,11 @@ static void sc_fd_flood(struct srv *s)
 
 static void sc_bad_welcome(struct srv *s)
 {
-        struct wire_welcome w = {
-            .version = 2, .control_id = 1, .body_max = VMSIG_BODY_MAX, .tail_max = 1, .queue_bytes = 1};
+        struct wire_welcome w = {.version = 3,
+                                 /* 1 and 2 exist */ .control_id = 1,
+                                 .body_max = VMSIG_BODY_MAX,
+                                 .tail_max = 1,
+                                 .queue_bytes = 1};
         struct wire_frame f;
         uint8_t b[WIRE_FRAME_MAX];
 
@@ -784,6 +787,49 @@ static void expect_broken(void (*scenario)(struct srv *s), int code, const char 
         srv_finish(s);
 }
 
+/* A version-1 daemon (this fake one): no fd source; vmsig_client_memwrite
+ * falls back to the tail, which the daemon reads as in test_send_payload. */
+static void test_memwrite_v1_daemon(void **state)
+{
+        struct srv *s = srv_start(sc_payload);
+        struct vmsig_client *c = connect_ok(s);
+        struct vmsig_event ev, key;
+        struct vmsig_memwrite_body mw = {.addr = 0xfffff80000010000ull};
+        struct vmsig_input_body ib = {.code = 30, .value = 1};
+        uint8_t *src = malloc(PAYLOAD_LEN);
+        void *buf = NULL;
+        uint64_t corr;
+        int fd, mfd = memfd_create("v1", MFD_CLOEXEC);
+
+        (void)state;
+        assert_true(mfd >= 0);
+        for (size_t i = 0; i < PAYLOAD_LEN; i++)
+                src[i] = payload_byte(i);
+        assert_int_equal(vmsig_client_get_info(c)->version, 1);
+        assert_false(vmsig_client_can_memwrite_fd(c));
+        vmsig_event_init(&ev, VMSIG_EV_CMD_MEMWRITE, 1, VMSIG_SRC_MEMCTX);
+        ev.hdr.cr3 = 0x1234000;
+        vmsig_event_set_body(&ev, &mw, 16);
+        assert_int_equal(vmsig_client_memwrite_buffer(c, &buf, NULL), -EOPNOTSUPP);
+        assert_int_equal(vmsig_client_memwrite_submit(c, &ev, 4096, NULL), -EINVAL);
+        assert_int_equal(vmsig_client_send_fd(c, &ev, mfd, 0, 4096, NULL), -EOPNOTSUPP);
+        assert_int_equal(vmsig_client_memwrite(c, &ev, src, 0, NULL), -EMSGSIZE);
+        assert_int_equal(vmsig_client_memwrite(c, &ev, src, TAIL_MAX + 1, NULL), -EMSGSIZE);
+        assert_int_equal(vmsig_client_memwrite(c, &ev, src, PAYLOAD_LEN, &corr), 0);
+        vmsig_event_init(&key, VMSIG_EV_KEY, 1, VMSIG_SRC_INPUT);
+        vmsig_event_set_body(&key, &ib, sizeof(ib));
+        key.hdr.flags = VMSIG_F_FF;
+        assert_int_equal(vmsig_client_send(c, &key, NULL), 0);
+        assert_int_equal(vmsig_client_flush(c, 5000), 0);
+        assert_int_equal(vmsig_client_recv_wait(c, &ev, &fd, NULL, 5000), VMSIG_CLIENT_EVENT);
+        assert_int_equal(ev.hdr.kind, VMSIG_EV_ACT_ACK);
+        assert_int_equal(ev.hdr.corr, corr);
+        close(mfd);
+        free(src);
+        vmsig_client_free(c);
+        srv_finish(s);
+}
+
 static void test_bad_daemon(void **state)
 {
         struct vmsig_client *c;
@@ -814,7 +860,8 @@ int main(void)
             cmocka_unit_test(test_session),           cmocka_unit_test(test_refused),
             cmocka_unit_test(test_refused_early),     cmocka_unit_test(test_connect_errors),
             cmocka_unit_test(test_handshake_timeout), cmocka_unit_test(test_memctx_fd),
-            cmocka_unit_test(test_send_payload),      cmocka_unit_test(test_bad_daemon),
+            cmocka_unit_test(test_send_payload),      cmocka_unit_test(test_memwrite_v1_daemon),
+            cmocka_unit_test(test_bad_daemon),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

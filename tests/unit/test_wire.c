@@ -272,7 +272,7 @@ static ssize_t enc_welcome(uint8_t *b)
 static void test_hello_bytes(void **state)
 {
         uint8_t b[WIRE_FRAME_MAX];
-        static const uint8_t head[] = {0x4c, 0, 0, 0, 1, 0,   0,   0,   'V', 'M', 'S', 'G', 1,   0, 1,
+        static const uint8_t head[] = {0x4c, 0, 0, 0, 1, 0,   0,   0,   'V', 'M', 'S', 'G', 1,   0, 2,
                                        0,    0, 0, 0, 0, 'v', 'm', 's', 'i', 'g', 'c', 't', 'l', 0};
         struct got g = {0};
         ssize_t n = enc_hello(b);
@@ -287,7 +287,7 @@ static void test_hello_bytes(void **state)
         assert_int_equal(g.f[0].type, WIRE_HELLO);
         assert_int_equal(g.f[0].u.hello.magic, WIRE_MAGIC);
         assert_int_equal(g.f[0].u.hello.version_min, 1);
-        assert_int_equal(g.f[0].u.hello.version_max, 1);
+        assert_int_equal(g.f[0].u.hello.version_max, 2); /* version 2: the fd source (protocol.md §7.2) */
         assert_string_equal(g.f[0].u.hello.name, "vmsigctl");
         /* too long a name is refused by the encoder */
         assert_int_equal(wire_encode_hello(b, sizeof(b),
@@ -566,8 +566,8 @@ static void test_violations_handshake_fields(void **state)
         b[8] = 'X';
         assert_int_equal(feed_once(WIRE_SIDE_SERVER, b, (size_t)n, &g), WIRE_E_MAGIC);
         n = enc_hello(b);
-        set_le16(b + 12, 2);
-        set_le16(b + 14, 3);
+        set_le16(b + 12, 3); /* versions 1 and 2 exist */
+        set_le16(b + 14, 4);
         assert_int_equal(feed_once(WIRE_SIDE_SERVER, b, (size_t)n, &g), WIRE_E_VERSION);
         set_le16(b + 12, 1);
         set_le16(b + 14, 0);
@@ -583,8 +583,12 @@ static void test_violations_handshake_fields(void **state)
         assert_int_equal(feed_once(WIRE_SIDE_SERVER, b, (size_t)n, &g), WIRE_E_STRING);
 
         n = enc_welcome(b);
-        set_le16(b + 8, 2);
+        set_le16(b + 8, 3);
         assert_int_equal(feed_once(WIRE_SIDE_CLIENT, b, (size_t)n, &g), WIRE_E_VERSION);
+        set_le16(b + 8, 0);
+        assert_int_equal(feed_once(WIRE_SIDE_CLIENT, b, (size_t)n, &g), WIRE_E_VERSION);
+        set_le16(b + 8, 2); /* version 2: the fd source */
+        assert_int_equal(feed_once(WIRE_SIDE_CLIENT, b, (size_t)n, &g), WIRE_OK);
         n = enc_welcome(b);
         b[10] = 1;
         assert_int_equal(feed_once(WIRE_SIDE_CLIENT, b, (size_t)n, &g), WIRE_E_RESERVED);

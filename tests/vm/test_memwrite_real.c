@@ -7,6 +7,8 @@
  *   the kernel root, and only this process maps its marker at the address it
  *   prints), the write goes through that cr3, and the process prints the
  *   new value;
+ * - the same process write with its source in a memfd (protocol version 2,
+ *   the adapter splices it into the RAM file), seen by the process;
  * - denials: no lease, over the tail bound, unmapped page, no capability:
  *   each refused with its error and nothing written (read back). */
 #include <setjmp.h>
@@ -17,6 +19,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <sys/mman.h>
 
 #include <vmie/vmie.h>
 
@@ -156,6 +159,33 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         assert_true(serial_has("value=VMSIG-MW-TARGET:patched!", 10000));
         read_target(ram, root, levels, va, buf, 25);
         assert_string_equal(buf, "VMSIG-MW-TARGET:patched!");
+
+        /* The fd source: the same write from a memfd, then back. */
+        struct vmsig_client *fc = vh_client(&H, "mw-fd");
+        assert_non_null(fc);
+        assert_true(vmsig_client_can_memwrite_fd(fc));
+        assert_int_equal(vh_lease(fc, ep, VMSIG_LEASE_MEMWRITE, true), 0);
+        int src = memfd_create("mw-src", MFD_CLOEXEC);
+        assert_true(src >= 0);
+        assert_int_equal(pwrite(src, "xxfdsrc-ok!patched!", 19, 0), 19);
+        struct vmsig_event fe;
+        struct vmsig_memwrite_body fb = {.addr = va + 16};
+        vmsig_event_init(&fe, VMSIG_EV_CMD_MEMWRITE, ep, VMSIG_SRC_MEMCTX);
+        fe.hdr.cr3 = root;
+        vmsig_event_set_body(&fe, &fb, offsetof(struct vmsig_memwrite_body, data));
+        uint64_t fcorr = 0;
+        struct vmsig_ack_body fack;
+        assert_int_equal(vmsig_client_send_fd(fc, &fe, src, 2, 8, &fcorr), 0);
+        assert_int_equal(vh_wait_ack(fc, fcorr, &fack, NULL, NULL), 0);
+        assert_int_equal(fack.result, 0);
+        assert_true(serial_has("value=VMSIG-MW-TARGET:fdsrc-ok", 10000));
+        assert_int_equal(vmsig_client_send_fd(fc, &fe, src, 11, 8, &fcorr), 0);
+        assert_int_equal(vh_wait_ack(fc, fcorr, &fack, NULL, NULL), 0);
+        assert_int_equal(fack.result, 0);
+        read_target(ram, root, levels, va, buf, 25);
+        assert_string_equal(buf, "VMSIG-MW-TARGET:patched!");
+        close(src);
+        vh_client_close(fc);
 
         /* Denied: no lease (a client that never asked for it). */
         struct vmsig_event mw;
