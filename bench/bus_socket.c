@@ -45,6 +45,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -973,6 +974,32 @@ static void raw_block(struct busctl *b, size_t req, size_t resp, uint64_t *v, lo
                 die("raw ping-pong server", p.err);
 }
 
+/* Pin this (client) thread and the loop thread to the first two CPUs we may
+ * use, the same for the bus and its raw baseline; remember the old masks. */
+static void rtt_pin(pthread_t loop, cpu_set_t *was_client, cpu_set_t *was_loop, int pinned[2])
+{
+        cpu_set_t allowed, one;
+        int k = 0;
+
+        if (pthread_getaffinity_np(pthread_self(), sizeof(*was_client), was_client) != 0 ||
+            pthread_getaffinity_np(loop, sizeof(*was_loop), was_loop) != 0)
+                return;
+        allowed = *was_client;
+        for (int cpu = 0; cpu < CPU_SETSIZE && k < 2; cpu++)
+                if (CPU_ISSET(cpu, &allowed))
+                        pinned[k++] = cpu;
+        if (k < 2) {
+                pinned[0] = pinned[1] = -1;
+                return;
+        }
+        CPU_ZERO(&one);
+        CPU_SET(pinned[0], &one);
+        pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+        CPU_ZERO(&one);
+        CPU_SET(pinned[1], &one);
+        pthread_setaffinity_np(loop, sizeof(one), &one);
+}
+
 /* The bus round trip and its raw ping-pong, measured in alternating blocks
  * between the same two threads (this one, and the loop thread serving the
  * raw ping-pong between bus blocks), so that both see the same scheduler
@@ -1509,11 +1536,18 @@ int main(int argc, char **argv)
                 command_ack(c, &lease);
         }
         struct lat raw_q, bus_q, raw_m, bus_m, raw_w, bus_w;
+        cpu_set_t was_client, was_loop;
+        int pinned[2] = {-1, -1};
+        rtt_pin(b.th, &was_client, &was_loop, pinned);
         uint64_t status0 = g_status_seen;
         rtt_compare(&b, c, &q, QUERY_FRAME, STATUS_FRAME + ACK_FRAME, warm_rtt, n_rtt, &raw_q, &bus_q);
         uint64_t statuses = g_status_seen - status0, queries = (uint64_t)(warm_rtt + n_rtt);
         rtt_compare(&b, c, &mv, MOVE_FRAME, ACK_FRAME, warm_rtt, n_rtt, &raw_m, &bus_m);
         rtt_compare(&b, c, &mw, MOVE_FRAME, ACK_FRAME, warm_rtt, n_rtt, &raw_w, &bus_w);
+        if (pinned[0] >= 0) {
+                pthread_setaffinity_np(pthread_self(), sizeof(was_client), &was_client);
+                pthread_setaffinity_np(b.th, sizeof(was_loop), &was_loop);
+        }
         vmsig_client_free(c);
 
 #ifdef VMSIG_BENCH_DBUS
@@ -1597,6 +1631,13 @@ int main(int argc, char **argv)
                "    bus and its raw baseline alternating in %d blocks, the raw server on the bus's loop "
                "thread\n",
                n_rtt, warm_rtt, RTT_BLOCKS);
+        if (pinned[0] >= 0)
+                printf("    (client thread pinned to CPU %d, loop thread to CPU %d, for raw and bus alike: "
+                       "an idle\n"
+                       "    vCPU woken by an unpinned pair costs tens of us and would decide the ratio)\n",
+                       pinned[0], pinned[1]);
+        else
+                printf("    (threads not pinned: fewer than 2 CPUs allowed)\n");
         printf("  CMD_STATUS_QUERY -> vmhost stub (loop thread) -> STATUS + ACT_ACK back:\n");
         printf("    baseline raw ping-pong %u B -> %u B:  min %5.1f  p50 %6.1f  p99 %6.1f  mean %6.1f us\n",
                (unsigned)QUERY_FRAME, (unsigned)(STATUS_FRAME + ACK_FRAME), raw_q.min_us, raw_q.p50_us,

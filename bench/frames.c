@@ -12,8 +12,9 @@
  *      and uncapped (goal p99 <= 2 ms + the cold copy time), host-observed
  *      (see guest_latency: TCG guest time is not host time), for a spinning
  *      and a waiting reader, with QEMU's vCPU thread and the reader on
- *      separate CPUs or not, and a pinned SCHED_FIFO waiter; the goal line
- *      names the configuration it uses;
+ *      separate CPUs or not, and a pinned SCHED_FIFO waiter; the goal
+ *      line uses a spinning reader, which sees the publish itself, pinned
+ *      when it can be, and names it;
  *   3. grab against QMP screendump of the same guest (its -device VGA
  *      display); then, when the stock-kernel guest is built, of the very
  *      display the frame comes from (--source fb at 1920x1080, frame ==
@@ -1154,13 +1155,25 @@ static int guest_main(void)
                                        x->poll_us, x->p99_clean);
                 }
         {
-                int gc = !can_pin ? WAIT_FREE : rt_failed ? WAIT_PINNED : WAIT_PINNED_RT;
-                double unc = lr[0][gc].unc_ms > lr[1][gc].unc_ms ? lr[0][gc].unc_ms : lr[1][gc].unc_ms;
-                printf(
-                    "GOAL latency (configuration: %s): p99 %.3f ms @60 fps cap, %.3f ms @max (clock mapping "
-                    "uncertainty %.3f ms) vs %.3f ms: %s\n",
-                    conf_name[gc], lr[0][gc].p99, lr[1][gc].p99, unc, 2.0 + cold_ms,
-                    verdict(lr[0][gc].p99 <= 2.0 + cold_ms && lr[1][gc].p99 <= 2.0 + cold_ms));
+                /* The verdict comes from a spinning reader: it sees the
+                 * publish itself, while a waiter's publish instant is mapped
+                 * from guest time with an uncertainty that can exceed the
+                 * goal. The best waiter is printed beside it. */
+                int gc = can_pin ? SPIN_PINNED : SPIN_FREE;
+                int wc = !can_pin ? WAIT_FREE : rt_failed ? WAIT_PINNED : WAIT_PINNED_RT;
+                double unc = lr[0][wc].unc_ms > lr[1][wc].unc_ms ? lr[0][wc].unc_ms : lr[1][wc].unc_ms;
+                printf("GOAL latency (configuration: %s, publish seen directly): p99 %.3f ms @60 fps cap, "
+                       "%.3f ms @max vs %.3f ms: %s\n",
+                       conf_name[gc], lr[0][gc].p99, lr[1][gc].p99, 2.0 + cold_ms,
+                       verdict(lr[0][gc].p99 <= 2.0 + cold_ms && lr[1][gc].p99 <= 2.0 + cold_ms));
+                printf("  waiting reader (%s): p99 %.3f ms @60 fps cap, %.3f ms @max, +- %.3f ms clock "
+                       "mapping uncertainty; %s\n",
+                       conf_name[wc], lr[0][wc].p99, lr[1][wc].p99, unc,
+                       lr[0][wc].p99 + unc <= 2.0 + cold_ms && lr[1][wc].p99 + unc <= 2.0 + cold_ms
+                           ? "within the goal even at the uncertainty's edge"
+                       : lr[0][wc].p99 <= 2.0 + cold_ms && lr[1][wc].p99 <= 2.0 + cold_ms
+                           ? "within the goal, but not beyond the uncertainty"
+                           : "over the goal");
         }
         for (int rate = 0; rate < 2; rate++)
                 for (int c = 0; c < NCONF; c++)
