@@ -28,8 +28,9 @@
  * every ACKed command got its own ACT_ACK with result 0 and no FF command
  * was refused; with the pipe device, the bus path wrote exactly the bytes
  * the direct path wrote for the same commands (nothing lost or doubled);
- * every MEMWRITE was ACKed with success; every raw ping-pong completed; no
- * wait exceeded 10 s. Otherwise "INVALID: <reason>" and exit 1.
+ * every MEMWRITE was ACKed with success, and after each form's 1 MiB writes
+ * its bytes were read back from guest RAM (the MEMCTX fd); every raw
+ * ping-pong completed; no wait exceeded 10 s. Otherwise "INVALID: <reason>" and exit 1.
  *
  *   actuate                 full run
  *   actuate --smoke         the checks on a few thousand commands, no figures
@@ -58,6 +59,7 @@
 #include <vmsig/bus.h>
 #include <vmsig/client.h>
 #include <vmsig/event.h>
+#include <vmsig/memctx.h>
 #include <vmsig/server.h>
 
 #include "adapters/stub_internal.h"
@@ -547,6 +549,46 @@ static double mbs(int n, size_t big, uint64_t ns)
         return n && ns ? (double)n * (double)big / ((double)ns / 1e9) / 1e6 : 0;
 }
 
+/* The stub's RAM through its read-only MEMCTX fd (a second client): how
+ * the bench checks that the written bytes landed. -1 if it never came. */
+static int mw_ram_fd(const char *path, struct vmsig_memctx *ctx)
+{
+        struct vmsig_client *w = NULL;
+        uint64_t corr;
+        int ramfd = -1;
+
+        if (vmsig_client_new(&w) < 0 || vmsig_client_connect(w, path, "actuate-check", 5000) < 0 ||
+            vmsig_client_subscribe(w, 1, 1ull << VMSIG_EV_MEMCTX, &corr) < 0)
+                goto out;
+        for (uint64_t end = now_ns() + 5000000000ull; ramfd < 0 && now_ns() < end;) {
+                struct vmsig_event ev;
+                int fd = -1;
+                if (vmsig_client_recv_wait(w, &ev, &fd, NULL, 1000) < 0)
+                        continue;
+                if (fd >= 0 && ev.hdr.kind == VMSIG_EV_MEMCTX && vmsig_memctx_from_event(&ev, fd, ctx) == 0)
+                        ramfd = fd;
+                else if (fd >= 0)
+                        close(fd);
+        }
+out:
+        vmsig_client_free(w);
+        return ramfd;
+}
+
+/* Did len bytes of value v land at gpa? */
+static bool mw_landed(int ramfd, const struct vmsig_memctx *ctx, uint64_t gpa, uint8_t v, size_t len)
+{
+        uint64_t off = 0, avail = 0;
+        uint8_t *got = malloc(len);
+        bool ok = got && vmsig_memctx_gpa_to_offset(ctx, gpa, &off, &avail) == 0 && avail >= len &&
+                  pread(ramfd, got, len, (off_t)off) == (ssize_t)len;
+
+        for (size_t i = 0; ok && i < len; i++)
+                ok = got[i] == v;
+        free(got);
+        return ok;
+}
+
 static void bench_memwrite(void)
 {
         enum { N_MAX = 5000, BIG = 1 << 20, NBIG_MAX = 200 }; /* NBIG: per form, in 10 rounds */
@@ -642,10 +684,22 @@ static void bench_memwrite(void)
                 invalid("no staging buffer of %d bytes", BIG);
                 goto big_out;
         }
+        struct vmsig_memctx ctx;
+        int ramfd = mw_ram_fd(b.path, &ctx);
+        if (ramfd < 0) {
+                invalid("no MEMCTX with the stub's RAM fd within 5 s (the written bytes cannot be checked)");
+                goto big_out;
+        }
+        const uint64_t gpa = 1u << 20; /* the stub maps its kernel image from gpa 0 */
         uint64_t ns_tail = 0, ns_copy = 0, ns_zc = 0, ns_pw = 0;
         int ok_tail = 0, ok_copy = 0, ok_zc = 0;
         char why[160] = "";
         for (int round = 0; round < ROUNDS; round++) {
+                /* Each form writes its own byte value (outside the timing),
+                 * read back from guest RAM after it. */
+                const uint8_t v_tail = (uint8_t)(0x10 + round), v_copy = (uint8_t)(0x40 + round),
+                              v_zc = (uint8_t)(0x70 + round);
+                memset(big, v_tail, BIG);
                 uint64_t t0 = now_ns();
                 for (int i = 0; i < PER; i++, ok_tail++) {
                         ev.hdr.corr = 0;
@@ -656,7 +710,12 @@ static void bench_memwrite(void)
                         }
                 }
                 ns_tail += now_ns() - t0;
+                if (!mw_landed(ramfd, &ctx, gpa, v_tail, BIG)) {
+                        snprintf(why, sizeof(why), "tail: the bytes read back from guest RAM differ");
+                        goto big_done;
+                }
                 /* the caller's bytes, copied into the staging memfd by the library */
+                memset(big, v_copy, BIG);
                 t0 = now_ns();
                 for (int i = 0; i < PER; i++, ok_copy++) {
                         ev.hdr.corr = 0;
@@ -667,9 +726,13 @@ static void bench_memwrite(void)
                         }
                 }
                 ns_copy += now_ns() - t0;
+                if (!mw_landed(ramfd, &ctx, gpa, v_copy, BIG)) {
+                        snprintf(why, sizeof(why), "copying form: the bytes read back from guest RAM differ");
+                        goto big_done;
+                }
                 /* zero-copy: the caller fills the staging buffer in place
                  * (here: its bytes are already there) */
-                memset(stage, 0x5a, BIG);
+                memset(stage, v_zc, BIG);
                 t0 = now_ns();
                 for (int i = 0; i < PER; i++, ok_zc++) {
                         void *p;
@@ -683,13 +746,19 @@ static void bench_memwrite(void)
                         }
                 }
                 ns_zc += now_ns() - t0;
+                if (!mw_landed(ramfd, &ctx, gpa, v_zc, BIG)) {
+                        snprintf(why, sizeof(why),
+                                 "zero-copy form: the bytes read back from guest RAM differ");
+                        goto big_done;
+                }
                 t0 = now_ns();
                 for (int i = 0; i < PER; i++)
                         (void)!pwrite(mfd, big, BIG, BIG);
                 ns_pw += now_ns() - t0;
         }
 big_done:
-        if (ok_tail + ok_copy + ok_zc < 3 * ROUNDS * PER)
+        close(ramfd);
+        if (ok_tail + ok_copy + ok_zc < 3 * ROUNDS * PER || why[0])
                 invalid("1 MiB CMD_MEMWRITE: %d tail, %d copying, %d zero-copy of %d each ACKed with success "
                         "(%s)",
                         ok_tail, ok_copy, ok_zc, ROUNDS * PER, why);
@@ -787,7 +856,9 @@ int main(int argc, char **argv)
                     "  smoke: valid -- %ld FF + %d ACKed MOVE_ABS, direct and through the bus, all accepted "
                     "and ACKed with success%s%s\n",
                     N_STREAM, g_n_rtt, real ? "" : ", the same device bytes both ways",
-                    input_only ? "" : "; 8-byte and 1 MiB MEMWRITEs all ACKed with success");
+                    input_only ? ""
+                               : "; 8-byte and 1 MiB MEMWRITEs all ACKed with success, the 1 MiB bytes read "
+                                 "back from guest RAM");
                 return 0;
         }
         pct(lat_direct, g_n_rtt, &d50, &d99);
@@ -802,7 +873,8 @@ int main(int argc, char **argv)
                 bench_memwrite_print();
         printf("checks: every command accepted and ACKed with success%s%s\n",
                real ? "" : "; the bus wrote the device bytes the direct path wrote",
-               input_only ? "" : "; every MEMWRITE ACKed with success");
+               input_only ? ""
+                          : "; every MEMWRITE ACKed with success and its bytes read back from guest RAM");
         return 0;
 }
 #endif
