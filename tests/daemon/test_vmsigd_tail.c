@@ -25,41 +25,14 @@ static uint32_t EP;
 static int RAMFD = -1;
 static struct vmsig_memctx CTX;
 
-static void grab_memctx(const struct vmsig_event *ev, int fd, void *ud)
-{
-        (void)ud;
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && RAMFD < 0 &&
-            vmsig_memctx_from_event(ev, fd, &CTX) == 0) {
-                RAMFD = fd;
-                return;
-        }
-        if (fd >= 0)
-                close(fd);
-}
-
 static int setup(void **state)
 {
         (void)state;
         RAMFD = -1;
-        if (vh_start(&H, "[limits]\ntail_max = 4096\n") < 0)
-                goto fail;
-        W = vh_client(&H, "watcher");
-        if (!W || vh_subscribe(W, 0,
-                               (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) |
-                                   (1ull << VMSIG_EV_LEASE_GRANT) | (1ull << VMSIG_EV_LEASE_REVOKE),
-                               NULL, NULL) != 0)
-                goto fail;
-        if (vh_vm_add(&H, "alpha", NULL) < 0 || !(EP = vh_wait_vm(W, "alpha")))
-                goto fail;
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = EP};
-        if (vh_wait_event(W, &mm, NULL, grab_memctx, NULL, VH_TIMEOUT_MS) < 0 || RAMFD < 0)
-                goto fail;
+        if (vh_setup_memctx_vm(&H, "[limits]\ntail_max = 4096\n", &W, &EP, &CTX) < 0)
+                return -1;
+        RAMFD = CTX.fd;
         return 0;
-fail:
-        vh_dump_log(&H);
-        W = vh_client_close(W);
-        vh_teardown(&H);
-        return -1;
 }
 
 static int teardown(void **state)

@@ -668,6 +668,34 @@ static VH_UNUSED int vh_wait_memctx(struct vmsig_client *c, uint32_t ep, struct 
         return r;
 }
 
+/* A daemon with one stub VM "alpha" and a client *w subscribed to roster,
+ * memctx and lease events of every endpoint; *ep is alpha's endpoint and
+ * *ctx its memctx (ctx->fd the guest RAM fd; the caller closes it). 0, or
+ * -1 with the log dumped and everything torn down. */
+static VH_UNUSED int vh_setup_memctx_vm(struct vh *h, const char *conf, struct vmsig_client **w, uint32_t *ep,
+                                        struct vmsig_memctx *ctx)
+{
+        const uint64_t kinds = (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) |
+                               (1ull << VMSIG_EV_LEASE_GRANT) | (1ull << VMSIG_EV_LEASE_REVOKE);
+
+        *w = NULL;
+        if (vh_start(h, conf) < 0)
+                goto fail;
+        *w = vh_client(h, "watcher");
+        if (!*w || vh_subscribe(*w, 0, kinds, NULL, NULL) != 0)
+                goto fail;
+        if (vh_vm_add(h, "alpha", NULL) < 0 || !(*ep = vh_wait_vm(*w, "alpha")))
+                goto fail;
+        if (vh_wait_memctx(*w, *ep, ctx, VH_TIMEOUT_MS) < 0)
+                goto fail;
+        return 0;
+fail:
+        vh_dump_log(h);
+        *w = vh_client_close(*w);
+        vh_teardown(h);
+        return -1;
+}
+
 /* ---- raw socket clients (to misbehave on purpose) ---- */
 
 static VH_UNUSED int vh_raw_connect(const char *path)
