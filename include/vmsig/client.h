@@ -112,7 +112,9 @@ int vmsig_client_memwrite(struct vmsig_client *c, const struct vmsig_event *ev, 
 /* Zero-copy: the connection's staging buffer (info.tail_max bytes, a
  * mapping of a sealed memfd shared with the daemon), to fill and then send
  * with vmsig_client_memwrite_submit. -EOPNOTSUPP (version-1 daemon),
- * -EBUSY while a write from it waits for its ACT_ACK (receive it first). */
+ * -EBUSY while a write from it waits for its ACT_ACK (receive it first).
+ * vmsig_client_memwrite stages its copies in the same buffer: do not call
+ * it between filling the buffer and submitting it. */
 int vmsig_client_memwrite_buffer(struct vmsig_client *c, void **ret_buf, size_t *ret_size);
 /* CMD_MEMWRITE of the staging buffer's first len bytes (ev: addr, flags,
  * cr3). The buffer is busy until this write's ACT_ACK has been received
