@@ -33,46 +33,17 @@
 static struct vh H;
 static struct vmsig_client *W; /* watcher: roster + leases + memctx */
 static uint32_t EP;
-static int RAMFD = -1;
-static struct vmsig_memctx CTX;
-
-static void grab_memctx(const struct vmsig_event *ev, int fd, void *ud)
-{
-        (void)ud;
-        if (ev->hdr.kind == VMSIG_EV_MEMCTX && fd >= 0 && RAMFD < 0 &&
-            vmsig_memctx_from_event(ev, fd, &CTX) == 0) {
-                RAMFD = fd;
-                return;
-        }
-        if (fd >= 0)
-                close(fd);
-}
+static struct vmsig_memctx CTX = {.fd = -1}; /* alpha's memctx; CTX.fd its RAM fd */
 
 static int setup_with(const char *extra_conf)
 {
         char conf[256];
 
-        RAMFD = -1;
+        CTX.fd = -1;
         snprintf(conf, sizeof(conf), "[limits]\ntail_max = 65536\n%s", extra_conf);
-        if (vh_start(&H, conf) < 0)
-                goto fail;
-        W = vh_client(&H, "watcher");
-        if (!W || vh_subscribe(W, 0,
-                               (1ull << VMSIG_EV_ROSTER) | (1ull << VMSIG_EV_MEMCTX) |
-                                   (1ull << VMSIG_EV_LEASE_GRANT) | (1ull << VMSIG_EV_LEASE_REVOKE),
-                               NULL, NULL) != 0)
-                goto fail;
-        if (vh_vm_add(&H, "alpha", NULL) < 0 || !(EP = vh_wait_vm(W, "alpha")))
-                goto fail;
-        struct vh_match mm = {.kind = VMSIG_EV_MEMCTX, .endpoint = EP};
-        if (vh_wait_event(W, &mm, NULL, grab_memctx, NULL, VH_TIMEOUT_MS) < 0 || RAMFD < 0)
-                goto fail;
+        if (vh_setup_memctx_vm(&H, conf, &W, &EP, &CTX) < 0)
+                return -1;
         return 0;
-fail:
-        vh_dump_log(&H);
-        W = vh_client_close(W);
-        vh_teardown(&H);
-        return -1;
 }
 
 static int setup(void **state)
@@ -91,31 +62,12 @@ static int setup_nocap(void **state)
 static int teardown(void **state)
 {
         (void)state;
-        if (RAMFD >= 0)
-                close(RAMFD);
-        RAMFD = -1;
+        if (CTX.fd >= 0)
+                close(CTX.fd);
+        CTX.fd = -1;
         W = vh_client_close(W);
         vh_teardown(&H);
         return 0;
-}
-
-static void pattern(uint8_t *p, size_t len, uint8_t seed)
-{
-        for (size_t i = 0; i < len; i++)
-                p[i] = (uint8_t)(seed + i * 7 + (i >> 8));
-}
-
-static void expect_guest_bytes(uint64_t gpa, const uint8_t *want, size_t len)
-{
-        uint64_t off = 0, avail = 0;
-        uint8_t *got = malloc(len);
-
-        assert_non_null(got);
-        assert_int_equal(vmsig_memctx_gpa_to_offset(&CTX, gpa, &off, &avail), 0);
-        assert_true(avail >= len);
-        assert_int_equal(pread(RAMFD, got, len, (off_t)off), (ssize_t)len);
-        assert_memory_equal(got, want, len);
-        free(got);
 }
 
 static int memfd_with(const uint8_t *data, size_t len, size_t size)
@@ -308,44 +260,44 @@ static void test_client_forms(void **state)
         size_t stage_len = 0;
 
         /* copying form, at the fd threshold: the staging memfd */
-        pattern(data, sizeof(data), 0x11);
+        vh_pattern(data, sizeof(data), 0x11);
         mw_event(&ev, TARGET_VA);
         assert_int_equal(vmsig_client_memwrite(c, &ev, data, VMSIG_CLIENT_MEMWRITE_FD_MIN, &corr), 0);
         assert_int_equal(vmsig_client_memwrite_buffer(c, &again, NULL), -EBUSY); /* until its ACK */
         assert_int_equal(ack_of(c, corr, msg, sizeof(msg)), 0);
         assert_non_null(strstr(msg, "from the source fd"));
-        expect_guest_bytes(TARGET_GPA, data, VMSIG_CLIENT_MEMWRITE_FD_MIN);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, data, VMSIG_CLIENT_MEMWRITE_FD_MIN));
 
         /* zero-copy: fill the staging buffer in place */
         assert_int_equal(vmsig_client_memwrite_buffer(c, &stage, &stage_len), 0);
         assert_int_equal(stage_len, TAIL_MAX);
-        pattern(stage, 5000, 0x22);
+        vh_pattern(stage, 5000, 0x22);
         mw_event(&ev, TARGET_VA + 0x10000 + 3);
         assert_int_equal(vmsig_client_memwrite_submit(c, &ev, 5000, &corr), 0);
         assert_int_equal(vmsig_client_memwrite_submit(c, &ev, 5000, NULL), -EBUSY);
         assert_int_equal(ack_of(c, corr, NULL, 0), 0);
-        pattern(data, 5000, 0x22);
-        expect_guest_bytes(TARGET_GPA + 0x10000 + 3, data, 5000);
+        vh_pattern(data, 5000, 0x22);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x10000 + 3, data, 5000));
         assert_int_equal(vmsig_client_memwrite_buffer(c, &again, NULL), 0);
         assert_ptr_equal(again, stage);
         assert_int_equal(vmsig_client_memwrite_submit(c, &ev, TAIL_MAX + 1, NULL), -EMSGSIZE);
 
         /* a caller's memfd at an offset */
-        pattern(data, sizeof(data), 0x33);
+        vh_pattern(data, sizeof(data), 0x33);
         int src = memfd_with(data, sizeof(data), sizeof(data));
         mw_event(&ev, TARGET_VA + 0x20000);
         assert_int_equal(vmsig_client_send_fd(c, &ev, src, 4096, 8192, &corr), 0);
         assert_int_equal(ack_of(c, corr, NULL, 0), 0);
-        expect_guest_bytes(TARGET_GPA + 0x20000, data + 4096, 8192);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x20000, data + 4096, 8192));
         close(src);
 
         /* the tail still works on the same connection */
-        pattern(data, 3000, 0x44);
+        vh_pattern(data, 3000, 0x44);
         mw_event(&ev, TARGET_VA + 0x30000);
         assert_int_equal(vmsig_client_memwrite(c, &ev, data, 3000, &corr), 0);
         assert_int_equal(ack_of(c, corr, msg, sizeof(msg)), 0);
         assert_null(strstr(msg, "source fd"));
-        expect_guest_bytes(TARGET_GPA + 0x30000, data, 3000);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x30000, data, 3000));
         vh_client_close(c);
 }
 
@@ -458,7 +410,7 @@ static void test_refusals_are_acks(void **state)
         uint64_t corr;
         char msg[VMSIG_MSG_MAX];
 
-        pattern(data, sizeof(data), 0x55);
+        vh_pattern(data, sizeof(data), 0x55);
         int small = memfd_with(data, 4096, 4096);
         mw_event(&ev, TARGET_VA);
         /* the source ends before off + len: nothing written */
@@ -478,7 +430,7 @@ static void test_refusals_are_acks(void **state)
         /* the connections stay and still write */
         assert_int_equal(vmsig_client_send_fd(c, &ev, small, 0, 4096, &corr), 0);
         assert_int_equal(ack_of(c, corr, NULL, 0), 0);
-        expect_guest_bytes(TARGET_GPA, data, 4096);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, data, 4096));
         close(small);
         close(big);
         vh_client_close(nolease);

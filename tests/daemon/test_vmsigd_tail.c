@@ -22,25 +22,23 @@
 static struct vh H;
 static struct vmsig_client *W; /* watcher: roster + leases + memctx */
 static uint32_t EP;
-static int RAMFD = -1;
-static struct vmsig_memctx CTX;
+static struct vmsig_memctx CTX = {.fd = -1}; /* alpha's memctx; CTX.fd its RAM fd */
 
 static int setup(void **state)
 {
         (void)state;
-        RAMFD = -1;
+        CTX.fd = -1;
         if (vh_setup_memctx_vm(&H, "[limits]\ntail_max = 4096\n", &W, &EP, &CTX) < 0)
                 return -1;
-        RAMFD = CTX.fd;
         return 0;
 }
 
 static int teardown(void **state)
 {
         (void)state;
-        if (RAMFD >= 0)
-                close(RAMFD);
-        RAMFD = -1;
+        if (CTX.fd >= 0)
+                close(CTX.fd);
+        CTX.fd = -1;
         W = vh_client_close(W);
         vh_teardown(&H);
         return 0;
@@ -82,25 +80,6 @@ static size_t memwrite_head(uint8_t *buf, size_t cap, uint64_t corr, uint64_t va
         return (size_t)n + WIRE_TAIL_LEN_LEN;
 }
 
-static void pattern(uint8_t *p, size_t len, uint8_t seed)
-{
-        for (size_t i = 0; i < len; i++)
-                p[i] = (uint8_t)(seed + i * 7 + (i >> 8));
-}
-
-static void expect_guest_bytes(uint64_t gpa, const uint8_t *want, size_t len)
-{
-        uint64_t off = 0, avail = 0;
-        uint8_t *got = malloc(len);
-
-        assert_non_null(got);
-        assert_int_equal(vmsig_memctx_gpa_to_offset(&CTX, gpa, &off, &avail), 0);
-        assert_true(avail >= len);
-        assert_int_equal(pread(RAMFD, got, len, (off_t)off), (ssize_t)len);
-        assert_memory_equal(got, want, len);
-        free(got);
-}
-
 /* ERROR with code, msg containing needle, then the end of the stream. */
 static void expect_error_then_end(int fd, int code, const char *needle)
 {
@@ -129,7 +108,7 @@ static void test_exact_tail(void **state)
         uint8_t head[128 + 128], data[TAIL_MAX];
         struct vmsig_ack_body ack;
 
-        pattern(data, sizeof(data), 0x5a);
+        vh_pattern(data, sizeof(data), 0x5a);
         size_t hl = memwrite_head(head, sizeof(head), 7, TARGET_VA, TAIL_MAX, TAIL_MAX);
         assert_int_equal(vh_raw_send(fd, head, hl), 0);
         assert_int_equal(vh_raw_send(fd, data, sizeof(data)), 0);
@@ -138,17 +117,17 @@ static void test_exact_tail(void **state)
                 fail_msg("memwrite refused: %d %s", ack.result, ack.msg);
         assert_int_equal(ack.cmd_kind, VMSIG_EV_CMD_MEMWRITE);
         assert_int_equal(ack.value, TAIL_MAX);
-        expect_guest_bytes(TARGET_GPA, data, sizeof(data));
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, data, sizeof(data)));
 
         /* The stream is still in step: a second, smaller one right after. */
-        pattern(data, 100, 0x13);
+        vh_pattern(data, 100, 0x13);
         hl = memwrite_head(head, 128, 8, TARGET_VA + 5000, 100, 100);
         assert_true(hl + 100 <= sizeof(head));
         memcpy(head + hl, data, 100);
         assert_int_equal(vh_raw_send(fd, head, hl + 100), 0);
         assert_int_equal(vh_raw_wait_ack(fd, 8, &ack, NULL), 0);
         assert_int_equal(ack.result, 0);
-        expect_guest_bytes(TARGET_GPA + 5000, data, 100);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 5000, data, 100));
         close(fd);
 }
 
@@ -161,7 +140,7 @@ static void test_tail_in_tiny_writes(void **state)
 
         assert_non_null(buf);
         size_t hl = memwrite_head(buf, 128, 9, TARGET_VA + 0x10000, TAIL_MAX, TAIL_MAX);
-        pattern(buf + hl, TAIL_MAX, 0xc3);
+        vh_pattern(buf + hl, TAIL_MAX, 0xc3);
         size_t total = hl + TAIL_MAX;
         /* The frame and tail_len one byte per write, the tail in 7-byte
          * pieces: the server sees every possible split of the two phases. */
@@ -174,7 +153,7 @@ static void test_tail_in_tiny_writes(void **state)
         assert_int_equal(vh_raw_wait_ack(fd, 9, &ack, NULL), 0);
         if (ack.result != 0)
                 fail_msg("memwrite refused: %d %s", ack.result, ack.msg);
-        expect_guest_bytes(TARGET_GPA + 0x10000, buf + hl, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x10000, buf + hl, TAIL_MAX));
         free(buf);
         close(fd);
 }
@@ -248,7 +227,7 @@ static void test_drop_mid_tail(void **state)
 
         /* ... nothing of the half tail was written ... */
         uint8_t zero[1000] = {0};
-        expect_guest_bytes(TARGET_GPA + 0x20000, zero, sizeof(zero));
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x20000, zero, sizeof(zero)));
 
         /* ... and the others carry on in step: the bystander takes the lease
          * and writes with a tail of its own; the watcher still answers. */
@@ -257,13 +236,13 @@ static void test_drop_mid_tail(void **state)
         assert_int_equal(vh_raw_wait_ack(by, 21, &ack, NULL), 0);
         assert_int_equal(ack.result, 0);
         uint8_t data[600];
-        pattern(data, sizeof(data), 0x42);
+        vh_pattern(data, sizeof(data), 0x42);
         hl = memwrite_head(buf, 128, 22, TARGET_VA + 0x30000, sizeof(data), sizeof(data));
         memcpy(buf + hl, data, sizeof(data));
         assert_int_equal(vh_raw_send(by, buf, hl + sizeof(data)), 0);
         assert_int_equal(vh_raw_wait_ack(by, 22, &ack, NULL), 0);
         assert_int_equal(ack.result, 0);
-        expect_guest_bytes(TARGET_GPA + 0x30000, data, sizeof(data));
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA + 0x30000, data, sizeof(data)));
         assert_int_equal(vh_lease(W, EP, VMSIG_LEASE_POWER, true), 0);
         close(by);
 }

@@ -668,6 +668,27 @@ static VH_UNUSED int vh_wait_memctx(struct vmsig_client *c, uint32_t ep, struct 
         return r;
 }
 
+/* Test bytes that depend on seed and have no short period. */
+static VH_UNUSED void vh_pattern(uint8_t *p, size_t len, uint8_t seed)
+{
+        for (size_t i = 0; i < len; i++)
+                p[i] = (uint8_t)(seed + i * 7 + (i >> 8));
+}
+
+/* Do the len guest-RAM bytes at gpa, read through ctx's read-only fd,
+ * equal want? */
+static VH_UNUSED bool vh_ram_equals(const struct vmsig_memctx *ctx, uint64_t gpa, const void *want,
+                                    size_t len)
+{
+        uint64_t off = 0, avail = 0;
+        uint8_t *got = malloc(len);
+        bool ok = got && vmsig_memctx_gpa_to_offset(ctx, gpa, &off, &avail) == 0 && avail >= len &&
+                  pread(ctx->fd, got, len, (off_t)off) == (ssize_t)len && memcmp(got, want, len) == 0;
+
+        free(got);
+        return ok;
+}
+
 /* A daemon with one stub VM "alpha" and a client *w subscribed to roster,
  * memctx and lease events of every endpoint; *ep is alpha's endpoint and
  * *ctx its memctx (ctx->fd the guest RAM fd; the caller closes it). 0, or
