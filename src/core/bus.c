@@ -356,19 +356,15 @@ struct vmsig_post *vmsig_post_free(struct vmsig_post *post)
 
 /* ---- one iteration ---- */
 
-/* Copy one hand-off node into pq, keeping its seq: at the tail of its level,
- * or at the front when everything there came later. */
-static int batch_node_to_pq(struct vmsig_bus *bus, struct qnode *b, bool front)
+/* Copy one hand-off node into pq, keeping its seq, at the tail of its level. */
+static int batch_node_to_pq(struct vmsig_bus *bus, struct qnode *b)
 {
         struct qnode *n = prioq_node_new(&bus->pq);
 
         if (!n)
                 return -ENOMEM;
         memcpy(&n->ev, &b->ev, vmsig_event_size(&b->ev));
-        if (front)
-                prioq_push_front(&bus->pq, n);
-        else
-                prioq_push(&bus->pq, n);
+        prioq_push(&bus->pq, n);
         b->moved = true;
         return 0;
 }
@@ -396,7 +392,7 @@ static unsigned handle_handoff(struct vmsig_bus *bus)
                 /* pq holds only earlier events now. Out of nodes, the event
                  * is dispatched in batch order rather than lost. */
                 if (batch[i].ev.hdr.priority != prio)
-                        (void)batch_node_to_pq(bus, &batch[i], false);
+                        (void)batch_node_to_pq(bus, &batch[i]);
         }
         bus->batch = batch;
         bus->batch_len = n;
@@ -406,25 +402,11 @@ static unsigned handle_handoff(struct vmsig_bus *bus)
 
 void bus_handoff_drain(struct vmsig_bus *bus)
 {
-        struct qnode *batch;
-        unsigned n;
-
-        /* Reaping calls this between batches; should a batch be in progress,
-         * what is left of it precedes everything pq holds at its priority
-         * (next_event's merge): prepend it, last first. Out of nodes, it
-         * shares bus_enqueue's fate. */
-        for (unsigned i = bus->batch_len; i > bus->batch_pos; i--) {
-                struct qnode *b = &bus->batch[i - 1];
-                if (!b->moved)
-                        (void)batch_node_to_pq(bus, b, true);
-                b->moved = false;
-        }
-        bus->batch_len = bus->batch_pos = 0;
-        n = handoff_take(&bus->ho, &batch);
-        for (unsigned i = 0; i < n; i++)
-                bus_enqueue(bus, &batch[i].ev, -1, NULL, 0);
-        /* The take counted the loop as awake; reaping may run outside an
-         * iteration (vmsig_bus_detach), with nobody to arm after it. */
+        /* Copied out, not taken: a batch being dispatched stays where it is
+         * and, with its older seqs, still precedes them. Reaping may run
+         * outside an iteration (vmsig_bus_detach), with nobody to arm after
+         * it. */
+        bus_collect_handoff(bus);
         handoff_arm(&bus->ho);
 }
 

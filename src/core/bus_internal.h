@@ -42,7 +42,6 @@ void prioq_done(struct prioq *pq);
 struct qnode *prioq_node_new(struct prioq *pq);             /* NULL on OOM */
 void prioq_node_release(struct prioq *pq, struct qnode *n); /* closes fd, frees payload */
 void prioq_push(struct prioq *pq, struct qnode *n);
-void prioq_push_front(struct prioq *pq, struct qnode *n); /* n precedes its level */
 struct qnode *prioq_pop(struct prioq *pq);
 const struct qnode *prioq_peek(const struct prioq *pq); /* what pop would return */
 

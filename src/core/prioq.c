@@ -94,18 +94,6 @@ void prioq_push(struct prioq *pq, struct qnode *n)
         pq->count++;
 }
 
-void prioq_push_front(struct prioq *pq, struct qnode *n)
-{
-        uint8_t p = n->ev.hdr.priority;
-
-        n->next = pq->lvl[p].head;
-        pq->lvl[p].head = n;
-        if (!pq->lvl[p].tail)
-                pq->lvl[p].tail = n;
-        pq->nonempty[p >> 6] |= UINT64_C(1) << (p & 63);
-        pq->count++;
-}
-
 struct qnode *prioq_pop(struct prioq *pq)
 {
         for (unsigned w = 0; w < 4; w++) {
