@@ -21,7 +21,11 @@
  *      caller's bytes through vmsig_client_memwrite (copied into the staging
  *      memfd, passed as the fd source), and the zero-copy form (the caller
  *      fills the staging buffer, vmsig_client_memwrite_submit). The goal
- *      (>= 0.5x pwrite) is stated for the zero-copy form.
+ *      (>= 0.5x pwrite) is stated for the zero-copy form. The staging memfd
+ *      is sealed, so the engine maps it and the stub copies with memcpy
+ *      into its RAM mapping; the real memctx adapter makes that copy with
+ *      pwrite on the RAM fd, the baseline's own call, so its ratio is lower
+ *      by the difference between the two copies.
  *
  * Checked before any figure is printed: every direct vmctl_submit was
  * accepted and completed before it returned; the input lease was granted;

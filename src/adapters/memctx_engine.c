@@ -11,12 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "adapters/memctx_engine.h"
 
 #define PAGE_4K UINT64_C(4096)
+
+/* A sealed source is mapped from this write size up (below, a read costs
+ * less than the mapping), kept mapped while writes keep coming, and
+ * unmapped after this idle time, so a control's memory is not held for
+ * long after it stopped writing. */
+#define SRC_MAP_MIN_BYTES (64u * 1024u)
+#define SRC_MAP_MAX_BYTES (256ull << 20)
+#define SRC_MAP_IDLE_NS   (2ull * 1000000000ull)
 
 /* A queued CMD_MEMWRITE: the command header for the ACK, and its own copy of
  * the source bytes, since the payload only lives during submit(); or, for
@@ -64,6 +74,17 @@ struct mce {
          * held) only. */
         int pipe_rd, pipe_wr;
         size_t pipe_cap;
+
+        /* The last sealed source fd, mapped read-only; worker only. The
+         * mapping holds its file, so (dev, ino) cannot name another file
+         * while it exists. */
+        struct {
+                const uint8_t *base; /* NULL: none */
+                size_t len;
+                dev_t dev;
+                ino_t ino;
+                uint32_t lease_gen;
+        } src;
 };
 
 static void job_free(struct mw_job *j)
@@ -215,6 +236,45 @@ static int plan_virt(struct mce *e, const struct mw_job *j, const struct mce_tar
         return r;
 }
 
+static void src_unmap(struct mce *e)
+{
+        if (e->src.base)
+                munmap((void *)e->src.base, e->src.len);
+        e->src.base = NULL;
+}
+
+/* The source's bytes mapped, when it is a memfd sealed against shrinking
+ * (F_SEAL_SHRINK cannot be removed): bytes [0, size) then stay valid for as
+ * long as the mapping exists, so copying from it can never fault. A
+ * control's staging memfd is reused write after write, so it is mapped
+ * once. NULL: read it with read-style calls instead. */
+static const uint8_t *src_mapping(struct mce *e, const struct mw_job *j, const struct stat *st)
+{
+        const uint64_t need = j->src_off + j->len; /* checked against st_size */
+        int seals;
+        void *p;
+
+        if (j->len < SRC_MAP_MIN_BYTES)
+                return NULL;
+        if (e->src.base && (e->src.lease_gen != j->lease_gen || e->src.dev != st->st_dev ||
+                            e->src.ino != st->st_ino || e->src.len < need))
+                src_unmap(e);
+        if (e->src.base)
+                return e->src.base;
+        seals = fcntl(j->src_fd, F_GET_SEALS);
+        if (seals < 0 || !(seals & F_SEAL_SHRINK) || (uint64_t)st->st_size > SRC_MAP_MAX_BYTES)
+                return NULL;
+        p = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, j->src_fd, 0);
+        if (p == MAP_FAILED)
+                return NULL;
+        e->src.base = p;
+        e->src.len = (size_t)st->st_size;
+        e->src.dev = st->st_dev;
+        e->src.ino = st->st_ino;
+        e->src.lease_gen = j->lease_gen;
+        return e->src.base;
+}
+
 /* The fd source, after the whole extent was planned and checked. The
  * source must hold every byte before anything is written (else -ENODATA,
  * nothing written). If it shrinks during the copy the ACK is -EIO and says
@@ -242,6 +302,18 @@ static int write_from_fd(struct mce *e, const struct mw_job *j, const struct vmi
                     "; nothing written",
                     (long long)st.st_size, j->src_off, j->src_off + j->len);
                 return -ENODATA;
+        }
+        const uint8_t *map = src_mapping(e, j, &st);
+        if (map) {
+                for (size_t i = 0; i < n; pos += ch[i].len, total += ch[i].len, i++) {
+                        r = e->ops->write(e->ud, map + pos, ch[i].len, ch[i].file_offset);
+                        if (r < 0) {
+                                ack(e, &j->hdr, r, 0, "writing guest RAM failed after %zu of %u bytes: %s",
+                                    total, j->len, strerror(-r));
+                                return r;
+                        }
+                }
+                return 0;
         }
         for (size_t i = 0; i < n; i++) {
                 size_t done = 0;
@@ -430,6 +502,22 @@ static bool lease_ended(const struct mce *e, const struct mw_job *j)
                e->sink->lease_generation(e->sink, VMSIG_LEASE_MEMWRITE) != j->lease_gen;
 }
 
+/* Lock held, nothing to do: wait up to the idle time, then drop the
+ * mapped source unless work came meanwhile. */
+static void idle_unmap(struct mce *e)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(SRC_MAP_IDLE_NS / 1000000000ull);
+        while (!e->stop && !e->boot_pending && !e->head)
+                if (pthread_cond_timedwait(&e->cond, &e->lock, &ts) == ETIMEDOUT) {
+                        if (!e->stop && !e->boot_pending && !e->head)
+                                src_unmap(e); /* munmap of a few MiB: short, under the lock */
+                        return;
+                }
+}
+
 static void *worker_main(void *arg)
 {
         struct mce *e = arg;
@@ -437,6 +525,8 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&e->lock);
         for (;;) {
                 e->busy = false;
+                if (e->src.base && !e->stop && !e->boot_pending && !e->head)
+                        idle_unmap(e);
                 while (!e->stop && !e->boot_pending && !e->head)
                         pthread_cond_wait(&e->cond, &e->lock);
                 if (e->stop || e->gone)
@@ -487,8 +577,14 @@ int mce_new(const struct mce_ops *ops, void *ud, struct mce **ret)
         e->ops = ops;
         e->ud = ud;
         e->pipe_rd = e->pipe_wr = -1;
+        pthread_condattr_t ca;
+
         pthread_mutex_init(&e->lock, NULL);
-        pthread_cond_init(&e->cond, NULL);
+        /* idle_unmap's deadline must not move with the wall clock */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->cond, &ca);
+        pthread_condattr_destroy(&ca);
         e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         if (e->evfd < 0) {
                 int r = -errno;
@@ -619,6 +715,7 @@ void mce_free(struct mce *e)
                 close(e->pipe_rd);
                 close(e->pipe_wr);
         }
+        src_unmap(e);
         pthread_cond_destroy(&e->cond);
         pthread_mutex_destroy(&e->lock);
         free(e);

@@ -64,8 +64,10 @@ struct mce_ops {
         /* Write len bytes at file offset off of the guest RAM. 0 or -errno. */
         int (*write)(void *ud, const void *buf, size_t len, uint64_t off);
         /* The same from bytes [src_off, src_off + len) of src_fd (a regular
-         * tmpfs file a control passed: read it, never map it). 0, -ENODATA
-         * if the source ended first, or -errno; *done: bytes written. */
+         * tmpfs file a control passed, not sealed against shrinking: read
+         * it, never map it; the engine maps a sealed one itself and calls
+         * write). 0, -ENODATA if the source ended first, or -errno; *done:
+         * bytes written. */
         int (*write_fd)(void *ud, int src_fd, uint64_t src_off, size_t len, uint64_t off, size_t *done);
         /* Lock held, worker idle: is the worker's view current, so a small
          * write may run inline? Optional (always). */

@@ -517,8 +517,9 @@ static void handle_sub(struct conn *c, uint16_t type, const struct wire_sub *s)
 
 /* Why a CMD_MEMWRITE source fd is refused, or NULL. The daemon must never
  * block on it nor fault on it: only a regular file on tmpfs (a memfd, or a
- * file in /dev/shm) qualifies, and it is read with read-style calls, never
- * mapped. A FIFO, socket, pipe, device, FUSE or hugetlbfs file fails here. */
+ * file in /dev/shm) qualifies; it is read with read-style calls, or mapped
+ * only when sealed against shrinking (memctx_engine.c). A FIFO, socket,
+ * pipe, device, FUSE or hugetlbfs file fails here. */
 static const char *src_fd_refusal(int fd)
 {
         struct stat st;

@@ -8,7 +8,10 @@
  * its fd, and any fd or HAS_FD on a version-1 connection. A too-small
  * source, a length over the bound and a missing lease are ACKed refusals
  * and the connection stays. A source truncated while writes run gives only
- * success or a failed ACK. The daemon's fd count returns to where it was
+ * success or a failed ACK. A source sealed against shrinking is mapped by
+ * the daemon and reused: rewritten, grown and swapped sources land right,
+ * and the mapping is gone a little after the writes stop. The daemon's fd
+ * count returns to where it was
  * after all of it, and after refusals for a missing capability; with fd
  * writes still queued it shuts down cleanly. tail_max = 65536. */
 #include <setjmp.h>
@@ -450,6 +453,96 @@ static void *shake(void *arg)
         return NULL;
 }
 
+/* Is a mapping of a file named memfd:<name> in the daemon's address space? */
+static bool daemon_maps(const char *name)
+{
+        char path[64], line[512], want[96];
+        bool found = false;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/maps", (int)H.pid);
+        snprintf(want, sizeof(want), "/memfd:%s ", name);
+        f = fopen(path, "re");
+        assert_non_null(f);
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, want) != NULL;
+        fclose(f);
+        return found;
+}
+
+static int sealed_memfd(const char *name, const uint8_t *data, size_t len)
+{
+        int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, data, len, 0), (ssize_t)len);
+        assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+        return fd;
+}
+
+static void write_fd_ok(struct vmsig_client *c, int fd, uint64_t src_off, size_t len)
+{
+        struct vmsig_event ev;
+        uint64_t corr;
+        char msg[VMSIG_MSG_MAX];
+
+        mw_event(&ev, TARGET_VA);
+        assert_int_equal(vmsig_client_send_fd(c, &ev, fd, src_off, len, &corr), 0);
+        assert_int_equal(ack_of(c, corr, msg, sizeof(msg)), 0);
+}
+
+static void test_sealed_source(void **state)
+{
+        (void)state;
+        static uint8_t a[TAIL_MAX], b[TAIL_MAX];
+        struct vmsig_client *c = writer("fd-sealed");
+        unsigned fds = daemon_fds();
+
+        vh_pattern(a, sizeof(a), 0x51);
+        int s1 = sealed_memfd("vmsig-test-sealed1", a, sizeof(a));
+        write_fd_ok(c, s1, 0, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
+        assert_true(daemon_maps("vmsig-test-sealed1"));
+        /* the same file, new bytes: the kept mapping sees them */
+        vh_pattern(a, sizeof(a), 0x52);
+        assert_int_equal(pwrite(s1, a, sizeof(a), 0), (ssize_t)sizeof(a));
+        write_fd_ok(c, s1, 0, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
+        /* grown past what was mapped (only shrinking is sealed) */
+        vh_pattern(b, sizeof(b), 0x53);
+        assert_int_equal(pwrite(s1, b, sizeof(b), TAIL_MAX), (ssize_t)sizeof(b));
+        write_fd_ok(c, s1, TAIL_MAX, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, b, TAIL_MAX));
+        /* it cannot shrink under the mapping */
+        assert_int_equal(ftruncate(s1, 4096), -1);
+        assert_int_equal(errno, EPERM);
+        /* an unsealed file is read, not mapped; then another sealed one */
+        vh_pattern(a, sizeof(a), 0x55);
+        int u = memfd_with(a, sizeof(a), sizeof(a));
+        write_fd_ok(c, u, 0, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
+        assert_false(daemon_maps("test-src"));
+        assert_false(daemon_maps("vmsig-test-sealed1"));
+        vh_pattern(b, sizeof(b), 0x54);
+        int s2 = sealed_memfd("vmsig-test-sealed2", b, sizeof(b));
+        write_fd_ok(c, s2, 0, TAIL_MAX);
+        assert_true(vh_ram_equals(&CTX, TARGET_GPA, b, TAIL_MAX));
+        assert_true(daemon_maps("vmsig-test-sealed2"));
+        close(s1);
+        close(s2);
+        close(u);
+        vh_client_close(c);
+        /* the daemon lets go of the control's memory once writes stop */
+        int waited_ms = 0;
+        while (daemon_maps("vmsig-test-sealed2") && waited_ms < 6000) {
+                usleep(100 * 1000);
+                waited_ms += 100;
+        }
+        print_message("the sealed source was unmapped %d ms after the last write\n", waited_ms);
+        assert_false(daemon_maps("vmsig-test-sealed2"));
+        expect_daemon_fds(fds);
+}
+
 static void test_truncate_race(void **state)
 {
         (void)state;
@@ -585,6 +678,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_bad_fd_types, setup, teardown),
             cmocka_unit_test_setup_teardown(test_fd_framing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_refusals_are_acks, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_sealed_source, setup, teardown),
             cmocka_unit_test_setup_teardown(test_truncate_race, setup, teardown),
             cmocka_unit_test_setup_teardown(test_daemon_fds_return, setup, teardown),
             cmocka_unit_test_setup_teardown(test_capability_missing, setup_nocap, teardown),
