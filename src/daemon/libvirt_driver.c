@@ -31,6 +31,7 @@
 #include <vmsig/backoff.h>
 
 #include "daemon/libvirt_driver.h"
+#include "daemon/libvirt_module.h"
 #include "daemon/libvirt_monitor.h"
 #include "vmctl/vmctl.h"
 
@@ -666,3 +667,13 @@ struct lv_driver *lv_driver_free(struct lv_driver *d)
         free(d);
         return NULL;
 }
+
+/* What vmsigd's loader looks up (libvirt_module.h); the only symbol this
+ * module exports. */
+__attribute__((visibility("default"))) const struct lv_module vmsigd_libvirt_module = {
+    .stamp = LV_MODULE_STAMP,
+    .driver_new = lv_driver_new,
+    .driver_fd = lv_driver_fd,
+    .driver_process = lv_driver_process,
+    .driver_free = lv_driver_free,
+};

@@ -233,6 +233,11 @@ static VH_UNUSED bool vh_wait_exit(struct vh *h, int timeout_ms)
 
 static int vh_rm_cb_(const char *path, const struct stat *st, int flag, struct FTW *ftw);
 
+/* The [daemon] libvirt_uri of the next vh_start: "none" unless a test
+ * (bench/scale's libvirt row) wants the driver, e.g. "test:///default",
+ * libvirt's in-process test driver. */
+static const char *vh_libvirt_uri = "none";
+
 /* Start vmsigd. extra is appended to the config after the [daemon] keys
  * (socket, trigger_dir, audit, socket_mode 0666, libvirt_uri none: no test
  * daemon touches the host's libvirt): more [daemon] keys, then
@@ -274,8 +279,8 @@ static VH_UNUSED int vh_start(struct vh *h, const char *extra)
                 return -errno;
         snprintf(conf, sizeof(conf),
                  "[daemon]\nsocket = %s\ntrigger_dir = %s\naudit = file:%s\nsocket_mode = 0666\nlibvirt_uri "
-                 "= none\n%s\n",
-                 h->sock, h->trig, h->audit, extra ? extra : "");
+                 "= %s\n%s\n",
+                 h->sock, h->trig, h->audit, vh_libvirt_uri, extra ? extra : "");
         r = vh_write_file(h->conf, conf, 0644);
         if (r < 0)
                 return r;

@@ -108,6 +108,7 @@ for f in /usr/sbin/vmsigd /usr/bin/vmsigctl /lib/systemd/system/vmsigd.service /
         /usr/share/man/man5/vmsig-trigger.5.gz \
         /usr/sbin/vmsig-uinput /lib/systemd/system/vmsig-uinput@.service /lib/udev/rules.d/60-vmsig-uinput.rules \
         /usr/share/man/man1/vmsig-uinput.1.gz \
+        /usr/lib/"$multiarch"/vmsig/vmsigd-libvirt.so \
         /usr/lib/"$multiarch"/libvmsig.so.0 /usr/lib/"$multiarch"/libvmie.so.0 \
         /usr/lib/"$multiarch"/libvmsig.so /usr/lib/"$multiarch"/libvmie.so \
         /usr/lib/"$multiarch"/pkgconfig/libvmsig.pc /usr/lib/"$multiarch"/pkgconfig/libvmie.pc \
@@ -195,6 +196,14 @@ for _ in $(seq 100); do
         sleep 0.1
 done
 [ -S "$sock" ] || die "vmsigd did not create $sock within 10 s"
+# the shipped config leaves libvirt_uri at qemu:///system: the installed
+# driver module is loaded (libvirtd need not run for that)
+for _ in $(seq 50); do
+        grep -q "/vmsigd-libvirt.so$" "/proc/$daemon_pid/maps" && break
+        sleep 0.1
+done
+grep -q "/usr/lib/$multiarch/vmsig/vmsigd-libvirt.so$" "/proc/$daemon_pid/maps" ||
+        die "the installed vmsigd did not load /usr/lib/$multiarch/vmsig/vmsigd-libvirt.so: $(grep -i 'libvirt' "$work/daemon.log" | head -3)"
 
 # a stub VM, written the atomic way
 tmp=$(mktemp "$run/vms/.pkgtest.XXXXXX")
