@@ -9,6 +9,10 @@
  *   new value;
  * - the same process write with its source in a memfd (protocol version 2,
  *   the adapter splices it into the RAM file), seen by the process;
+ * - 64 KiB from the client's sealed staging memfd (the engine maps it and
+ *   the adapter pwrites from the mapping), by guest-physical address over
+ *   the kernel rodata around linux_banner: changed, read back from guest
+ *   RAM, restored;
  * - denials: no lease, over the tail bound, unmapped page, no capability:
  *   each refused with its error and nothing written (read back). */
 #include <setjmp.h>
@@ -118,7 +122,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         assert_true(uts != 0);
         assert_int_equal(vm_guest_start(&G, "mw", &o), 0);
         assert_int_equal(vm_guest_wait_serial(&G, "VMSIG-MW pid=", 60000), 0);
-        assert_int_equal(vh_start(&H, "[limits]\ntail_max = 4096\n"), 0);
+        assert_int_equal(vh_start(&H, "[limits]\ntail_max = 65536\n"), 0);
 
         struct vmsig_client *c = vh_client(&H, "mw-test");
         assert_non_null(c);
@@ -185,6 +189,51 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         read_target(ram, root, levels, va, buf, 25);
         assert_string_equal(buf, "VMSIG-MW-TARGET:patched!");
         close(src);
+
+        /* 64 KiB through the sealed staging memfd, by gpa: rodata around
+         * linux_banner (the guest reads it only at boot). */
+        struct vmie_as kas = {.ram = ram, .root = ctx.kernel_root, .levels = levels};
+        struct vmie_xlate bx;
+        assert_int_equal(vmie_walk(&kas, vm_symbol("linux_banner"), &bx), 0);
+        const uint64_t gpa0 = bx.gpa & ~UINT64_C(0xfff), boff = bx.gpa - gpa0;
+        enum { BIGW = 65536 };
+        static uint8_t orig[BIGW], now[BIGW];
+        assert_int_equal(vmie_ram_read(ram, gpa0, orig, BIGW), 0);
+        assert_memory_equal(orig + boff, "Linux version", 13);
+        void *stage = NULL;
+        size_t stage_len = 0;
+        struct vmsig_memwrite_body pb = {.flags = VMSIG_MEMWRITE_PHYS};
+        struct vmsig_event pe;
+        for (int pass = 0; pass < 2; pass++) {
+                assert_int_equal(vmsig_client_memwrite_buffer(fc, &stage, &stage_len), 0);
+                assert_true(stage_len >= BIGW);
+                memcpy(stage, orig, BIGW);
+                if (pass == 0)
+                        memcpy((uint8_t *)stage + boff, "Vmsig", 5);
+                pb.addr = gpa0;
+                vmsig_event_init(&pe, VMSIG_EV_CMD_MEMWRITE, ep, VMSIG_SRC_MEMCTX);
+                vmsig_event_set_body(&pe, &pb, offsetof(struct vmsig_memwrite_body, data));
+                assert_int_equal(vmsig_client_memwrite_submit(fc, &pe, BIGW, &fcorr), 0);
+                assert_int_equal(vh_wait_ack(fc, fcorr, &fack, NULL, NULL), 0);
+                assert_int_equal(fack.result, 0);
+                assert_non_null(strstr(fack.msg, "from the source fd"));
+                assert_int_equal(vmie_ram_read(ram, gpa0, now, BIGW), 0);
+                assert_memory_equal(now, stage, BIGW);
+                if (pass == 0) {
+                        assert_memory_equal(now + boff, "Vmsig version", 13);
+                        /* the staging memfd is what the daemon mapped */
+                        char mp[64], line[512];
+                        bool mapped = false;
+                        snprintf(mp, sizeof(mp), "/proc/%d/maps", (int)H.pid);
+                        FILE *mf = fopen(mp, "re");
+                        assert_non_null(mf);
+                        while (!mapped && fgets(line, sizeof(line), mf))
+                                mapped = strstr(line, "/memfd:vmsig-memwrite ") != NULL;
+                        fclose(mf);
+                        assert_true(mapped);
+                }
+        }
+        assert_memory_equal(now, orig, BIGW);
         vh_client_close(fc);
 
         /* Denied: no lease (a client that never asked for it). */
@@ -201,7 +250,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         assert_int_equal(ack.result, -EPERM);
         assert_non_null(strstr(ack.msg, "memwrite lease"));
 
-        /* Denied: over the tail bound (8 KiB against tail_max 4096): the
+        /* Denied: over the tail bound (128 KiB against tail_max 64 KiB): the
          * connection gets ERROR -EMSGSIZE and is closed; nothing written. */
         struct wire_welcome w;
         int raw = vh_raw_hello(H.sock, "over-bound", &w, NULL);
@@ -210,7 +259,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         assert_int_equal(vh_raw_wait_ack(raw, 1, &ack, NULL), 0);
         assert_int_equal(ack.result, 0);
         struct vmsig_event big;
-        struct vmsig_memwrite_body bb = {.addr = va + 16, .len = 8192};
+        struct vmsig_memwrite_body bb = {.addr = va + 16, .len = 131072};
         vmsig_event_init(&big, VMSIG_EV_CMD_MEMWRITE, ep, VMSIG_SRC_MEMCTX);
         big.hdr.cr3 = root;
         big.hdr.corr = 2;
@@ -218,7 +267,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
         vmsig_event_set_body(&big, &bb, offsetof(struct vmsig_memwrite_body, data));
         assert_int_equal(vh_raw_send_event(raw, &big), 0);
         uint8_t tl[4];
-        assert_int_equal(wire_encode_tail_len(tl, sizeof(tl), 8192), 4);
+        assert_int_equal(wire_encode_tail_len(tl, sizeof(tl), 131072), 4);
         assert_int_equal(vh_raw_send(raw, tl, 4), 0);
         struct wire_frame f;
         int got_error = 0;
