@@ -16,7 +16,8 @@
  * The worker ACKs via sink->emit. Once the adapter is detached (an emit says
  * -ESHUTDOWN) the worker keeps that ACK and starts nothing more; close()
  * sends it and answers every command never recorded with -ECANCELED (not
- * applied). */
+ * applied). close() also wakes a worker waiting for room in a FIFO nobody
+ * reads (its wake eventfd): that command is not recorded either. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <vmsig/adapter.h>
@@ -45,6 +47,7 @@ struct input_cmd {
 struct input_stub {
         uint32_t endpoint;
         int record_fd; /* -1 without record= */
+        int wake_fd;   /* eventfd: close() ends a worker's wait for a full FIFO */
         const struct vmsig_emit_sink *sink;
 
         pthread_t worker;
@@ -64,6 +67,9 @@ struct input_stub {
         int late_result;
         uint64_t late_value;
         char late_msg[VMSIG_MSG_MAX];
+        /* the command whose wait for FIFO room close() ended */
+        bool has_cancelled;
+        struct input_cmd cancelled;
 };
 
 static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
@@ -84,7 +90,9 @@ static int format_cmd(const struct input_cmd *c, char *buf, size_t len)
 }
 
 /* may_wait false (loop thread): -EAGAIN if the line cannot go out now;
- * then nothing was written or counted. */
+ * then nothing was written or counted. may_wait true (worker): waits for
+ * room, or -ECANCELED (nothing written or counted) once close() wakes it:
+ * a FIFO nobody reads must not hold the detach up forever. */
 static int record(struct input_stub *s, const struct input_cmd *c, bool may_wait)
 {
         char line[128];
@@ -100,9 +108,12 @@ static int record(struct input_stub *s, const struct input_cmd *c, bool may_wait
                         break;
                 if (!may_wait)
                         return -EAGAIN;
-                struct pollfd pfd = {.fd = s->record_fd, .events = POLLOUT};
-                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                struct pollfd pfd[2] = {{.fd = s->record_fd, .events = POLLOUT},
+                                        {.fd = s->wake_fd, .events = POLLIN}};
+                if (poll(pfd, 2, -1) < 0 && errno != EINTR)
                         break;
+                if (pfd[1].revents)
+                        return -ECANCELED;
         }
         s->recorded++;
         if (w < 0)
@@ -141,6 +152,14 @@ static void *worker_main(void *arg)
 
                 int r = record(s, &c, true);
                 char msg[VMSIG_MSG_MAX];
+                if (r == -ECANCELED) {
+                        /* closing: close() answers it, then the rest */
+                        s->cancelled = c;
+                        s->has_cancelled = true;
+                        pthread_mutex_lock(&s->lock);
+                        s->busy = false;
+                        break;
+                }
                 if (answer(s, &c.hdr, r, s->recorded, msg, sizeof(msg)) == -ESHUTDOWN) {
                         s->late_hdr = c.hdr;
                         s->late_result = r;
@@ -158,6 +177,13 @@ static void *worker_main(void *arg)
         return NULL;
 }
 
+static void ack_not_applied(struct input_stub *s, const struct input_cmd *c)
+{
+        (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c->hdr, -ECANCELED, s->recorded,
+                             "%s not applied: the VM's input adapter was detached first",
+                             vmsig_kind_name(c->hdr.kind));
+}
+
 static void input_close(void *instance)
 {
         struct input_stub *s = instance;
@@ -169,20 +195,21 @@ static void input_close(void *instance)
                 s->stop = true;
                 pthread_cond_broadcast(&s->cond);
                 pthread_mutex_unlock(&s->lock);
+                (void)eventfd_write(s->wake_fd, 1);
                 pthread_join(s->worker, NULL);
         }
         /* We are closing: these ACKs still pass (loop thread). */
         if (s->has_late)
                 (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &s->late_hdr, s->late_result, s->late_value,
                                      "%s", s->late_msg);
-        for (; s->n; s->head = (s->head + 1) % RING_SLOTS, s->n--) {
-                const struct input_cmd *c = &s->ring[s->head];
-                (void)vmsig_sink_ack(s->sink, VMSIG_SRC_INPUT, &c->hdr, -ECANCELED, s->recorded,
-                                     "%s not applied: the VM's input adapter was detached first",
-                                     vmsig_kind_name(c->hdr.kind));
-        }
+        if (s->has_cancelled)
+                ack_not_applied(s, &s->cancelled);
+        for (; s->n; s->head = (s->head + 1) % RING_SLOTS, s->n--)
+                ack_not_applied(s, &s->ring[s->head]);
         if (s->record_fd >= 0)
                 close(s->record_fd);
+        if (s->wake_fd >= 0)
+                close(s->wake_fd);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
@@ -210,6 +237,12 @@ static int input_open(const struct vmsig_adapter_cfg *cfg, uint32_t endpoint, vo
         s->record_fd = -1;
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
+        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->wake_fd < 0) {
+                r = -errno;
+                input_close(s);
+                return r;
+        }
         if (r == 0) {
                 /* 0600: recorded keys can be secrets */
                 s->record_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);

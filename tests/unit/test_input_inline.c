@@ -5,7 +5,9 @@
  * the worker, and when the reader catches up they run inline again. Whatever
  * the mix, ACKs and recorded lines keep the order of submission, each ACK's
  * value counts the commands recorded so far, and the loop keeps answering
- * while the worker waits for the reader. */
+ * while the worker waits for the reader. Detaching the adapter while its
+ * worker waits for a reader that never comes returns at once: what was not
+ * recorded is ACKed -ECANCELED, in order. */
 /* cmocka needs these first, in this order */
 /* clang-format off */
 #include <stdarg.h>
@@ -265,10 +267,72 @@ static void test_inline_and_worker_keep_order(void **state)
         free(s);
 }
 
+static void test_detach_while_fifo_full(void **state)
+{
+        char dir[] = "/tmp/vmsig-inline-XXXXXX", fifo[64], opts[96];
+        struct vmsig_bus *bus;
+        struct vmsig_control *c;
+        struct seen *s = calloc(1, sizeof(*s));
+        uint32_t ep;
+
+        (void)state;
+        assert_non_null(s);
+        assert_non_null(mkdtemp(dir));
+        snprintf(fifo, sizeof(fifo), "%s/rec", dir);
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        int rfd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* never read */
+        assert_true(rfd >= 0);
+        assert_true(fcntl(rfd, F_SETPIPE_SZ, 4096) >= 4096);
+        snprintf(opts, sizeof(opts), "record=%s", fifo);
+        assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
+        assert_int_equal(vmsig_bus_endpoint_add(bus, "vm", &ep), 0);
+        struct vmsig_adapter_cfg cfg = {.vm_name = "vm", .options = opts};
+        assert_int_equal(vmsig_bus_attach(bus, ep, vmsig_input_stub_ops(), &cfg), 0);
+        struct vmsig_control_info info = {
+            .name = "t", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_ALL};
+        assert_int_equal(vmsig_control_new(bus, &info, deliver, closed, s, &c), 0);
+        assert_int_equal(vmsig_control_lease_acquire(c, ep, VMSIG_LEASE_INPUT, 1), 0);
+        for (uint64_t t = now_ns(); !s->lease_acked && now_ns() - t < WAIT_NS;)
+                vmsig_bus_run_once(bus, 10);
+        assert_true(s->lease_acked);
+
+        const unsigned sent = 300;
+        for (unsigned i = 0; i < sent; i++)
+                send_move(c, ep, i);
+        while (vmsig_bus_run_once(bus, 0) > 0)
+                ;
+        unsigned recorded = s->nacks;
+        assert_true(recorded > 0 && recorded < sent);
+
+        /* the worker waits for room; the detach must not wait with it */
+        alarm(20);
+        uint64_t t0 = now_ns();
+        assert_int_equal(vmsig_bus_detach(bus, ep, VMSIG_SRC_INPUT), 0);
+        uint64_t took_ms = (now_ns() - t0) / 1000000u;
+        alarm(0);
+        print_message("detach with a full FIFO took %llu ms\n", (unsigned long long)took_ms);
+        assert_true(took_ms < 5000);
+        for (uint64_t t = now_ns(); s->nacks < sent && now_ns() - t < WAIT_NS;)
+                vmsig_bus_run_once(bus, 10);
+        assert_int_equal(s->nacks, sent);
+        for (unsigned i = 0; i < sent; i++) {
+                assert_int_equal(s->corr[i], CORR0 + i);
+                assert_int_equal(s->result[i], i < recorded ? 0 : -ECANCELED);
+        }
+
+        vmsig_control_close(c);
+        vmsig_bus_free(bus);
+        close(rfd);
+        unlink(fifo);
+        rmdir(dir);
+        free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_inline_and_worker_keep_order),
+            cmocka_unit_test(test_detach_while_fifo_full),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
