@@ -222,6 +222,12 @@ int bus_enqueue(struct vmsig_bus *bus, const struct vmsig_event *ev, int fd, voi
         n->payload = payload;
         n->payload_len = payload_len;
         prioq_push(&bus->pq, n);
+        /* Queued between iterations (an embedder's own code): an embedder
+         * polling the bus fd must see it, not sleep on it. Once per gap. */
+        if (bus->depth == 0 && !bus->kicked) {
+                handoff_kick(&bus->ho);
+                bus->kicked = true;
+        }
         return 0;
 }
 
@@ -516,6 +522,7 @@ int vmsig_bus_run_once(struct vmsig_bus *bus, int timeout_ms)
                 return -errno;
         }
         bus->depth++;
+        bus->kicked = false; /* the kick, if any, is among evs: cleared below */
         for (int i = 0; i < n; i++) {
                 struct watch *w = evs[i].data.ptr;
                 if (w->dead)

@@ -76,6 +76,9 @@ unsigned handoff_take(struct handoff *h, struct qnode **ret_batch);
 void handoff_arm(struct handoff *h);
 /* Loop thread: reset the eventfd after epoll reported it. */
 void handoff_clear_signal(struct handoff *h);
+/* Loop thread, outside an iteration: make the bus fd readable (work was
+ * queued that no fd reports). */
+void handoff_kick(struct handoff *h);
 /* Loop thread: pass everything produced so far to fn, in order, and empty
  * the producers' buffer without swapping buffers, so a batch being
  * dispatched in place stays untouched. */
@@ -239,7 +242,8 @@ struct vmsig_bus {
         uint32_t next_ctl_id;
         unsigned nctl;
 
-        int depth; /* > 0 while dispatching: frees are deferred */
+        int depth;   /* > 0 while dispatching: frees are deferred */
+        bool kicked; /* queued outside an iteration; the bus fd was made readable */
         struct watch *dead_watches;
         struct attachment *dead_atts;
         struct vmsig_control *dead_ctls;

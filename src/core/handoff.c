@@ -116,6 +116,11 @@ void handoff_clear_signal(struct handoff *h)
         (void)!read(h->efd, &v, sizeof(v));
 }
 
+void handoff_kick(struct handoff *h)
+{
+        (void)eventfd_write(h->efd, 1);
+}
+
 unsigned handoff_take(struct handoff *h, struct qnode **ret_batch)
 {
         unsigned n;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -858,9 +859,41 @@ static void test_post_hook_runs_after_delivery(void **state)
         vmsig_bus_free(bus);
 }
 
+/* An embedder that nests the bus in its own poll loop sends between
+ * iterations: the bus fd must turn readable, or it would sleep on queued
+ * work. And once that iteration ran, the fd is quiet again. */
+static void test_send_between_iterations_wakes_the_bus_fd(void **state)
+{
+        struct vmsig_bus *bus;
+        struct rec r;
+        uint32_t ep;
+
+        (void)state;
+        assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
+        assert_int_equal(vmsig_bus_endpoint_add(bus, "vm1", &ep), 0);
+        assert_int_equal(vmsig_bus_attach(bus, ep, &input_ops, NULL), 0);
+        struct vmsig_control *a = rec_control(bus, &r, "a", VMSIG_CAP_ALL);
+        pump(bus, 3);
+        struct pollfd p = {.fd = vmsig_bus_get_fd(bus), .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 0), 0); /* nothing to do */
+        for (int round = 0; round < 2; round++) {
+                unsigned before = r.total;
+                assert_int_equal(vmsig_control_lease_acquire(a, ep, VMSIG_LEASE_INPUT, 1), 0);
+                assert_int_equal(poll(&p, 1, 1000), 1);
+                assert_true(vmsig_bus_run_once(bus, 0) > 0);
+                assert_true(r.total > before); /* the lease's ACK */
+                pump(bus, 2);
+                assert_int_equal(poll(&p, 1, 0), 0);
+                assert_int_equal(vmsig_control_lease_release(a, ep, VMSIG_LEASE_INPUT, 2), 0);
+                pump(bus, 3);
+        }
+        vmsig_bus_free(bus);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_send_between_iterations_wakes_the_bus_fd),
             cmocka_unit_test(test_order_priority_fifo),
             cmocka_unit_test(test_order_reevaluated_after_dispatch),
             cmocka_unit_test(test_retained_replay_before_live),
