@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <linux/magic.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -543,6 +544,32 @@ static void test_sealed_source(void **state)
         expect_daemon_fds(fds);
 }
 
+/* vmsigctl write --file: from 64 KiB up through its staging memfd, below
+ * as a tail; the bytes land either way. */
+static void test_vmsigctl_write_file(void **state)
+{
+        (void)state;
+        static uint8_t data[TAIL_MAX];
+        char path[64], out[4096], va[32];
+        const size_t sizes[2] = {TAIL_MAX, 10000};
+
+        snprintf(path, sizeof(path), "%s/write.bin", H.dir);
+        snprintf(va, sizeof(va), "0x%" PRIx64, (uint64_t)TARGET_VA);
+        for (int i = 0; i < 2; i++) {
+                vh_pattern(data, sizes[i], (uint8_t)(0x61 + i));
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                assert_true(fd >= 0);
+                assert_int_equal(write(fd, data, sizes[i]), (ssize_t)sizes[i]);
+                close(fd);
+                assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "--file", path, "alpha", va,
+                                             (char *)NULL),
+                                 0);
+                print_message("vmsigctl write --file (%zu bytes): %s", sizes[i], out);
+                assert_true((strstr(out, "from the source fd") != NULL) == (i == 0));
+                assert_true(vh_ram_equals(&CTX, TARGET_GPA, data, sizes[i]));
+        }
+}
+
 static void test_truncate_race(void **state)
 {
         (void)state;
@@ -679,6 +706,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(test_fd_framing, setup, teardown),
             cmocka_unit_test_setup_teardown(test_refusals_are_acks, setup, teardown),
             cmocka_unit_test_setup_teardown(test_sealed_source, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_vmsigctl_write_file, setup, teardown),
             cmocka_unit_test_setup_teardown(test_truncate_race, setup, teardown),
             cmocka_unit_test_setup_teardown(test_daemon_fds_return, setup, teardown),
             cmocka_unit_test_setup_teardown(test_capability_missing, setup_nocap, teardown),
