@@ -534,12 +534,14 @@ int main(int argc, char **argv)
         const struct result *g = find(res, n_res, 16, 64);
         printf("RSS with 16 VMs x 64 ctls: %.1f MiB (HWM %.1f MiB)\n", g->rss_kib / 1024.0,
                g->hwm_kib / 1024.0);
-        printf("  of it file-backed (binary and shared libraries): %.1f MiB; the libvirt driver module is not "
-               "loaded (libvirt_uri = none)\n",
-               g->rss_file_kib / 1024.0);
-        printf("RSS with 16 VMs x 64 ctls and the libvirt driver loaded (libvirt_uri = test:///default): %.1f "
-               "MiB, %.1f MiB of it file-backed (libvirt's libraries, shared with libvirtd on a real host)\n",
-               lv.rss_kib / 1024.0, lv.rss_file_kib / 1024.0);
+        printf(
+            "  of it file-backed (binary and shared libraries): %.1f MiB; the libvirt driver module is not "
+            "loaded (libvirt_uri = none)\n",
+            g->rss_file_kib / 1024.0);
+        printf(
+            "RSS with 16 VMs x 64 ctls and the libvirt driver loaded (libvirt_uri = test:///default): %.1f "
+            "MiB, %.1f MiB of it file-backed (libvirt's libraries, shared with libvirtd on a real host)\n",
+            lv.rss_kib / 1024.0, lv.rss_file_kib / 1024.0);
         goal("RSS <= 16 MiB with 16 VMs x 64 controls (libvirt driver not loaded)", g->rss_kib <= 16 * 1024);
         goal("cpu/event within 1.5x from 1 to 64 VMs (every control count)", worst_ev <= 1.5);
         /* O(n^2) would make these grow with n (64x VMs, 256x controls); allow 2x for noise. Wall-clock

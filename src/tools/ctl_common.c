@@ -170,9 +170,10 @@ int ctl_send_and_wait(struct ctl *ctl, struct vmsig_event *ev, const void *paylo
         struct ctl_waiter w = {0};
         /* a MEMWRITE source goes through the staging memfd from 64 KiB up
          * (protocol version 2), else as a tail */
-        int r = !payload                                  ? vmsig_client_send(ctl->client, ev, &w.corr)
-                : ev->hdr.kind == VMSIG_EV_CMD_MEMWRITE ? vmsig_client_memwrite(ctl->client, ev, payload, len, &w.corr)
-                                                          : vmsig_client_send_payload(ctl->client, ev, payload, len, &w.corr);
+        int r = !payload ? vmsig_client_send(ctl->client, ev, &w.corr)
+                : ev->hdr.kind == VMSIG_EV_CMD_MEMWRITE
+                    ? vmsig_client_memwrite(ctl->client, ev, payload, len, &w.corr)
+                    : vmsig_client_send_payload(ctl->client, ev, payload, len, &w.corr);
 
         if (r < 0)
                 return ctl_fail(EXIT_FAILED, "cannot send %s: %s", vmsig_kind_name(ev->hdr.kind),

@@ -561,9 +561,9 @@ static void test_vmsigctl_write_file(void **state)
                 assert_true(fd >= 0);
                 assert_int_equal(write(fd, data, sizes[i]), (ssize_t)sizes[i]);
                 close(fd);
-                assert_int_equal(vh_vmsigctl(&H, -1, out, sizeof(out), "write", "--file", path, "alpha", va,
-                                             (char *)NULL),
-                                 0);
+                assert_int_equal(
+                    vh_vmsigctl(&H, -1, out, sizeof(out), "write", "--file", path, "alpha", va, (char *)NULL),
+                    0);
                 print_message("vmsigctl write --file (%zu bytes): %s", sizes[i], out);
                 assert_true((strstr(out, "from the source fd") != NULL) == (i == 0));
                 assert_true(vh_ram_equals(&CTX, TARGET_GPA, data, sizes[i]));

@@ -158,38 +158,71 @@ static void check_acks(const struct seen *s)
         }
 }
 
-static void test_inline_and_worker_keep_order(void **state)
-{
-        char dir[] = "/tmp/vmsig-inline-XXXXXX", fifo[64], opts[96];
+/* A bus with the input stub (and a vmhost stub) recording into a FIFO of
+ * one page, our end open but not read, and a control holding the input
+ * lease. */
+struct fixture {
+        char dir[32], fifo[64];
+        int rfd;
         struct vmsig_bus *bus;
         struct vmsig_control *c;
-        struct seen *s = calloc(1, sizeof(*s));
-        struct lines l = {.n = 0};
+        struct seen *s;
         uint32_t ep;
+};
 
-        assert_non_null(s);
-        assert_non_null(mkdtemp(dir));
-        snprintf(fifo, sizeof(fifo), "%s/rec", dir);
-        assert_int_equal(mkfifo(fifo, 0600), 0);
+static void fixture_up(struct fixture *f)
+{
+        char opts[96];
+
+        snprintf(f->dir, sizeof(f->dir), "/tmp/vmsig-inline-XXXXXX");
+        f->s = calloc(1, sizeof(*f->s));
+        assert_non_null(f->s);
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->fifo, sizeof(f->fifo), "%s/rec", f->dir);
+        assert_int_equal(mkfifo(f->fifo, 0600), 0);
         /* Our end first, so the stub's open does not wait; one page of pipe,
          * so it fills after about 150 lines. */
-        int rfd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        assert_true(rfd >= 0);
-        assert_true(fcntl(rfd, F_SETPIPE_SZ, 4096) >= 4096);
-        snprintf(opts, sizeof(opts), "record=%s", fifo);
+        f->rfd = open(f->fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        assert_true(f->rfd >= 0);
+        assert_true(fcntl(f->rfd, F_SETPIPE_SZ, 4096) >= 4096);
+        snprintf(opts, sizeof(opts), "record=%s", f->fifo);
 
-        assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
-        assert_int_equal(vmsig_bus_endpoint_add(bus, "vm", &ep), 0);
+        assert_int_equal(vmsig_bus_new(NULL, &f->bus), 0);
+        assert_int_equal(vmsig_bus_endpoint_add(f->bus, "vm", &f->ep), 0);
         struct vmsig_adapter_cfg cfg = {.vm_name = "vm", .options = opts};
-        assert_int_equal(vmsig_bus_attach(bus, ep, vmsig_input_stub_ops(), &cfg), 0);
-        assert_int_equal(vmsig_bus_attach(bus, ep, vmsig_vmhost_stub_ops(), NULL), 0);
+        assert_int_equal(vmsig_bus_attach(f->bus, f->ep, vmsig_input_stub_ops(), &cfg), 0);
+        assert_int_equal(vmsig_bus_attach(f->bus, f->ep, vmsig_vmhost_stub_ops(), NULL), 0);
         struct vmsig_control_info info = {
             .name = "t", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_ALL};
-        assert_int_equal(vmsig_control_new(bus, &info, deliver, closed, s, &c), 0);
-        assert_int_equal(vmsig_control_lease_acquire(c, ep, VMSIG_LEASE_INPUT, 1), 0);
-        for (uint64_t t = now_ns(); !s->lease_acked && now_ns() - t < WAIT_NS;)
-                vmsig_bus_run_once(bus, 10);
-        assert_true(s->lease_acked);
+        assert_int_equal(vmsig_control_new(f->bus, &info, deliver, closed, f->s, &f->c), 0);
+        assert_int_equal(vmsig_control_lease_acquire(f->c, f->ep, VMSIG_LEASE_INPUT, 1), 0);
+        for (uint64_t t = now_ns(); !f->s->lease_acked && now_ns() - t < WAIT_NS;)
+                vmsig_bus_run_once(f->bus, 10);
+        assert_true(f->s->lease_acked);
+}
+
+static void fixture_down(struct fixture *f)
+{
+        vmsig_control_close(f->c);
+        vmsig_bus_free(f->bus);
+        close(f->rfd);
+        unlink(f->fifo);
+        rmdir(f->dir);
+        free(f->s);
+}
+
+static void test_inline_and_worker_keep_order(void **state)
+{
+        struct fixture f;
+        struct lines l = {.n = 0};
+
+        (void)state;
+        fixture_up(&f);
+        struct vmsig_bus *bus = f.bus;
+        struct vmsig_control *c = f.c;
+        struct seen *s = f.s;
+        uint32_t ep = f.ep;
+        int rfd = f.rfd;
 
         /* 1. More than the FIFO holds, nobody reading: the first ones are
          * recorded (and ACKed) inline, the rest wait for the worker. */
@@ -233,7 +266,7 @@ static void test_inline_and_worker_keep_order(void **state)
          * inline. Fill the FIFO ourselves, so command A waits for the
          * worker; a status query's ACK (dispatched before B: ACKs go first)
          * frees the FIFO and lets the worker finish A; then B runs inline. */
-        int wfd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        int wfd = open(f.fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
         char fill[4096];
         assert_true(wfd >= 0);
         memset(fill, 'j', sizeof(fill));
@@ -258,43 +291,19 @@ static void test_inline_and_worker_keep_order(void **state)
                 read_lines(rfd, &l);
         assert_int_equal(l.n, sent); /* A's line, then B's */
         close(wfd);
-
-        vmsig_control_close(c);
-        vmsig_bus_free(bus);
-        close(rfd);
-        unlink(fifo);
-        rmdir(dir);
-        free(s);
+        fixture_down(&f);
 }
 
 static void test_detach_while_fifo_full(void **state)
 {
-        char dir[] = "/tmp/vmsig-inline-XXXXXX", fifo[64], opts[96];
-        struct vmsig_bus *bus;
-        struct vmsig_control *c;
-        struct seen *s = calloc(1, sizeof(*s));
-        uint32_t ep;
+        struct fixture f;
 
         (void)state;
-        assert_non_null(s);
-        assert_non_null(mkdtemp(dir));
-        snprintf(fifo, sizeof(fifo), "%s/rec", dir);
-        assert_int_equal(mkfifo(fifo, 0600), 0);
-        int rfd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* never read */
-        assert_true(rfd >= 0);
-        assert_true(fcntl(rfd, F_SETPIPE_SZ, 4096) >= 4096);
-        snprintf(opts, sizeof(opts), "record=%s", fifo);
-        assert_int_equal(vmsig_bus_new(NULL, &bus), 0);
-        assert_int_equal(vmsig_bus_endpoint_add(bus, "vm", &ep), 0);
-        struct vmsig_adapter_cfg cfg = {.vm_name = "vm", .options = opts};
-        assert_int_equal(vmsig_bus_attach(bus, ep, vmsig_input_stub_ops(), &cfg), 0);
-        struct vmsig_control_info info = {
-            .name = "t", .uid = getuid(), .pid = getpid(), .caps = VMSIG_CAP_ALL};
-        assert_int_equal(vmsig_control_new(bus, &info, deliver, closed, s, &c), 0);
-        assert_int_equal(vmsig_control_lease_acquire(c, ep, VMSIG_LEASE_INPUT, 1), 0);
-        for (uint64_t t = now_ns(); !s->lease_acked && now_ns() - t < WAIT_NS;)
-                vmsig_bus_run_once(bus, 10);
-        assert_true(s->lease_acked);
+        fixture_up(&f); /* the FIFO is never read here */
+        struct vmsig_bus *bus = f.bus;
+        struct vmsig_control *c = f.c;
+        struct seen *s = f.s;
+        uint32_t ep = f.ep;
 
         const unsigned sent = 300;
         for (unsigned i = 0; i < sent; i++)
@@ -319,13 +328,7 @@ static void test_detach_while_fifo_full(void **state)
                 assert_int_equal(s->corr[i], CORR0 + i);
                 assert_int_equal(s->result[i], i < recorded ? 0 : -ECANCELED);
         }
-
-        vmsig_control_close(c);
-        vmsig_bus_free(bus);
-        close(rfd);
-        unlink(fifo);
-        rmdir(dir);
-        free(s);
+        fixture_down(&f);
 }
 
 int main(void)
