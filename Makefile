@@ -18,7 +18,9 @@ bench: all
 	cmake --build $(BUILD) -j$(JOBS) --target bench_all
 	@fail=0; for b in $(BUILD)/bench/*; do \
 		[ -x "$$b" ] && [ -f "$$b" ] || continue; \
-		echo "== $$b"; "$$b" || { echo "== $$b: INVALID (exit $$?)"; fail=1; }; \
+		echo "== $$b"; VMSIGD=$${VMSIGD:-$(BUILD)/src/daemon/vmsigd} \
+			VMSIG_GUEST_DIR=$${VMSIG_GUEST_DIR:-$(BUILD)/tests/vm/guest} \
+			"$$b" || { echo "== $$b: INVALID (exit $$?)"; fail=1; }; \
 	done; exit $$fail
 
 demo:
