@@ -45,6 +45,7 @@ class FakeDaemon:
         self.srv.bind(self.path)
         self.srv.listen(1)
         self.script = script
+        self.hello = b""
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
@@ -56,6 +57,7 @@ class FakeDaemon:
             while len(hello) < 84:
                 hello += conn.recv(84 - len(hello))
             assert hello[4:6] == b"\x01\x00" and hello[8:12] == b"VMSG"
+            self.hello = hello
             self.script(conn)
             # wait for the client to close
             while conn.recv(4096):
@@ -128,10 +130,47 @@ def test_error_instead_of_welcome(fake):
 
 def test_bad_welcome(fake):
     bad = bytearray(WELCOME)
-    bad[8] = 2  # version 2
+    bad[8] = 3  # version 3: outside the 1..2 offered
     d = fake(lambda c: c.sendall(bytes(bad)))
-    with pytest.raises(vmsig.ProtocolError, match="WELCOME"):
+    with pytest.raises(vmsig.ProtocolError, match="WELCOME with version 3, outside the 1..2"):
         vmsig.connect(d.path, timeout=TIMEOUT)
+    bad[8] = 1
+    bad[24] = 0xC9  # body_max 457
+    d = fake(lambda c: c.sendall(bytes(bad)))
+    with pytest.raises(vmsig.ProtocolError, match="malformed WELCOME"):
+        vmsig.connect(d.path, timeout=TIMEOUT)
+
+
+def test_hello_offers_versions_1_to_2(fake):
+    """HELLO offers 1..2 (§3.1); the WELCOME's version is bus.version."""
+    v2 = bytearray(WELCOME)
+    v2[8] = 2
+    d = fake(welcome_then(roster(), fd=-1))
+    with vmsig.connect(d.path, timeout=TIMEOUT) as bus:
+        assert bus.version == 1  # a version-1 daemon answers 1: nothing else changes
+        assert [v.name for v in bus.vms()] == ["vm1"]
+    assert struct.unpack_from("<IHH", d.hello, 8) == (w.MAGIC, 1, 2)
+
+    def v2_script(conn: socket.socket) -> None:
+        conn.sendall(bytes(v2))
+        sub = conn.recv(32)
+        conn.sendall(reply(struct.unpack_from("<Q", sub, 8)[0]))
+
+    d = fake(v2_script)
+    with vmsig.connect(d.path, timeout=TIMEOUT) as bus:
+        assert bus.version == 2
+
+
+def test_version_max_1_refuses_a_version_2_welcome(fake):
+    v2 = bytearray(WELCOME)
+    v2[8] = 2
+    d = fake(lambda c: c.sendall(bytes(v2)))
+    with pytest.raises(vmsig.ProtocolError, match="version 2, outside the 1..1"):
+        vmsig.connect(d.path, timeout=TIMEOUT, version_max=1)
+    assert struct.unpack_from("<IHH", d.hello, 8) == (w.MAGIC, 1, 1)
+    for bad in (0, 3, "2"):
+        with pytest.raises(ValueError, match="version_max must be 1 or 2"):
+            vmsig.connect(d.path, version_max=bad)  # type: ignore[arg-type]
 
 
 def test_eof_before_welcome(fake):
