@@ -20,6 +20,7 @@ import vmsig
 import vmsig._wire as w
 
 WELCOME = w.PREFIX.pack(28, w.WELCOME, 0) + struct.pack("<HHIIIIII", 1, 0, 7, 0x3F, 0, 456, 1 << 20, 1 << 20)
+WELCOME_V2 = w.PREFIX.pack(28, w.WELCOME, 0) + struct.pack("<HHIIIIII", 2, 0, 7, 0x3F, 0, 456, 1 << 20, 1 << 20)
 
 
 def event(kind: int, body: bytes, flags: int = 0, ep: int = 1, source: int = 0) -> bytes:
@@ -74,12 +75,12 @@ class FakeDaemon:
         os.rmdir(self.dir)
 
 
-def welcome_then(*frames: bytes, fd: int = -1, fd_frame: int = -1):
+def welcome_then(*frames: bytes, fd: int = -1, fd_frame: int = -1, welcome: bytes = WELCOME):
     """A script: WELCOME, REPLY to the client's roster SUBSCRIBE, then frames
     (frame number fd_frame carrying fd)."""
 
     def script(conn: socket.socket) -> None:
-        conn.sendall(WELCOME)
+        conn.sendall(welcome)
         sub = conn.recv(32)
         corr = struct.unpack_from("<Q", sub, 8)[0]
         conn.sendall(reply(corr))
@@ -148,7 +149,7 @@ def test_hello_offers_versions_1_to_2(fake):
     d = fake(welcome_then(roster(), fd=-1))
     with vmsig.connect(d.path, timeout=TIMEOUT) as bus:
         assert bus.version == 1  # a version-1 daemon answers 1: nothing else changes
-        assert [v.name for v in bus.vms()] == ["vm1"]
+        assert bus.vm("vm1", wait=TIMEOUT).name == "vm1"
     assert struct.unpack_from("<IHH", d.hello, 8) == (w.MAGIC, 1, 2)
 
     def v2_script(conn: socket.socket) -> None:
@@ -213,10 +214,12 @@ def test_memctx_has_fd_without_fd(fake):
     expect_violation(d.path, "without its fd")
 
 
-def test_fd_on_a_frame_without_has_fd(fake):
+@pytest.mark.parametrize("welcome", [WELCOME, WELCOME_V2], ids=["v1", "v2"])
+def test_fd_on_a_frame_without_has_fd(fake, welcome):
+    """Version 2 lets the client send fds; s->c the rules stay those of v1 (§6)."""
     r, wfd = os.pipe()
     try:
-        d = fake(welcome_then(roster(), roster(b"vm2\0"), fd=r, fd_frame=0))
+        d = fake(welcome_then(roster(), roster(b"vm2\0"), fd=r, fd_frame=0, welcome=welcome))
         expect_violation(d.path, "carries none")
     finally:
         os.close(r)
