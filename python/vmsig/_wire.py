@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The vmsig socket protocol, version 1, in pure Python (docs/protocol.md).
+"""The vmsig socket protocol, versions 1 and 2, in pure Python (docs/protocol.md).
 
 Encoders for what a control sends and a checked decoder for what the daemon
 sends. Every check the document lists for a client is made here; a failed
@@ -19,7 +19,9 @@ PREFIX = struct.Struct("<IHH")
 PREFIX_LEN = 8
 HELLO, WELCOME, ERROR, EVENT, SUBSCRIBE, UNSUBSCRIBE, REPLY = 1, 2, 3, 4, 5, 6, 7
 MAGIC = 0x47534D56
-VERSION = 1
+VERSION_MIN = 1
+VERSION_MAX = 2  # 2: a CMD_MEMWRITE may take its source from a passed fd (§7.2)
+VERSION_FD = 2
 HDR_LEN = 56
 BODY_MAX = 456
 PAYLOAD_MAX = HDR_LEN + BODY_MAX
@@ -27,6 +29,8 @@ FRAME_MAX = PREFIX_LEN + PAYLOAD_MAX
 NAME_MAX = 64
 MSG_MAX = 160
 INLINE_MAX = BODY_MAX - 16  # CMD_MEMWRITE inline data
+MEMWRITE_FD_MIN = 65536  # from here up through the staging memfd, as the C client (client.h)
+U64_MAX = (1 << 64) - 1
 
 # s->c payload lengths; EVENT is checked against its header
 _S2C_LEN = {WELCOME: 28, ERROR: 168, REPLY: 176}
@@ -100,8 +104,10 @@ def _pad(s: str, n: int, what: str) -> bytes:
 
 # ---- encoders (c->s) ----
 
-def hello(name: str) -> bytes:
-    return PREFIX.pack(76, HELLO, 0) + _HELLO.pack(MAGIC, VERSION, VERSION, 0, _pad(name, NAME_MAX, "client name"))
+def hello(name: str, version_max: int = VERSION_MAX) -> bytes:
+    """HELLO offering versions 1..version_max (§3.1)."""
+    return PREFIX.pack(76, HELLO, 0) + _HELLO.pack(MAGIC, VERSION_MIN, version_max, 0,
+                                                    _pad(name, NAME_MAX, "client name"))
 
 
 def subscribe(corr: int, endpoint: int, kinds: int) -> bytes:
@@ -138,6 +144,11 @@ def memwrite_head(addr: int, length: int, phys: bool) -> bytes:
     return _MEMWRITE_B.pack(addr, length, 1 if phys else 0)
 
 
+def memwrite_fd_body(addr: int, length: int, phys: bool, src_off: int) -> bytes:
+    """The 24-byte body of a CMD_MEMWRITE with HAS_FD (version 2, §7.2)."""
+    return _MEMWRITE_B.pack(addr, length, 1 if phys else 0) + struct.pack("<Q", src_off)
+
+
 # ---- decoders (s->c) ----
 
 def check_prefix(length: int, ftype: int, reserved: int) -> None:
@@ -155,13 +166,17 @@ def check_prefix(length: int, ftype: int, reserved: int) -> None:
         raise ProtocolError(f"vmsigd sent frame type {ftype} with {length} bytes, not {want}")
 
 
-def decode_welcome(p: memoryview) -> Tuple[int, int, int, int, int, int]:
-    """(control_id, caps, uid, body_max, tail_max, queue_bytes), checked as §3.2 says."""
+def decode_welcome(p: memoryview, version_max: int = VERSION_MAX) -> Tuple[int, int, int, int, int, int, int]:
+    """(version, control_id, caps, uid, body_max, tail_max, queue_bytes),
+    checked as §3.2 says; version_max is what our HELLO offered."""
     ver, res, cid, caps, uid, body_max, tail_max, qbytes = _WELCOME.unpack_from(p)
-    if ver != VERSION or res or not cid or caps & ~CAP_ALL or body_max != BODY_MAX \
+    if not VERSION_MIN <= ver <= version_max:
+        raise ProtocolError(f"vmsigd sent a WELCOME with version {ver}, outside the {VERSION_MIN}..{version_max} "
+                            "we offered")
+    if res or not cid or caps & ~CAP_ALL or body_max != BODY_MAX \
             or not 0 < tail_max <= 64 << 20 or not qbytes:
         raise ProtocolError("vmsigd sent a malformed WELCOME")
-    return cid, caps, uid, body_max, tail_max, qbytes
+    return ver, cid, caps, uid, body_max, tail_max, qbytes
 
 
 def decode_error(p: memoryview) -> Tuple[int, str]:

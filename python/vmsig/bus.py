@@ -16,10 +16,13 @@ import collections
 import contextlib
 import copy
 import errno
+import ctypes
 import fcntl
+import mmap
 import os
 import select
 import socket
+import stat
 import time
 from typing import (AsyncIterator, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Set,
                     Tuple, Union)
@@ -31,13 +34,15 @@ from .errors import (ConnectionClosed, ConnectionRefused, FrameError, NoSuchVM, 
                      ProtocolError, VmsigError, command_error, strerror)
 from .events import (EVENT_CLASSES, LEASE_CLASSES, Event, Memctx, Roster, RunState, Status, decode)
 from .frame import Frame, FrameSource, frame_error
-from .memory import Memory
+from .memory import HasFileno, Memory
 
 DEFAULT_SOCKET = "/run/vmsig/vmsigd.sock"
 DEFAULT_TIMEOUT = 5.0
 _RECV = 1 << 16
 _CMSG = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 _MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+_TMPFS_MAGIC = 0x01021994
+_STAGE_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 KindSpec = Union[None, str, int, type, Iterable[Union[str, int, type]]]
 VMSpec = Union[None, str, int, "VM"]
@@ -98,16 +103,22 @@ class _MemState:
 class Bus:
     """A control's connection to vmsigd. Make one with :func:`vmsig.connect`.
 
-    Attributes from the daemon's WELCOME: ``control_id``, ``caps`` (bit set,
-    see ``vmsig.CAP_*``), ``uid``, ``tail_max`` (largest memory write in one
-    command), ``queue_bytes``.
+    Attributes from the daemon's WELCOME: ``version`` (the protocol version
+    negotiated: 2 lets memory writes take their source from a memfd, 1 with
+    an older vmsigd or ``version_max=1``), ``control_id``, ``caps`` (bit
+    set, see ``vmsig.CAP_*``), ``uid``, ``tail_max`` (largest memory write
+    in one command), ``queue_bytes``.
     """
 
     def __init__(self, path: Optional[str] = None, name: str = "vmsig-python",
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, version_max: int = w.VERSION_MAX) -> None:
+        if version_max not in (1, 2):
+            raise ValueError(f"version_max must be 1 or 2, got {version_max!r}")
         self.path = path or os.environ.get("VMSIG_SOCKET") or DEFAULT_SOCKET
         self.name = name
         self.timeout = timeout
+        self.version_max = version_max
+        self.version = 0
         self._sock: Optional[socket.socket] = None
         self._rbuf = bytearray()
         self._rpos = 0
@@ -133,6 +144,11 @@ class Bus:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._poller = select.poll()
         self._memctx_due = 0
+        # the staging memfd of version-2 writes (tail_max bytes, sealed, mapped);
+        # _stage_corr: the write using it whose ACK has not arrived (0: free)
+        self._stage_fd = -1
+        self._stage_map: Optional[mmap.mmap] = None
+        self._stage_corr = 0
         self._connect()
 
     # ---- connection ----
@@ -153,7 +169,7 @@ class Bus:
         self._fileno = s.fileno()
         self._poller.register(self._fileno, select.POLLIN)
         try:
-            self._send(w.hello(self.name))
+            self._send(w.hello(self.name, self.version_max))
         except ConnectionClosed:
             pass  # a refusal is already in our receive buffer (§4.1)
         deadline = time.monotonic() + self.timeout
@@ -166,8 +182,8 @@ class Bus:
             ftype, payload = frame
             try:
                 if ftype == w.WELCOME:
-                    (self.control_id, self.caps, self.uid, _bm, self.tail_max,
-                     self.queue_bytes) = w.decode_welcome(payload)
+                    (self.version, self.control_id, self.caps, self.uid, _bm, self.tail_max,
+                     self.queue_bytes) = w.decode_welcome(payload, self.version_max)
                     break
                 if ftype == w.ERROR:
                     code, msg = w.decode_error(payload)
@@ -192,6 +208,7 @@ class Bus:
             self._closed = ConnectionClosed("the connection is closed", 0)
         while self._fds:
             os.close(self._fds.popleft()[0])
+        self._stage_close()
         for m in self._mem.values():
             m.valid = False  # a closed bus learns of no reset: nothing is current
             if m.fd >= 0:
@@ -258,6 +275,59 @@ class Bus:
                         self._recv()
             except (BrokenPipeError, ConnectionResetError):
                 raise ConnectionClosed("vmsigd closed the connection", -errno.EPIPE) from None
+
+    def _send_fd(self, data: bytes, fd: int) -> None:
+        """Send one frame with fd attached to its first byte (§6). _send
+        returns only once everything is written, so nothing queued before
+        this frame is left: the fd cannot land on an earlier frame."""
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+        while True:
+            if self._sock is None:
+                self._raise_closed()
+            try:
+                n = self._sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
+                break
+            except BlockingIOError:  # nothing went, not the fd either: wait for room
+                p = select.poll()
+                p.register(self._fileno, select.POLLIN | select.POLLOUT)
+                for _fd, ev in p.poll(self.timeout * 1000):
+                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        self._recv()
+            except (BrokenPipeError, ConnectionResetError):
+                raise ConnectionClosed("vmsigd closed the connection", -errno.EPIPE) from None
+        if n < len(data):
+            self._send(data[n:])  # the fd went with the first byte
+
+    def _stage(self) -> Optional[mmap.mmap]:
+        """The staging memfd's mapping if it is free (opened on first use);
+        None while a write using it waits for its ACK, or if it cannot be
+        made (the caller then sends a tail)."""
+        if self._stage_corr:
+            return None
+        if self._stage_map is None:
+            fd = -1
+            try:
+                fd = os.memfd_create("vmsig-memwrite", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+                os.ftruncate(fd, self.tail_max)
+                # sealed so the daemon maps it (fast path) and it can never shrink under a copy
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _STAGE_SEALS)
+                self._stage_map = mmap.mmap(fd, self.tail_max, mmap.MAP_SHARED,
+                                            mmap.PROT_READ | mmap.PROT_WRITE)
+            except (OSError, AttributeError):
+                if fd >= 0:
+                    os.close(fd)
+                return None
+            self._stage_fd = fd
+        return self._stage_map
+
+    def _stage_close(self) -> None:
+        if self._stage_map is not None:
+            self._stage_map.close()
+            self._stage_map = None
+        if self._stage_fd >= 0:
+            os.close(self._stage_fd)
+            self._stage_fd = -1
+        self._stage_corr = 0
 
     def _recv(self) -> bool:
         """One recvmsg. False when nothing was there; raises at EOF."""
@@ -405,6 +475,8 @@ class Bus:
             os.close(fd)
         if kind == w.STATUS and not ev.peer:
             self._status[ep] = ev  # type: ignore[assignment]
+        if kind == w.ACT_ACK and ev.corr and ev.corr == self._stage_corr:
+            self._stage_corr = 0  # the daemon is done with the staging memfd (§7.2)
         if ev.corr and ev.corr in self._wanted:
             if kind == w.ACT_ACK:
                 self._acks[ev.corr] = ev
@@ -528,10 +600,19 @@ class Bus:
 
     def command(self, kind: int, source: int, endpoint: int, body: bytes = b"", flags: int = 0,
                 cr3: int = 0, tail: bytes = b"", priority: int = w.PRIO_NORMAL,
-                vm: str = "") -> Event:
+                vm: str = "", fd: int = -1) -> Event:
         """Send a raw command and wait for its ACT_ACK (an :class:`Ack`).
         A refusal raises the matching :class:`CommandError`. With the FF
-        flag (input kinds only) returns None at once."""
+        flag (input kinds only) returns None at once. ``fd`` (version 2,
+        CMD_MEMWRITE with the HAS_FD flag and a 24-byte body only) is sent
+        with the frame; the daemon may read it until the ACK."""
+        if (fd >= 0) != bool(flags & w.F_HAS_FD):
+            raise ValueError("fd: pass an fd exactly when flags has HAS_FD")
+        if fd >= 0 and (kind != w.CMD_MEMWRITE or tail):
+            raise ValueError("fd: only a CMD_MEMWRITE without a tail carries an fd")
+        if fd >= 0 and self.version < w.VERSION_FD:
+            raise VmsigError(f"fd: vmsigd speaks protocol version {self.version}: a CMD_MEMWRITE source fd "
+                             "needs version 2", -errno.EOPNOTSUPP)
         corr = self._next_corr()
         self._last_corr = corr
         frame = w.event(kind, source, endpoint, corr, body, flags, priority, cr3)
@@ -541,7 +622,12 @@ class Bus:
         if not ff:
             self._wanted.add(corr)
         try:
-            self._send(frame)
+            if fd >= 0:
+                if fd == self._stage_fd:
+                    self._stage_corr = corr  # busy from before the send: its ACK may come at once
+                self._send_fd(frame, fd)
+            else:
+                self._send(frame)
             if ff:
                 return None  # type: ignore[return-value]
             name = w.KIND_NAMES.get(kind, str(kind))
@@ -1003,22 +1089,57 @@ class VM:
         if not any(s.mask & (1 << w.MEMCTX) for e, s in b._subs.items() if e in (0, self.endpoint)):
             b._sub_add(self.endpoint, 1 << w.MEMCTX)  # kept: it is how staleness is learnt
 
-    def _memwrite(self, addr: int, data: bytes, cr3: int, phys: bool) -> int:
+    def _memwrite(self, addr: int, data: bytes, cr3: int, phys: bool) -> Event:
+        """CMD_MEMWRITE of data: inline up to 440 bytes; from 64 KiB up on a
+        version-2 connection through the staging memfd; else as a tail.
+        Returns the ACT_ACK."""
         n = len(data)
         if not n:
-            raise ValueError("nothing to write")
+            raise ValueError("data: nothing to write")
         b = self._bus
         if n > b.tail_max:
-            raise ValueError(f"{n} bytes is over the daemon's bound of {b.tail_max} per write")
-        head = w.memwrite_head(addr, n, phys)
+            raise ValueError(f"data: {n} bytes is over the daemon's bound of {b.tail_max} per write")
+        _check_u64("address", addr)
+        _check_u64("cr3", cr3)
         with self._leased(2):
             if n <= w.INLINE_MAX:
-                ack = b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint, head + data, cr3=cr3,
-                                vm=self.name)
-            else:
-                ack = b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint, head, w.F_SRC_PAYLOAD,
-                                cr3=cr3, tail=data, vm=self.name)
-        return ack.value  # type: ignore[attr-defined]
+                body = w.memwrite_head(addr, n, phys) + data
+                return b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint, body, cr3=cr3, vm=self.name)
+            stage = b._stage() if n >= w.MEMWRITE_FD_MIN and b.version >= w.VERSION_FD else None
+            if stage is not None:
+                stage[:n] = data  # free: the ACK of the last write using it arrived
+                return b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint,
+                                 w.memwrite_fd_body(addr, n, phys, 0), w.F_HAS_FD, cr3=cr3, vm=self.name,
+                                 fd=b._stage_fd)
+            return b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint, w.memwrite_head(addr, n, phys),
+                             w.F_SRC_PAYLOAD, cr3=cr3, tail=data, vm=self.name)
+
+    def _memwrite_fd(self, addr: int, fd: Union[int, HasFileno], length: int, offset: int, cr3: int,
+                     phys: bool) -> Event:
+        """CMD_MEMWRITE of bytes [offset, offset + length) of the caller's
+        fd (version 2). The fd is checked here as the daemon would (§6): a
+        source it refuses would end the whole connection. Returns the ACK."""
+        b = self._bus
+        if b.closed:
+            b._raise_closed()
+        if b.version < w.VERSION_FD:
+            raise VmsigError(f"writing from an fd needs protocol version 2; this connection speaks version "
+                             f"{b.version} (an older vmsigd, or version_max=1)", -errno.EOPNOTSUPP)
+        fd = _source_fd(fd)
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an int, got {type(length).__name__}")
+        if not 1 <= length <= b.tail_max:
+            raise ValueError(f"length must be 1..{b.tail_max} (the daemon's bound per write), got {length}")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, got {type(offset).__name__}")
+        if not 0 <= offset <= w.U64_MAX - length:
+            raise ValueError(f"offset must be 0..2**64-1-length, got {offset}")
+        _check_u64("address", addr)
+        _check_u64("cr3", cr3)
+        with self._leased(2):
+            body = w.memwrite_fd_body(addr, length, phys, offset)
+            return b.command(w.CMD_MEMWRITE, w.SRC_MEMCTX, self.endpoint, body, w.F_HAS_FD, cr3=cr3,
+                             vm=self.name, fd=fd)
 
     # ---- frames ----
 
@@ -1149,6 +1270,57 @@ class VM:
             self._bus._pump(time.monotonic() + 0.002)
 
 
+def _check_u64(what: str, v: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int, got {type(v).__name__}")
+    if not 0 <= v <= w.U64_MAX:
+        raise ValueError(f"{what} must be 0..2**64-1, got {v:#x}")
+
+
+def _fstatfs_type(fd: int) -> Optional[int]:
+    """f_type of fstatfs(fd), None when libc cannot tell."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # >= sizeof(struct statfs) on every Linux ABI
+        if libc.fstatfs(fd, buf) != 0:
+            return None
+        return ctypes.c_long.from_buffer(buf).value  # f_type is the first field, a word
+    except (OSError, AttributeError):
+        return None
+
+
+def _source_fd(fd: Union[int, HasFileno]) -> int:
+    """The fd number of a memwrite source, checked as the daemon checks it
+    (docs/protocol.md §6): a readable regular file on tmpfs."""
+    if not isinstance(fd, int) and hasattr(fd, "fileno"):
+        fd = fd.fileno()
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(f"fd must be a file descriptor (an int or an object with fileno()), "
+                        f"got {type(fd).__name__}")
+    if fd < 0:
+        raise ValueError(f"fd must be an open file descriptor (>= 0), got {fd}")
+    try:
+        st = os.fstat(fd)
+        fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as e:
+        raise OSError(e.errno, f"fd {fd} cannot be the write's source: {e.strerror}") from None
+    if fl & getattr(os, "O_PATH", 0o10000000):
+        raise ValueError(f"fd {fd} is an O_PATH fd: the write's source must be open for reading")
+    if stat.S_ISFIFO(st.st_mode):
+        raise ValueError(f"fd {fd} is a pipe or FIFO: the write's source must be a memfd or a /dev/shm file")
+    if stat.S_ISSOCK(st.st_mode):
+        raise ValueError(f"fd {fd} is a socket: the write's source must be a memfd or a /dev/shm file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"fd {fd} is not a regular file: the write's source must be a memfd or a /dev/shm file")
+    if fl & os.O_ACCMODE == os.O_WRONLY:
+        raise ValueError(f"fd {fd} is not open for reading")
+    ftype = _fstatfs_type(fd)
+    if ftype is not None and ftype != _TMPFS_MAGIC:
+        raise ValueError(f"fd {fd} is not a memfd or tmpfs file (filesystem magic {ftype:#x}): vmsigd reads "
+                         "only those")
+    return fd
+
+
 _FRAME_RETRY = (-errno.ENOENT, -errno.ENODATA, -errno.EAGAIN, -errno.ESTALE, -errno.ETIMEDOUT)
 
 
@@ -1173,12 +1345,16 @@ def _parse_request(op: str) -> Tuple[int, Tuple[int, int, int, int]]:
     raise ValueError(f"frame request {op!r} is not pause, resume, full, fps=N or region=X,Y,W,H")
 
 
-def connect(path: Optional[str] = None, name: str = "vmsig-python", timeout: float = DEFAULT_TIMEOUT) -> Bus:
+def connect(path: Optional[str] = None, name: str = "vmsig-python", timeout: float = DEFAULT_TIMEOUT,
+            version_max: int = w.VERSION_MAX) -> Bus:
     """Connect to vmsigd: ``with vmsig.connect() as bus:``.
 
     ``path``: the socket; default ``$VMSIG_SOCKET``, else
     ``/run/vmsig/vmsigd.sock`` (as vmsigctl). ``name``: shown in audit
     records and as the holder of your leases. ``timeout``: seconds to wait
-    for any one answer. Raises ConnectionRefused with the daemon's reason.
+    for any one answer. ``version_max``: the highest protocol version to
+    offer (2; 1 gives exactly version 1, without memfd writes); the one
+    negotiated is ``bus.version``. Raises ConnectionRefused with the
+    daemon's reason.
     """
-    return Bus(path, name, timeout)
+    return Bus(path, name, timeout, version_max)

@@ -17,7 +17,7 @@ import errno
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Optional, Protocol, Type, TypeVar, Union
 
 from . import _vmie
 from .errors import GuestMemoryError, KernelBaseUnknown, StaleContextError, SymbolError, strerror
@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .bus import VM
 
 S = TypeVar("S", bound=ctypes.Structure)
+
+
+class HasFileno(Protocol):
+    """An open file (or anything with ``fileno()``)."""
+
+    def fileno(self) -> int: ...
 
 OS_NAMES = {0: "unknown", 1: "linux", 2: "windows", 3: "synthetic"}
 _SCRATCH = 1 << 16
@@ -287,9 +293,32 @@ class Memory:
         kernel's root) or guest-physical with ``phys=True``, as CMD_MEMWRITE
         under the memwrite lease (taken for this call if you do not hold
         it). All or nothing: the daemon checks the whole extent first.
+        Returns the number of bytes written.
+
+        On a protocol-version-2 connection (``bus.version``) a write of
+        64 KiB or more is copied into the connection's sealed staging memfd
+        and passed to the daemon as an fd, not through the socket; smaller
+        ones travel inline or as a tail."""
+        self.check()
+        n = self.vm._memwrite(va, bytes(data), cr3, phys).value
+        self.flush()
+        return n
+
+    def write_fd(self, va: int, fd: Union[int, HasFileno], length: int, offset: int = 0, cr3: int = 0,
+                 phys: bool = False) -> int:
+        """Write ``length`` bytes read from ``fd`` at ``offset`` to ``va``
+        (as :meth:`write`): the daemon copies them from the file into guest
+        RAM itself (protocol version 2, docs/protocol.md §7.2). ``fd``: an
+        int or an object with ``fileno()``, a memfd or a /dev/shm file open
+        for reading; seal a memfd with ``F_SEAL_SHRINK`` (the daemon then
+        maps it, from 64 KiB up) and do not change the bytes until this
+        returns. ``length``: 1..``bus.tail_max``. Raises TypeError /
+        ValueError naming the bad argument (before anything is sent),
+        VmsigError ``-EOPNOTSUPP`` on a version-1 connection, CommandError
+        ``-ENODATA`` when the file ends before ``offset + length``.
         Returns the number of bytes written."""
         self.check()
-        n = self.vm._memwrite(va, bytes(data), cr3, phys)
+        n = self.vm._memwrite_fd(va, fd, length, offset, cr3, phys).value
         self.flush()
         return n
 

@@ -20,6 +20,7 @@ import vmsig
 import vmsig._wire as w
 
 WELCOME = w.PREFIX.pack(28, w.WELCOME, 0) + struct.pack("<HHIIIIII", 1, 0, 7, 0x3F, 0, 456, 1 << 20, 1 << 20)
+WELCOME_V2 = w.PREFIX.pack(28, w.WELCOME, 0) + struct.pack("<HHIIIIII", 2, 0, 7, 0x3F, 0, 456, 1 << 20, 1 << 20)
 
 
 def event(kind: int, body: bytes, flags: int = 0, ep: int = 1, source: int = 0) -> bytes:
@@ -45,6 +46,7 @@ class FakeDaemon:
         self.srv.bind(self.path)
         self.srv.listen(1)
         self.script = script
+        self.hello = b""
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
@@ -56,6 +58,7 @@ class FakeDaemon:
             while len(hello) < 84:
                 hello += conn.recv(84 - len(hello))
             assert hello[4:6] == b"\x01\x00" and hello[8:12] == b"VMSG"
+            self.hello = hello
             self.script(conn)
             # wait for the client to close
             while conn.recv(4096):
@@ -72,12 +75,12 @@ class FakeDaemon:
         os.rmdir(self.dir)
 
 
-def welcome_then(*frames: bytes, fd: int = -1, fd_frame: int = -1):
+def welcome_then(*frames: bytes, fd: int = -1, fd_frame: int = -1, welcome: bytes = WELCOME):
     """A script: WELCOME, REPLY to the client's roster SUBSCRIBE, then frames
     (frame number fd_frame carrying fd)."""
 
     def script(conn: socket.socket) -> None:
-        conn.sendall(WELCOME)
+        conn.sendall(welcome)
         sub = conn.recv(32)
         corr = struct.unpack_from("<Q", sub, 8)[0]
         conn.sendall(reply(corr))
@@ -128,10 +131,47 @@ def test_error_instead_of_welcome(fake):
 
 def test_bad_welcome(fake):
     bad = bytearray(WELCOME)
-    bad[8] = 2  # version 2
+    bad[8] = 3  # version 3: outside the 1..2 offered
     d = fake(lambda c: c.sendall(bytes(bad)))
-    with pytest.raises(vmsig.ProtocolError, match="WELCOME"):
+    with pytest.raises(vmsig.ProtocolError, match="WELCOME with version 3, outside the 1..2"):
         vmsig.connect(d.path, timeout=TIMEOUT)
+    bad[8] = 1
+    bad[24] = 0xC9  # body_max 457
+    d = fake(lambda c: c.sendall(bytes(bad)))
+    with pytest.raises(vmsig.ProtocolError, match="malformed WELCOME"):
+        vmsig.connect(d.path, timeout=TIMEOUT)
+
+
+def test_hello_offers_versions_1_to_2(fake):
+    """HELLO offers 1..2 (§3.1); the WELCOME's version is bus.version."""
+    v2 = bytearray(WELCOME)
+    v2[8] = 2
+    d = fake(welcome_then(roster(), fd=-1))
+    with vmsig.connect(d.path, timeout=TIMEOUT) as bus:
+        assert bus.version == 1  # a version-1 daemon answers 1: nothing else changes
+        assert bus.vm("vm1", wait=TIMEOUT).name == "vm1"
+    assert struct.unpack_from("<IHH", d.hello, 8) == (w.MAGIC, 1, 2)
+
+    def v2_script(conn: socket.socket) -> None:
+        conn.sendall(bytes(v2))
+        sub = conn.recv(32)
+        conn.sendall(reply(struct.unpack_from("<Q", sub, 8)[0]))
+
+    d = fake(v2_script)
+    with vmsig.connect(d.path, timeout=TIMEOUT) as bus:
+        assert bus.version == 2
+
+
+def test_version_max_1_refuses_a_version_2_welcome(fake):
+    v2 = bytearray(WELCOME)
+    v2[8] = 2
+    d = fake(lambda c: c.sendall(bytes(v2)))
+    with pytest.raises(vmsig.ProtocolError, match="version 2, outside the 1..1"):
+        vmsig.connect(d.path, timeout=TIMEOUT, version_max=1)
+    assert struct.unpack_from("<IHH", d.hello, 8) == (w.MAGIC, 1, 1)
+    for bad in (0, 3, "2"):
+        with pytest.raises(ValueError, match="version_max must be 1 or 2"):
+            vmsig.connect(d.path, version_max=bad)  # type: ignore[arg-type]
 
 
 def test_eof_before_welcome(fake):
@@ -174,10 +214,12 @@ def test_memctx_has_fd_without_fd(fake):
     expect_violation(d.path, "without its fd")
 
 
-def test_fd_on_a_frame_without_has_fd(fake):
+@pytest.mark.parametrize("welcome", [WELCOME, WELCOME_V2], ids=["v1", "v2"])
+def test_fd_on_a_frame_without_has_fd(fake, welcome):
+    """Version 2 lets the client send fds; s->c the rules stay those of v1 (§6)."""
     r, wfd = os.pipe()
     try:
-        d = fake(welcome_then(roster(), roster(b"vm2\0"), fd=r, fd_frame=0))
+        d = fake(welcome_then(roster(), roster(b"vm2\0"), fd=r, fd_frame=0, welcome=welcome))
         expect_violation(d.path, "carries none")
     finally:
         os.close(r)
