@@ -61,8 +61,11 @@ static uint64_t now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void run_free(void);
+
 static void cleanup(void)
 {
+        run_free();
         vh_teardown(&H);
         vm_guest_stop(&G);
 }
@@ -97,6 +100,23 @@ struct run {
         uint8_t *back; /* read back from guest RAM */
         char why[200];
 };
+
+static struct run g_run = {.own_fd = -1};
+
+static void run_free(void)
+{
+        struct run *r = &g_run;
+
+        vmie_ram_free(r->ram);
+        if (r->own && r->own != MAP_FAILED)
+                munmap(r->own, BIG);
+        if (r->own_fd >= 0)
+                close(r->own_fd);
+        free(r->buf);
+        free(r->back);
+        memset(r, 0, sizeof(*r));
+        r->own_fd = -1;
+}
 
 /* One write of form f with every byte = v, at the reserved range. */
 static int write_once(struct run *r, enum form f, uint8_t v)
@@ -224,7 +244,7 @@ int main(int argc, char **argv)
         const int ROUNDS = (argc > 1 && strcmp(argv[1], "--smoke") == 0) ? 1 : 10;
         const int PER = ROUNDS == 1 ? 2 : 20;
         uint64_t ns[F_COUNT] = {0}, ns_pw = 0;
-        struct run r = {.own_fd = -1};
+        struct run *rp = &g_run;
         int ok[F_COUNT] = {0};
 
         g_smoke = ROUNDS == 1;
@@ -240,7 +260,7 @@ int main(int argc, char **argv)
         printf("memwrite_guest%s: 1 MiB CMD_MEMWRITE into a real guest (real vmsigd, real memctx adapter, "
                "guest-physical writes into %s) vs pwrite() of the same bytes into a memfd\n",
                g_smoke ? " --smoke (checks only, no figures)" : "", RSV_PARAM);
-        int e = setup(&r);
+        int e = setup(rp);
         if (e > 0)
                 return 0; /* unavailable, said why */
         if (e < 0) {
@@ -254,26 +274,26 @@ int main(int argc, char **argv)
                 (void)bench_report_invalid();
                 return 1;
         }
-        for (int round = 0; round < ROUNDS && !r.why[0]; round++) {
-                for (int f = 0; f < F_COUNT && !r.why[0]; f++) {
+        for (int round = 0; round < ROUNDS && !rp->why[0]; round++) {
+                for (int f = 0; f < F_COUNT && !rp->why[0]; f++) {
                         const uint8_t v = (uint8_t)(0x10 + 0x30 * f + round);
                         uint64_t t0 = now_ns();
-                        for (int i = 0; i < PER && !r.why[0]; i++)
-                                if (write_once(&r, (enum form)f, v) == 0)
+                        for (int i = 0; i < PER && !rp->why[0]; i++)
+                                if (write_once(rp, (enum form)f, v) == 0)
                                         ok[f]++;
                         ns[f] += now_ns() - t0;
-                        if (!r.why[0] && !landed(&r, v))
-                                snprintf(r.why, sizeof(r.why),
+                        if (!rp->why[0] && !landed(rp, v))
+                                snprintf(rp->why, sizeof(rp->why),
                                          "%s: the bytes read back from guest RAM differ", form_name[f]);
                 }
                 uint64_t t0 = now_ns();
                 for (int i = 0; i < PER; i++)
-                        (void)!pwrite(mfd, r.buf, BIG, BIG);
+                        (void)!pwrite(mfd, rp->buf, BIG, BIG);
                 ns_pw += now_ns() - t0;
         }
         close(mfd);
-        if (r.why[0])
-                invalid("%s", r.why);
+        if (rp->why[0])
+                invalid("%s", rp->why);
         /* the guest lived through it: its console still prints */
         size_t seen = strlen(vm_guest_serial_text(&G));
         bool alive = false;
