@@ -57,8 +57,9 @@ int vmsig_bus_new(const struct vmsig_bus_limits *limits, struct vmsig_bus **ret)
 struct vmsig_bus *vmsig_bus_free(struct vmsig_bus *bus);
 
 /* The epoll fd, to nest the bus in another loop (poll it for EPOLLIN; then
- * call vmsig_bus_run_once(bus, 0)). It also turns readable when a control
- * queues work between iterations (vmsig_control_send and the like). */
+ * call vmsig_bus_run_once(bus, 0)). Once it was asked for, it also turns
+ * readable when a control queues work between iterations
+ * (vmsig_control_send and the like). */
 int vmsig_bus_get_fd(struct vmsig_bus *bus);
 /* One iteration: wait up to timeout_ms (-1 forever; 0 if work is pending),
  * handle readiness, dispatch, deliver, reap. Returns the number of events

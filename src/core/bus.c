@@ -154,7 +154,10 @@ struct vmsig_bus *vmsig_bus_free(struct vmsig_bus *bus)
 
 int vmsig_bus_get_fd(struct vmsig_bus *bus)
 {
-        return bus ? bus->epfd : -EINVAL;
+        if (!bus)
+                return -EINVAL;
+        bus->nested = true; /* whoever asks will poll it: see bus_enqueue */
+        return bus->epfd;
 }
 
 void vmsig_bus_exit(struct vmsig_bus *bus, int code)
@@ -223,8 +226,10 @@ int bus_enqueue(struct vmsig_bus *bus, const struct vmsig_event *ev, int fd, voi
         n->payload_len = payload_len;
         prioq_push(&bus->pq, n);
         /* Queued between iterations (an embedder's own code): an embedder
-         * polling the bus fd must see it, not sleep on it. Once per gap. */
-        if (bus->depth == 0 && !bus->kicked) {
+         * polling the bus fd must see it, not sleep on it. Once per gap, and
+         * only for one that asked for the fd: one that calls run_once
+         * itself needs no wake-up (two syscalls per round trip). */
+        if (bus->depth == 0 && bus->nested && !bus->kicked) {
                 handoff_kick(&bus->ho);
                 bus->kicked = true;
         }

@@ -244,6 +244,7 @@ struct vmsig_bus {
 
         int depth;   /* > 0 while dispatching: frees are deferred */
         bool kicked; /* queued outside an iteration; the bus fd was made readable */
+        bool nested; /* vmsig_bus_get_fd was called: an embedder polls the fd */
         struct watch *dead_watches;
         struct attachment *dead_atts;
         struct vmsig_control *dead_ctls;
