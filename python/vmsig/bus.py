@@ -268,13 +268,18 @@ class Bus:
                 n = self._sock.send(view, socket.MSG_NOSIGNAL)
                 view = view[n:]
             except BlockingIOError:
-                p = select.poll()
-                p.register(self._fileno, select.POLLIN | select.POLLOUT)
-                for _fd, ev in p.poll(self.timeout * 1000):
-                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                        self._recv()
+                self._wait_for_room()
             except (BrokenPipeError, ConnectionResetError):
                 raise ConnectionClosed("vmsigd closed the connection", -errno.EPIPE) from None
+
+    def _wait_for_room(self) -> None:
+        """The socket is full: wait for room, reading meanwhile, so that
+        vmsigd's answers cannot fill our receive buffer and stall both."""
+        p = select.poll()
+        p.register(self._fileno, select.POLLIN | select.POLLOUT)
+        for _fd, ev in p.poll(self.timeout * 1000):
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                self._recv()
 
     def _send_fd(self, data: bytes, fd: int) -> None:
         """Send one frame with fd attached to its first byte (§6). _send
@@ -287,12 +292,8 @@ class Bus:
             try:
                 n = self._sock.sendmsg([data], anc, socket.MSG_NOSIGNAL)
                 break
-            except BlockingIOError:  # nothing went, not the fd either: wait for room
-                p = select.poll()
-                p.register(self._fileno, select.POLLIN | select.POLLOUT)
-                for _fd, ev in p.poll(self.timeout * 1000):
-                    if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                        self._recv()
+            except BlockingIOError:  # nothing went, not the fd either
+                self._wait_for_room()
             except (BrokenPipeError, ConnectionResetError):
                 raise ConnectionClosed("vmsigd closed the connection", -errno.EPIPE) from None
         if n < len(data):
