@@ -254,17 +254,22 @@ static const uint8_t *src_mapping(struct mce *e, const struct mw_job *j, const s
         int seals;
         void *p;
 
+        if (e->src.base && e->src.lease_gen != j->lease_gen)
+                src_unmap(e); /* another holder: let go of the last one's memory */
         if (j->len < SRC_MAP_MIN_BYTES)
                 return NULL;
-        if (e->src.base && (e->src.lease_gen != j->lease_gen || e->src.dev != st->st_dev ||
-                            e->src.ino != st->st_ino || e->src.len < need))
-                src_unmap(e);
-        if (e->src.base)
+        if (e->src.base && e->src.dev == st->st_dev && e->src.ino == st->st_ino && e->src.len >= need)
                 return e->src.base;
+        /* Another file, or this one grown: map it if it is sealed. An
+         * unsealed one leaves the mapping be, for a control that alternates
+         * between its staging memfd and files of its own. */
         seals = fcntl(j->src_fd, F_GET_SEALS);
         if (seals < 0 || !(seals & F_SEAL_SHRINK) || (uint64_t)st->st_size > SRC_MAP_MAX_BYTES)
                 return NULL;
-        p = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, j->src_fd, 0);
+        src_unmap(e);
+        /* populated now: faulting it in page by page, write by write, costs
+         * several times more */
+        p = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED | MAP_POPULATE, j->src_fd, 0);
         if (p == MAP_FAILED)
                 return NULL;
         e->src.base = p;

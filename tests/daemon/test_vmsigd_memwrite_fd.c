@@ -517,18 +517,20 @@ static void test_sealed_source(void **state)
         /* it cannot shrink under the mapping */
         assert_int_equal(ftruncate(s1, 4096), -1);
         assert_int_equal(errno, EPERM);
-        /* an unsealed file is read, not mapped; then another sealed one */
+        /* an unsealed file is read, not mapped, and the sealed one stays
+         * mapped; another sealed one takes its place */
         vh_pattern(a, sizeof(a), 0x55);
         int u = memfd_with(a, sizeof(a), sizeof(a));
         write_fd_ok(c, u, 0, TAIL_MAX);
         assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
         assert_false(daemon_maps("test-src"));
-        assert_false(daemon_maps("vmsig-test-sealed1"));
+        assert_true(daemon_maps("vmsig-test-sealed1"));
         vh_pattern(b, sizeof(b), 0x54);
         int s2 = sealed_memfd("vmsig-test-sealed2", b, sizeof(b));
         write_fd_ok(c, s2, 0, TAIL_MAX);
         assert_true(vh_ram_equals(&CTX, TARGET_GPA, b, TAIL_MAX));
         assert_true(daemon_maps("vmsig-test-sealed2"));
+        assert_false(daemon_maps("vmsig-test-sealed1"));
         close(s1);
         close(s2);
         close(u);
