@@ -39,7 +39,16 @@ int handoff_init(struct handoff *h, unsigned cap)
                 free(h->buf[1]);
                 return r;
         }
-        pthread_mutex_init(&h->mu, NULL);
+        /* Held for a slot copy at a time by producers and for a swap by the
+         * loop: a contended lock is free again within nanoseconds, so spin a
+         * little before sleeping rather than pay a futex wait and wake
+         * (bench/bus_inproc: 350-420 ns of CPU per event instead of
+         * 430-600 ns). */
+        pthread_mutexattr_t ma;
+        pthread_mutexattr_init(&ma);
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+        pthread_mutex_init(&h->mu, &ma);
+        pthread_mutexattr_destroy(&ma);
         pthread_cond_init(&h->not_full, NULL);
         return 0;
 nomem:
