@@ -593,9 +593,44 @@ static bool mw_landed(int ramfd, const struct vmsig_memctx *ctx, uint64_t gpa, u
         return ok;
 }
 
+#define BIG_MW (1 << 20)
+
+/* The 1 MiB forms: the SRC tail, the caller's bytes copied into the
+ * staging memfd by the library, and the staging buffer filled in place. */
+enum mw_form { MW_TAIL, MW_COPYING, MW_ZEROCOPY, MW_FORMS };
+static const char *const mw_form_name[MW_FORMS] = {"tail", "copying form", "zero-copy form"};
+
+/* One ACKed 1 MiB write of form f: 0, or the first failure (-errno, or the
+ * ACK's result). */
+static int mw_write_1m(struct vmsig_client *c, struct vmsig_event *ev, enum mw_form f, const uint8_t *big,
+                       const void *stage)
+{
+        uint64_t corr;
+        int32_t res;
+        void *p;
+        int r;
+
+        ev->hdr.corr = 0;
+        switch (f) {
+        case MW_TAIL:
+                r = vmsig_client_send_payload(c, ev, big, BIG_MW, &corr);
+                break;
+        case MW_COPYING:
+                r = vmsig_client_memwrite(c, ev, big, BIG_MW, &corr);
+                break;
+        default: /* the bytes are in the staging buffer already */
+                if ((r = vmsig_client_memwrite_buffer(c, &p, NULL)) == 0)
+                        r = p == stage ? vmsig_client_memwrite_submit(c, ev, BIG_MW, &corr) : -EFAULT;
+                break;
+        }
+        if (r == 0)
+                r = mw_wait_ack(c, corr, &res);
+        return r < 0 ? r : res;
+}
+
 static void bench_memwrite(void)
 {
-        enum { N_MAX = 5000, BIG = 1 << 20, NBIG_MAX = 200 }; /* NBIG: per form, in 10 rounds */
+        enum { N_MAX = 5000, BIG = BIG_MW, NBIG_MAX = 200 }; /* NBIG: per form, in 10 rounds */
         const int N = g_smoke ? 200 : N_MAX, NBIG = g_smoke ? 4 : NBIG_MAX;
         static uint64_t lat_bus[N_MAX], lat_raw[N_MAX];
         struct mwbus b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -695,80 +730,39 @@ static void bench_memwrite(void)
                 goto big_out;
         }
         const uint64_t gpa = 1u << 20; /* the stub maps its kernel image from gpa 0 */
-        uint64_t ns_tail = 0, ns_copy = 0, ns_zc = 0, ns_pw = 0;
-        int ok_tail = 0, ok_copy = 0, ok_zc = 0;
+        uint64_t ns[MW_FORMS] = {0}, ns_pw = 0;
+        int ok[MW_FORMS] = {0};
         char why[160] = "";
-        for (int round = 0; round < ROUNDS; round++) {
-                /* Each form writes its own byte value (outside the timing),
-                 * read back from guest RAM after it. */
-                const uint8_t v_tail = (uint8_t)(0x10 + round), v_copy = (uint8_t)(0x40 + round),
-                              v_zc = (uint8_t)(0x70 + round);
-                memset(big, v_tail, BIG);
+        for (int round = 0; round < ROUNDS && !why[0]; round++) {
+                for (int f = 0; f < MW_FORMS && !why[0]; f++) {
+                        /* Each form writes its own byte value (filled outside
+                         * the timing), read back from guest RAM after it. */
+                        const uint8_t v = (uint8_t)(0x10 + 0x30 * f + round);
+                        memset(f == MW_ZEROCOPY ? stage : big, v, BIG);
+                        uint64_t t0 = now_ns();
+                        for (int i = 0; i < PER && !why[0]; i++)
+                                if ((r = mw_write_1m(c, &ev, (enum mw_form)f, big, stage)) < 0)
+                                        snprintf(why, sizeof(why), "%s: %s", mw_form_name[f], strerror(-r));
+                                else
+                                        ok[f]++;
+                        ns[f] += now_ns() - t0;
+                        if (!why[0] && !mw_landed(ramfd, &ctx, gpa, v, BIG))
+                                snprintf(why, sizeof(why), "%s: the bytes read back from guest RAM differ",
+                                         mw_form_name[f]);
+                }
                 uint64_t t0 = now_ns();
-                for (int i = 0; i < PER; i++, ok_tail++) {
-                        ev.hdr.corr = 0;
-                        if ((r = vmsig_client_send_payload(c, &ev, big, BIG, &corr)) < 0 ||
-                            (r = mw_wait_ack(c, corr, &res)) < 0 || (r = res) < 0) {
-                                snprintf(why, sizeof(why), "tail: %s", strerror(-r));
-                                goto big_done;
-                        }
-                }
-                ns_tail += now_ns() - t0;
-                if (!mw_landed(ramfd, &ctx, gpa, v_tail, BIG)) {
-                        snprintf(why, sizeof(why), "tail: the bytes read back from guest RAM differ");
-                        goto big_done;
-                }
-                /* the caller's bytes, copied into the staging memfd by the library */
-                memset(big, v_copy, BIG);
-                t0 = now_ns();
-                for (int i = 0; i < PER; i++, ok_copy++) {
-                        ev.hdr.corr = 0;
-                        if ((r = vmsig_client_memwrite(c, &ev, big, BIG, &corr)) < 0 ||
-                            (r = mw_wait_ack(c, corr, &res)) < 0 || (r = res) < 0) {
-                                snprintf(why, sizeof(why), "copying form: %s", strerror(-r));
-                                goto big_done;
-                        }
-                }
-                ns_copy += now_ns() - t0;
-                if (!mw_landed(ramfd, &ctx, gpa, v_copy, BIG)) {
-                        snprintf(why, sizeof(why), "copying form: the bytes read back from guest RAM differ");
-                        goto big_done;
-                }
-                /* zero-copy: the caller fills the staging buffer in place
-                 * (here: its bytes are already there) */
-                memset(stage, v_zc, BIG);
-                t0 = now_ns();
-                for (int i = 0; i < PER; i++, ok_zc++) {
-                        void *p;
-                        ev.hdr.corr = 0;
-                        if ((r = vmsig_client_memwrite_buffer(c, &p, NULL)) < 0 ||
-                            (r = p == stage ? 0 : -EFAULT) < 0 ||
-                            (r = vmsig_client_memwrite_submit(c, &ev, BIG, &corr)) < 0 ||
-                            (r = mw_wait_ack(c, corr, &res)) < 0 || (r = res) < 0) {
-                                snprintf(why, sizeof(why), "zero-copy form: %s", strerror(-r));
-                                goto big_done;
-                        }
-                }
-                ns_zc += now_ns() - t0;
-                if (!mw_landed(ramfd, &ctx, gpa, v_zc, BIG)) {
-                        snprintf(why, sizeof(why),
-                                 "zero-copy form: the bytes read back from guest RAM differ");
-                        goto big_done;
-                }
-                t0 = now_ns();
                 for (int i = 0; i < PER; i++)
                         (void)!pwrite(mfd, big, BIG, BIG);
                 ns_pw += now_ns() - t0;
         }
-big_done:
         close(ramfd);
-        if (ok_tail + ok_copy + ok_zc < 3 * ROUNDS * PER || why[0])
+        if (ok[MW_TAIL] + ok[MW_COPYING] + ok[MW_ZEROCOPY] < MW_FORMS * ROUNDS * PER || why[0])
                 invalid("1 MiB CMD_MEMWRITE: %d tail, %d copying, %d zero-copy of %d each ACKed with success "
                         "(%s)",
-                        ok_tail, ok_copy, ok_zc, ROUNDS * PER, why);
-        g_mw.bus_mbs = mbs(ok_tail, BIG, ns_tail);
-        g_mw.copy_mbs = mbs(ok_copy, BIG, ns_copy);
-        g_mw.zc_mbs = mbs(ok_zc, BIG, ns_zc);
+                        ok[MW_TAIL], ok[MW_COPYING], ok[MW_ZEROCOPY], ROUNDS * PER, why);
+        g_mw.bus_mbs = mbs(ok[MW_TAIL], BIG, ns[MW_TAIL]);
+        g_mw.copy_mbs = mbs(ok[MW_COPYING], BIG, ns[MW_COPYING]);
+        g_mw.zc_mbs = mbs(ok[MW_ZEROCOPY], BIG, ns[MW_ZEROCOPY]);
         g_mw.pw_mbs = mbs(ROUNDS * PER, BIG, ns_pw);
 big_out:
         close(mfd);

@@ -66,11 +66,7 @@ static int setup_nocap(void **state)
 static int teardown(void **state)
 {
         (void)state;
-        if (CTX.fd >= 0)
-                close(CTX.fd);
-        CTX.fd = -1;
-        W = vh_client_close(W);
-        vh_teardown(&H);
+        vh_teardown_memctx_vm(&H, &W, &CTX);
         return 0;
 }
 
@@ -454,23 +450,6 @@ static void *shake(void *arg)
         return NULL;
 }
 
-/* Is a mapping of a file named memfd:<name> in the daemon's address space? */
-static bool daemon_maps(const char *name)
-{
-        char path[64], line[512], want[96];
-        bool found = false;
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/%d/maps", (int)H.pid);
-        snprintf(want, sizeof(want), "/memfd:%s ", name);
-        f = fopen(path, "re");
-        assert_non_null(f);
-        while (!found && fgets(line, sizeof(line), f))
-                found = strstr(line, want) != NULL;
-        fclose(f);
-        return found;
-}
-
 static int sealed_memfd(const char *name, const uint8_t *data, size_t len)
 {
         int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -503,7 +482,7 @@ static void test_sealed_source(void **state)
         int s1 = sealed_memfd("vmsig-test-sealed1", a, sizeof(a));
         write_fd_ok(c, s1, 0, TAIL_MAX);
         assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
-        assert_true(daemon_maps("vmsig-test-sealed1"));
+        assert_true(vh_daemon_maps_memfd(&H, "vmsig-test-sealed1"));
         /* the same file, new bytes: the kept mapping sees them */
         vh_pattern(a, sizeof(a), 0x52);
         assert_int_equal(pwrite(s1, a, sizeof(a), 0), (ssize_t)sizeof(a));
@@ -523,26 +502,26 @@ static void test_sealed_source(void **state)
         int u = memfd_with(a, sizeof(a), sizeof(a));
         write_fd_ok(c, u, 0, TAIL_MAX);
         assert_true(vh_ram_equals(&CTX, TARGET_GPA, a, TAIL_MAX));
-        assert_false(daemon_maps("test-src"));
-        assert_true(daemon_maps("vmsig-test-sealed1"));
+        assert_false(vh_daemon_maps_memfd(&H, "test-src"));
+        assert_true(vh_daemon_maps_memfd(&H, "vmsig-test-sealed1"));
         vh_pattern(b, sizeof(b), 0x54);
         int s2 = sealed_memfd("vmsig-test-sealed2", b, sizeof(b));
         write_fd_ok(c, s2, 0, TAIL_MAX);
         assert_true(vh_ram_equals(&CTX, TARGET_GPA, b, TAIL_MAX));
-        assert_true(daemon_maps("vmsig-test-sealed2"));
-        assert_false(daemon_maps("vmsig-test-sealed1"));
+        assert_true(vh_daemon_maps_memfd(&H, "vmsig-test-sealed2"));
+        assert_false(vh_daemon_maps_memfd(&H, "vmsig-test-sealed1"));
         close(s1);
         close(s2);
         close(u);
         vh_client_close(c);
         /* the daemon lets go of the control's memory once writes stop */
         int waited_ms = 0;
-        while (daemon_maps("vmsig-test-sealed2") && waited_ms < 6000) {
+        while (vh_daemon_maps_memfd(&H, "vmsig-test-sealed2") && waited_ms < 6000) {
                 usleep(100 * 1000);
                 waited_ms += 100;
         }
         print_message("the sealed source was unmapped %d ms after the last write\n", waited_ms);
-        assert_false(daemon_maps("vmsig-test-sealed2"));
+        assert_false(vh_daemon_maps_memfd(&H, "vmsig-test-sealed2"));
         expect_daemon_fds(fds);
 }
 

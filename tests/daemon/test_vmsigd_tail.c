@@ -36,11 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
         (void)state;
-        if (CTX.fd >= 0)
-                close(CTX.fd);
-        CTX.fd = -1;
-        W = vh_client_close(W);
-        vh_teardown(&H);
+        vh_teardown_memctx_vm(&H, &W, &CTX);
         return 0;
 }
 

@@ -722,6 +722,34 @@ fail:
         return -1;
 }
 
+/* Undoes vh_setup_memctx_vm: closes ctx->fd and *w, stops the daemon. */
+static VH_UNUSED void vh_teardown_memctx_vm(struct vh *h, struct vmsig_client **w, struct vmsig_memctx *ctx)
+{
+        if (ctx->fd >= 0)
+                close(ctx->fd);
+        ctx->fd = -1;
+        *w = vh_client_close(*w);
+        vh_teardown(h);
+}
+
+/* Does the daemon map a memfd named name (/proc/<pid>/maps)? */
+static VH_UNUSED bool vh_daemon_maps_memfd(const struct vh *h, const char *name)
+{
+        char path[64], line[512], want[96];
+        bool found = false;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%d/maps", (int)h->pid);
+        snprintf(want, sizeof(want), "/memfd:%s ", name);
+        f = fopen(path, "re");
+        if (!f)
+                return false;
+        while (!found && fgets(line, sizeof(line), f))
+                found = strstr(line, want) != NULL;
+        fclose(f);
+        return found;
+}
+
 /* ---- raw socket clients (to misbehave on purpose) ---- */
 
 static VH_UNUSED int vh_raw_connect(const char *path)

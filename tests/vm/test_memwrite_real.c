@@ -222,15 +222,7 @@ static void test_memwrite_seen_by_kernel_and_process(void **state)
                 if (pass == 0) {
                         assert_memory_equal(now + boff, "Vmsig version", 13);
                         /* the staging memfd is what the daemon mapped */
-                        char mp[64], line[512];
-                        bool mapped = false;
-                        snprintf(mp, sizeof(mp), "/proc/%d/maps", (int)H.pid);
-                        FILE *mf = fopen(mp, "re");
-                        assert_non_null(mf);
-                        while (!mapped && fgets(line, sizeof(line), mf))
-                                mapped = strstr(line, "/memfd:vmsig-memwrite ") != NULL;
-                        fclose(mf);
-                        assert_true(mapped);
+                        assert_true(vh_daemon_maps_memfd(&H, "vmsig-memwrite"));
                 }
         }
         assert_memory_equal(now, orig, BIGW);

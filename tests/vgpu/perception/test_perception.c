@@ -71,6 +71,19 @@ static void fx_close(struct fx *f)
         close(f->fd);
 }
 
+/* A mapped frame's spans copied out in order; the bytes copied. */
+static size_t gather(const struct iovec *sp, size_t n, uint8_t *buf, size_t cap)
+{
+        size_t off = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                assert_true(off + sp[i].iov_len <= cap);
+                memcpy(buf + off, sp[i].iov_base, sp[i].iov_len);
+                off += sp[i].iov_len;
+        }
+        return off;
+}
+
 static void check_pattern(const uint8_t *buf, const struct vgpu_frame_info *fi)
 {
         for (uint32_t y = 0; y < fi->height; y++)
@@ -285,13 +298,7 @@ static void test_zero_copy(void **state)
         fx_open(&f, 0, 0, 100, 80);
         stub_producer_publish(&f.sp);
         assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), 0);
-        size_t off = 0;
-        for (size_t i = 0; i < n; i++) {
-                assert_true(off + sp[i].iov_len <= sizeof(buf));
-                memcpy(buf + off, sp[i].iov_base, sp[i].iov_len);
-                off += sp[i].iov_len;
-        }
-        assert_int_equal(off, fi.data_len);
+        assert_int_equal(gather(sp, n, buf, sizeof(buf)), fi.data_len);
         assert_int_equal(vgpu_perception_still_valid(f.p, &fi), 1);
         check_pattern(buf, &fi);
         /* The slot is rewritten (nslots publishes later): no longer valid. */
@@ -324,13 +331,7 @@ static void test_zero_copy_verify(void **state)
                 fx_open(&f, 0, VGPU_PERCEPTION_VERIFY, dims[d][0], dims[d][1]);
                 stub_producer_publish(&f.sp);
                 assert_int_equal(vgpu_perception_map(f.p, &sp, &n, &fi), 0);
-                size_t off = 0;
-                for (size_t i = 0; i < n; i++) {
-                        assert_true(off + sp[i].iov_len <= sizeof(buf));
-                        memcpy(buf + off, sp[i].iov_base, sp[i].iov_len);
-                        off += sp[i].iov_len;
-                }
-                assert_int_equal(off, fi.data_len);
+                assert_int_equal(gather(sp, n, buf, sizeof(buf)), fi.data_len);
                 assert_int_equal(vgpu_perception_still_valid(f.p, &fi), 1);
                 assert_int_equal(vgpu_checksum(buf, fi.data_len), fi.checksum);
                 check_pattern(buf, &fi);
